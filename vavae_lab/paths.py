@@ -1,0 +1,36 @@
+"""Where generated artifacts live, and stable hashes that key caches by their config."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def data_dir() -> Path:
+    """Root for generated data and caches: $VAVAE_LAB_DATA, else the repo's data/, else ~/.cache/vavae_lab."""
+    env = os.environ.get("VAVAE_LAB_DATA")
+    if env:
+        return Path(env).expanduser()
+    repo_data = _PACKAGE_DIR.parent / "data"
+    if (_PACKAGE_DIR.parent / "pyproject.toml").exists():
+        return repo_data
+    return Path.home() / ".cache" / "vavae_lab"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A sub-folder of the cache root (created on demand)."""
+    path = data_dir().joinpath("cache", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_hash(obj, length: int = 12) -> str:
+    """A short, stable hash of a dataclass, dict or JSON-able value, used as a cache key."""
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

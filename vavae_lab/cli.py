@@ -1,0 +1,79 @@
+"""Command line: `python -m vavae_lab <command> ...`, also under `torchrun -m vavae_lab ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from .config import load_config, to_dict
+from .errors import VavaeLabError
+from .presets import PRESETS
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--preset / --config plus trailing key.sub=value overrides."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)}")
+    group.add_argument("--config", default=None, help="a YAML file written by a previous run or by hand")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def _config(args):
+    """The config named by --preset/--config with the overrides applied."""
+    return load_config(args.config or args.preset or "lab", args.overrides)
+
+
+def _train_tokenizer(args) -> None:
+    from .train.tokenizer import train_tokenizer
+
+    config = _config(args)
+    if args.resume and args.config is None and args.preset is None:
+        from pathlib import Path
+
+        saved = Path(args.out) / "config.yaml"
+        if saved.exists():
+            config = load_config(saved, args.overrides)
+    _, history = train_tokenizer(config, args.out, resume=args.resume)
+    if history.get("eval"):
+        final = history["eval"][-1]
+        print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))
+
+
+def _show_config(args) -> None:
+    print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per stage."""
+    parser = argparse.ArgumentParser(prog="python -m vavae_lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-tokenizer", help="train a VA-VAE / KL-VAE tokenizer")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.set_defaults(func=_train_tokenizer)
+
+    p = sub.add_parser("show-config", help="print the full config of a preset with overrides, as YAML")
+    _add_config_args(p)
+    p.set_defaults(func=_show_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user mistakes print one clear line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VavaeLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (the newest checkpoint is kept)", file=sys.stderr)
+        return 130
+    finally:
+        from . import dist
+
+        dist.cleanup()
+    return 0

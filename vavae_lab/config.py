@@ -1,0 +1,331 @@
+"""Typed configuration: dataclass sections, YAML load/save and `key.sub=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are prepared."""
+
+    source: str = "shapes"  # "shapes" (embedded, generated) or "imagefolder" (ImageNet train layout)
+    root: Optional[str] = None  # folder of class sub-folders, for source=imagefolder
+    resolution: int = 32
+    num_train: int = 30000  # shapes only
+    num_test: int = 5000  # shapes only
+    num_classes: int = 10  # shapes only; imagefolder counts its class folders
+    seed: int = 0
+    hflip: bool = True  # random horizontal flip while training
+    strict: bool = False  # raise on a corrupt image instead of skipping it
+    num_workers: int = 0  # DataLoader workers for imagefolder
+
+
+@dataclass
+class VAEConfig:
+    """LDM KL-autoencoder architecture (NOTES §3)."""
+
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    z_channels: int = 32
+    embed_dim: int = 32
+    dropout: float = 0.0
+    norm_groups: int = 32
+
+
+@dataclass
+class LossConfig:
+    """Reconstruction, KL and GAN terms of the tokenizer objective (NOTES §3)."""
+
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0  # LPIPS; needs VGG16 weights (lpips_path or online)
+    lpips_path: Optional[str] = None
+    logvar_init: float = 0.0
+    kl_weight: float = 1e-6
+    disc_start: int = 5001
+    disc_weight: float = 0.5
+    disc_factor: float = 1.0
+    disc_layers: int = 3
+    disc_ndf: int = 64
+    disc_loss: str = "hinge"
+    disc_lr: Optional[float] = None  # None: the same as the autoencoder
+
+
+@dataclass
+class ToyVFMSection:
+    """The toy vision foundation model pretrained on the embedded dataset (offline presets)."""
+
+    objective: str = "supervised"  # "supervised" or "masked" (self-supervised)
+    width: int = 64
+    feature_dim: int = 64
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    num_images: int = 30000
+    seed: int = 0
+
+
+@dataclass
+class VFConfig:
+    """Vision-foundation alignment loss (NOTES §2)."""
+
+    enabled: bool = True
+    foundation: str = "dinov2_vitl14"  # registry name, any timm model, "toy" or "toy_random"
+    pretrained_path: Optional[str] = None  # local weights file for a timm model
+    projection: str = "reverse"  # "reverse" (z -> VFM dim) or "forward" (VFM -> z dim)
+    use_mcos: bool = True
+    use_mdms: bool = True
+    m1: float = 0.5
+    m2: float = 0.25
+    w_mcos: float = 1.0
+    w_mdms: float = 1.0
+    weight: float = 0.1  # w_hyper
+    adaptive: bool = True
+    adaptive_max: float = 1e8
+    adaptive_every: int = 1  # recompute the adaptive weight every k steps (reuse in between)
+    toy: ToyVFMSection = field(default_factory=ToyVFMSection)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule shared by the training stages."""
+
+    steps: int = 1000
+    batch_size: int = 64  # global batch; split evenly over ranks
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam" or "adamw"
+    lr_schedule: str = "constant"  # "constant" or "cosine"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # 0 disables clipping
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (GPU only)
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_images: int = 500
+    progress: bool = True
+
+
+@dataclass
+class TokenizerConfig:
+    """Everything that defines one tokenizer run."""
+
+    model: VAEConfig = field(default_factory=VAEConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    vf: VFConfig = field(default_factory=VFConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class ToyFeatureSection:
+    """The toy FID feature network (a classifier unrelated to the toy VFM)."""
+
+    width: int = 32
+    feature_dim: int = 128
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 2e-3
+    num_images: int = 30000
+    seed: int = 1
+
+
+@dataclass
+class MetricsConfig:
+    """How reconstructions and samples are scored."""
+
+    fid_extractor: str = "toy"  # "toy" (trained here) or "inception" (torch-fidelity)
+    inception_path: Optional[str] = None  # local torch-fidelity Inception weights
+    num_images: int = 2000
+    toy: ToyFeatureSection = field(default_factory=ToyFeatureSection)
+
+
+@dataclass
+class Config:
+    """The full configuration of an experiment."""
+
+    name: str = "custom"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+# ----------------------------------------------------------------------------- typing helpers
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    """Every dotted key of a dataclass type, sections included."""
+    keys = []
+    for f in fields(cls):
+        name = prefix + f.name
+        keys.append(name)
+        ftype = typing.get_type_hints(cls)[f.name]
+        if is_dataclass(ftype):
+            keys.extend(_all_keys(ftype, name + "."))
+    return keys
+
+
+def _unknown_key(key: str, root_cls) -> ConfigError:
+    """An error for an unknown key that suggests the closest valid keys."""
+    candidates = _all_keys(root_cls)
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    if not close:  # try matching the last component anywhere in the tree
+        leaf = key.rsplit(".", 1)[-1]
+        close = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:3]
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} expects a list like [1, 2], got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} expects {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-4" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} is a section; set its fields as {key}.<field>=value")
+        return _from_dict(tp, value, key + ".")
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in names:
+            raise _unknown_key(prefix + str(key), Config)
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def to_dict(config) -> dict:
+    """A plain nested dict of a config (tuples become lists), ready for YAML or JSON."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def from_dict(data: dict) -> Config:
+    """Build a Config from a nested dict; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    return _from_dict(Config, data)
+
+
+def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Config:
+    """Return a copy of `config` with `key.sub=value` overrides applied and type-checked."""
+    if not overrides:
+        return config
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key.sub=value")
+            key, raw = item.split("=", 1)
+            items.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+    data = to_dict(config)
+    for key, value in items:
+        node, parts = data, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise _unknown_key(key, Config)
+            if i < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], dict):
+            raise ConfigError(f"{key} is a section; set one of its fields, e.g. {key}.{next(iter(node[parts[-1]]))}=...")
+        node[parts[-1]] = value
+    return from_dict(data)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the full config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def load_config(source: str | Path, overrides: list[str] | dict | None = None) -> Config:
+    """Load a preset name or a YAML file, then apply overrides."""
+    from .presets import PRESETS, get_preset
+
+    text = str(source)
+    if text in PRESETS:
+        config = get_preset(text)
+    else:
+        path = Path(text)
+        if not path.exists():
+            close = difflib.get_close_matches(text, list(PRESETS), n=3, cutoff=0.4)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; presets: {', '.join(PRESETS)}"
+            raise ConfigError(f"{text!r} is neither a preset nor a YAML file{hint}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        config = from_dict(data or {})
+    return apply_overrides(config, overrides)

@@ -1,0 +1,90 @@
+"""Named presets: `smoke` (CI, seconds), `lab` (a laptop CPU, minutes) and the paper's ImageNet recipes."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .config import (Config, DataConfig, LossConfig, MetricsConfig, TokenizerConfig, ToyFeatureSection,
+                     ToyVFMSection, TrainConfig, VAEConfig, VFConfig)
+from .errors import ConfigError
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def _toy_tokenizer(embed_dim: int, ch: int, num_res_blocks: int) -> VAEConfig:
+    """A small f4 KL-VAE for 32 px toy images (8 x 8 latent grid)."""
+    return VAEConfig(ch=ch, ch_mult=(1, 2, 2), num_res_blocks=num_res_blocks, attn_resolutions=(),
+                     z_channels=embed_dim, embed_dim=embed_dim, norm_groups=8)
+
+
+def smoke() -> Config:
+    """Every stage in seconds on a CPU; checks plumbing, not quality."""
+    return Config(
+        name="smoke",
+        data=DataConfig(source="shapes", resolution=32, num_train=2000, num_test=500),
+        tokenizer=TokenizerConfig(
+            model=_toy_tokenizer(embed_dim=16, ch=16, num_res_blocks=1),
+            loss=LossConfig(perceptual_weight=0.0, disc_start=40, disc_ndf=16, disc_layers=2, kl_weight=1e-6),
+            vf=VFConfig(foundation="toy", m1=0.0, m2=0.0,
+                        toy=ToyVFMSection(width=16, feature_dim=32, steps=60, batch_size=64, num_images=2000)),
+            train=TrainConfig(steps=60, batch_size=32, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
+                              log_every=10, ckpt_every=30, eval_images=200),
+        ),
+        metrics=MetricsConfig(num_images=200, toy=ToyFeatureSection(width=16, feature_dim=64, steps=60,
+                                                                    batch_size=64, num_images=2000)),
+    )
+
+
+def lab() -> Config:
+    """A student's laptop CPU: the toy VA-VAE (f4 d32 + VF to a toy foundation model), minutes per run."""
+    return Config(
+        name="lab",
+        data=DataConfig(source="shapes", resolution=32, num_train=30000, num_test=5000),
+        tokenizer=TokenizerConfig(
+            model=_toy_tokenizer(embed_dim=32, ch=32, num_res_blocks=1),
+            loss=LossConfig(perceptual_weight=0.0, disc_start=100_000, kl_weight=1e-6),
+            vf=VFConfig(foundation="toy", m1=0.0, m2=0.0, adaptive_every=4),
+            train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
+                              lr_schedule="cosine", warmup_steps=50, grad_clip=1.0, log_every=25,
+                              ckpt_every=250, eval_images=2000),
+        ),
+        metrics=MetricsConfig(num_images=2000),
+    )
+
+
+def _imagenet(embed_dim: int, vf: bool, epochs: int) -> Config:
+    """The paper's f16 tokenizer recipe on ImageNet 256 (NOTES §3), with or without the DINOv2 VF loss."""
+    batch = 256
+    return Config(
+        name=f"imagenet256_f16d{embed_dim}{'_vf' if vf else ''}",
+        data=DataConfig(source="imagefolder", root=None, resolution=256, num_workers=8),
+        tokenizer=TokenizerConfig(
+            model=VAEConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
+                            z_channels=embed_dim, embed_dim=embed_dim, norm_groups=32),
+            loss=LossConfig(perceptual_weight=1.0, disc_start=5001, disc_weight=0.5, kl_weight=1e-6),
+            vf=VFConfig(enabled=vf, foundation="dinov2_vitl14", m1=0.5, m2=0.25, weight=0.1),
+            train=TrainConfig(steps=epochs * IMAGENET_TRAIN_IMAGES // batch, batch_size=batch, lr=1e-4,
+                              betas=(0.5, 0.9), optimizer="adam", precision="fp32", log_every=50,
+                              ckpt_every=5000, eval_every=25_000, eval_images=10_000),
+        ),
+        metrics=MetricsConfig(fid_extractor="inception", num_images=50_000),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "smoke": smoke,
+    "lab": lab,
+    # the released VA-VAE (125 epochs) and the Table 2 study (50 epochs each)
+    "imagenet256_f16d32_vf": lambda: _imagenet(32, True, 125),
+    "imagenet256_f16d32": lambda: _imagenet(32, False, 50),
+    "imagenet256_f16d16": lambda: _imagenet(16, False, 50),
+    "imagenet256_f16d16_vf": lambda: _imagenet(16, True, 50),
+    "imagenet256_f16d64": lambda: _imagenet(64, False, 50),
+    "imagenet256_f16d64_vf": lambda: _imagenet(64, True, 50),
+}
+
+
+def get_preset(name: str) -> Config:
+    """A fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

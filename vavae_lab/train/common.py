@@ -1,0 +1,151 @@
+"""Pieces every training loop shares: deterministic batches, LR schedule, optimisers, JSONL log, NaN guard."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+
+
+class StepBatches:
+    """Global batches as a pure function of the step, so a resumed run sees exactly the same data.
+
+    Each epoch is a permutation seeded by (seed, epoch); each step also draws a horizontal-flip mask
+    seeded by (seed, step). Rank r takes its slice of the global batch.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 hflip: bool = True):
+        if global_batch % world_size:
+            raise ConfigError(f"batch_size={global_batch} is not divisible by the {world_size} processes; "
+                              f"use a multiple of {world_size}")
+        if num_items < global_batch:
+            raise ConfigError(f"the dataset has {num_items} images, fewer than batch_size={global_batch}")
+        self.num_items, self.global_batch = num_items, global_batch
+        self.seed, self.rank, self.world_size, self.hflip = seed, rank, world_size, hflip
+        self.per_rank = global_batch // world_size
+        self.steps_per_epoch = num_items // global_batch
+        self._perm_epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.num_items, generator=g), epoch
+        return self._perm
+
+    def indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(item indices, flip flags) of this rank's share of the global batch at `step`."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        start = pos * self.global_batch + self.rank * self.per_rank
+        idx = self._permutation(epoch)[start:start + self.per_rank]
+        if self.hflip:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+            flips = torch.rand(self.global_batch, generator=g)[self.rank * self.per_rank:][:self.per_rank] < 0.5
+        else:
+            flips = torch.zeros(self.per_rank, dtype=torch.bool)
+        return idx, flips
+
+    def sampler(self, start_step: int, end_step: int) -> Iterator[list[tuple[int, bool]]]:
+        """A batch sampler for a DataLoader: lists of (index, flip) keys from start_step to end_step."""
+        for step in range(start_step, end_step):
+            idx, flips = self.indices(step)
+            yield list(zip(idx.tolist(), flips.tolist()))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    raise ConfigError(f"train.lr_schedule={cfg.lr_schedule!r}; use constant or cosine")
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None):
+    """Adam or AdamW with the configured betas and weight decay."""
+    params = [p for p in params if p.requires_grad]
+    kwargs = dict(lr=lr or cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, **kwargs)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    raise ConfigError(f"train.optimizer={cfg.optimizer!r}; use adam or adamw")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def allreduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average gradients over ranks in one flat buffer (no-op in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+class JsonlLogger:
+    """Appends one JSON record per line to metrics.jsonl (main rank only), and keeps them in memory."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.records: list[dict] = []
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, record: dict) -> None:
+        """Store a record and append it to the file."""
+        record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after `step` (they belong to the part of a run a resume repeats)."""
+        if self.path is None or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        self.records = [json.loads(line) for line in kept]
+
+
+class Throughput:
+    """Images per second over the last logging window."""
+
+    def __init__(self):
+        self.t0, self.n = time.perf_counter(), 0
+
+    def add(self, n: int) -> None:
+        """Count `n` more images."""
+        self.n += n
+
+    def rate(self) -> float:
+        """Images per second since the last call, then reset."""
+        now = time.perf_counter()
+        rate = self.n / max(now - self.t0, 1e-9)
+        self.t0, self.n = now, 0
+        return rate

@@ -58,14 +58,21 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
     info = dist.setup(config.device)
     tc, lc = config.tokenizer.train, config.tokenizer.loss
     run_dir = Path(out_dir) if out_dir is not None else None
-    torch.manual_seed(config.seed + info.rank)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
 
     train_set, eval_images = build_train_eval_data(config, eval_count=tc.eval_images)
+    if not info.is_main:
+        dist.barrier()  # rank 0 pretrains and caches the toy networks first
     parts = build_tokenizer_parts(config, info.device)
+    if info.is_main:
+        dist.barrier()
+    dist.broadcast_module(parts.model)
+    dist.broadcast_module(parts.loss)
+    torch.manual_seed(config.seed * 1000 + info.rank)  # different posterior noise per rank
     model, loss_fn, vfm = parts.model, parts.loss, parts.vfm
-    ae_params = list(model.parameters()) + [p for n, p in loss_fn.named_parameters()
-                                            if not n.startswith("discriminator.")]
-    disc_params = list(loss_fn.discriminator.parameters())
+    # like LDM and the official VA-VAE, logvar stays at its initial value (not optimised)
+    ae_params = list(model.parameters()) + loss_fn.generator_parameters()
+    disc_params = loss_fn.discriminator_parameters()
     opt_ae = make_optimizer(ae_params, tc)
     opt_disc = make_optimizer(disc_params, tc, lr=lc.disc_lr)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
@@ -125,7 +132,7 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         scaler.step(opt_ae)
         scaler.update()
 
-        if lc.disc_factor > 0 and step >= lc.disc_start:
+        if loss_fn.active_disc_factor(step) > 0:
             with autocast(info.device, tc.precision):
                 d_loss, d_logs = loss_fn.discriminator_loss(images, recon.detach(), step)
             opt_disc.zero_grad(set_to_none=True)

@@ -75,3 +75,10 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
     return flag
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy parameters and buffers from rank `src` to every rank (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src)

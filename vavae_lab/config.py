@@ -69,8 +69,8 @@ class ToyVFMSection:
     objective: str = "supervised"  # "supervised" or "masked" (self-supervised)
     width: int = 64
     feature_dim: int = 64
-    steps: int = 1500
-    batch_size: int = 128
+    steps: int = 800
+    batch_size: int = 64
     lr: float = 2e-3
     num_images: int = 30000
     seed: int = 0

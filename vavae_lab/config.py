@@ -133,9 +133,9 @@ class TokenizerConfig:
 class ToyFeatureSection:
     """The toy FID feature network (a classifier unrelated to the toy VFM)."""
 
-    width: int = 32
+    width: int = 24
     feature_dim: int = 128
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 128
     lr: float = 2e-3
     num_images: int = 30000

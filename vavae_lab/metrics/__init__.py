@@ -1,0 +1,27 @@
+"""Tokenizer and generator metrics: PSNR, SSIM, and FID/IS/KID/precision-recall via torch-fidelity."""
+from .fid import (
+    TOY_EXTRACTOR_NAME,
+    ToyFeatureExtractor,
+    UInt8Dataset,
+    compute_fid,
+    is_offline,
+    reconstruction_metrics,
+    resolve_inception_weights,
+    to_uint8,
+)
+from .recon import psnr, ssim, ssim_map
+from .toy_features import (
+    ToyFeatureConfig,
+    ToyFeatureNet,
+    get_toy_feature_net,
+    load_toy_feature_net,
+    toy_feature_weights_path,
+    train_toy_feature_net,
+)
+
+__all__ = [
+    "TOY_EXTRACTOR_NAME", "ToyFeatureExtractor", "UInt8Dataset", "compute_fid", "is_offline",
+    "reconstruction_metrics", "resolve_inception_weights", "to_uint8", "psnr", "ssim", "ssim_map",
+    "ToyFeatureConfig", "ToyFeatureNet", "get_toy_feature_net", "load_toy_feature_net",
+    "toy_feature_weights_path", "train_toy_feature_net",
+]

@@ -179,7 +179,8 @@ class TokenizerLoss(nn.Module):
         self.vf_adaptive = bool(vf_adaptive)
         self.vf_adaptive_max = float(vf_adaptive_max)
         self.vf_adaptive_every = vf_adaptive_every
-        self._vf_weight_cache: tuple[int, torch.Tensor] | None = None
+        # (step, value) of the last adaptive VF ratio; a buffer so that resuming reuses it exactly
+        self.register_buffer("vf_weight_cache", torch.tensor([-1.0, 0.0], dtype=torch.float64))
         # LPIPS is frozen and rebuilt by build_lpips, so checkpoints leave its ~59 MB of VGG weights out.
         self.register_state_dict_post_hook(_drop_lpips_entries)
         self.register_load_state_dict_post_hook(_ignore_lpips_entries)
@@ -221,12 +222,12 @@ class TokenizerLoss(nn.Module):
         """The adaptive VF ratio, recomputed every ``vf_adaptive_every`` training steps and reused in between."""
         if not (self.training and torch.is_grad_enabled()):
             return nll.new_zeros(())
-        cached = self._vf_weight_cache
-        if self.vf_adaptive_every > 1 and cached is not None and 0 <= step - cached[0] < self.vf_adaptive_every:
-            return cached[1].to(nll.device)
+        cached_step, cached_value = self.vf_weight_cache.tolist()
+        if self.vf_adaptive_every > 1 and cached_step >= 0 and 0 <= step - cached_step < self.vf_adaptive_every:
+            return nll.new_tensor(cached_value)
         ratio = self._balance(nll, vf, layer, max_value=self.vf_adaptive_max,
                               layer_hint="enc_last_layer (e.g. model.encoder_last_layer()) for the adaptive VF weight")
-        self._vf_weight_cache = (step, ratio)
+        self.vf_weight_cache.copy_(torch.tensor([float(step), float(ratio)], dtype=torch.float64))
         return ratio
 
     def generator_loss(

@@ -221,6 +221,7 @@ def random_toy_vfm(config=None) -> ToyVFM:
         return ToyVFM(cfg)
 
 
+@torch.enable_grad()
 def pretrain_toy_vfm(config=None, *, device="cpu", progress: bool = True):
     """Pretrain a toy VFM with AdamW (warmup + cosine) on the shapes dataset; returns (model, history)."""
     cfg = coerce_toy_config(config)

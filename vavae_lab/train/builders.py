@@ -107,7 +107,8 @@ class TokenizerParts:
 
 def build_tokenizer_parts(config: Config, device: torch.device) -> TokenizerParts:
     """Everything `train_tokenizer` needs, on `device`."""
-    vfm = build_vfm(config, device)
+    with torch.random.fork_rng(devices=[]):  # pretraining a toy VFM must not shift the model's init
+        vfm = build_vfm(config, device)
     model = build_autoencoder(config).to(device)
     loss = build_loss(config, vfm.dim if vfm is not None else None).to(device)
 

@@ -1,0 +1,269 @@
+"""A small classifier trained on the embedded shapes data whose penultimate features stand in for Inception."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, ConfigError
+from ..paths import cache_dir, config_hash
+
+CACHE_NAME = "fid_features"
+
+
+@dataclass
+class ToyFeatureConfig:
+    """How the toy FID feature network is built and pretrained (lab defaults; see `preset("smoke")`)."""
+
+    resolution: int = 32  # input size the network is trained at; other sizes are resized to it
+    num_images: int = 30000  # shapes train split
+    num_test_images: int = 2000  # shapes test split, for the reported accuracy
+    num_classes: int = 10
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 1  # a different seed from the tokenizer's data, so the judge never saw those images
+    width: int = 24  # channels of the first stage; the stages use width, 2*width, 4*width
+    feature_dim: int = 128  # size of the penultimate features used by FID
+
+    def __post_init__(self):
+        """Reject settings that cannot build or train the network."""
+        for name in ("resolution", "num_images", "num_test_images", "steps", "batch_size", "width",
+                     "feature_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"ToyFeatureConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.num_classes < 2:
+            raise ConfigError(f"ToyFeatureConfig.num_classes={self.num_classes} must be >= 2")
+        if self.resolution < 8:
+            raise ConfigError(f"ToyFeatureConfig.resolution={self.resolution} must be >= 8 (three stride-2 stages)")
+        if self.lr <= 0:
+            raise ConfigError(f"ToyFeatureConfig.lr={self.lr} must be positive")
+
+    @classmethod
+    def preset(cls, name: str) -> "ToyFeatureConfig":
+        """Named settings: 'smoke' (a few seconds, plumbing only) or 'lab' (about a minute on 2 cores)."""
+        presets = {
+            "smoke": dict(num_images=2000, num_test_images=500, steps=60, batch_size=64, width=16,
+                          feature_dim=64),
+            "lab": {},
+        }
+        if name not in presets:
+            raise ConfigError(f"unknown ToyFeatureConfig preset {name!r}; choose one of {sorted(presets)}")
+        return cls(**presets[name])
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ToyFeatureConfig":
+        """Build a config from a dict such as `asdict(config)`, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown ToyFeatureConfig keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**values)
+
+
+class _ConvBNAct(nn.Sequential):
+    """3x3 convolution, batch norm and ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    """x + ConvBNAct(x): a residual layer that keeps the channel count and resolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = _ConvBNAct(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ToyFeatureNet(nn.Module):
+    """A ResNet-style classifier for 3 x R x R images in [-1, 1] with three stride-2 stages (R -> R/8)."""
+
+    def __init__(self, config: ToyFeatureConfig):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.trunk = nn.Sequential(
+            _ConvBNAct(3, w, stride=2), _Residual(w),
+            _ConvBNAct(w, 2 * w, stride=2), _Residual(2 * w),
+            _ConvBNAct(2 * w, 4 * w, stride=2), _Residual(4 * w),
+        )
+        self.project = nn.Linear(4 * w, config.feature_dim)
+        self.classifier = nn.Linear(config.feature_dim, config.num_classes)
+        self.test_accuracy: float | None = None
+        self.train_seconds: float | None = None
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize inputs of another size to the training resolution (bilinear, antialiased)."""
+        size = self.config.resolution
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B x feature_dim): pooled trunk, linear projection, ReLU."""
+        h = self.trunk(self._prepare(x)).mean(dim=(2, 3))
+        return F.relu(self.project(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B x num_classes)."""
+        return self.classifier(self.features(x))
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs from one pass: (penultimate features, logits)."""
+        feats = self.features(x)
+        return feats, self.classifier(feats)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _datasets(config: ToyFeatureConfig):
+    """The shapes train and test splits the network learns from and is scored on."""
+    from ..data.shapes import ShapesDataset
+
+    train = ShapesDataset(config.num_images, resolution=config.resolution, seed=config.seed, split="train",
+                          num_classes=config.num_classes)
+    test = ShapesDataset(config.num_test_images, resolution=config.resolution, seed=config.seed, split="test",
+                         num_classes=config.num_classes)
+    return train, test
+
+
+@torch.no_grad()
+def evaluate_accuracy(net: ToyFeatureNet, images_uint8: torch.Tensor, labels: torch.Tensor, *,
+                      device="cpu", batch_size: int = 500) -> float:
+    """Top-1 accuracy of the network on uint8 images (N x 3 x H x W) with integer labels."""
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for start in range(0, len(images_uint8), batch_size):
+        x = images_uint8[start:start + batch_size].to(device).float() / 127.5 - 1.0
+        pred = net(x).argmax(dim=1).cpu()
+        correct += int((pred == labels[start:start + batch_size]).sum())
+    net.train(was_training)
+    return correct / max(len(images_uint8), 1)
+
+
+@torch.enable_grad()
+def train_toy_feature_net(config: ToyFeatureConfig, *, device="cpu", progress: bool = True) -> ToyFeatureNet:
+    """Train a fresh network on the shapes train split (AdamW, cosine LR, flips) and score it on the test split."""
+    device = torch.device(device)
+    started = time.perf_counter()
+    train, test = _datasets(config)
+    torch.manual_seed(config.seed)
+    net = ToyFeatureNet(config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, config.steps // 20)
+
+    def lr_factor(step: int) -> float:
+        """Linear warm-up over the first 5% of steps, then a cosine decay to zero."""
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    generator = torch.Generator().manual_seed(config.seed)
+    net.train()
+    bar = tqdm(range(config.steps), desc="toy FID features", disable=not progress, leave=False)
+    for _ in bar:
+        idx = torch.randint(len(train), (config.batch_size,), generator=generator)
+        flips = torch.rand(config.batch_size, generator=generator) < 0.5
+        x, y = train.get_batch(idx, flips=flips)
+        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    net.eval()
+    net.test_accuracy = evaluate_accuracy(net, test.images, test.labels, device=device)
+    net.train_seconds = time.perf_counter() - started
+    return net
+
+
+def toy_feature_cache_path(config: ToyFeatureConfig) -> Path:
+    """Where the pretrained network for this config is cached (keyed by the hash of the full config)."""
+    return cache_dir(CACHE_NAME) / f"{config_hash(config)}.pt"
+
+
+def save_toy_feature_net(net: ToyFeatureNet, path: str | os.PathLike) -> None:
+    """Write the weights, config, accuracy and training time to `path` atomically (temp file + rename)."""
+    path = Path(path)
+    payload = {
+        "config": asdict(net.config),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "test_accuracy": float(net.test_accuracy) if net.test_accuracy is not None else -1.0,
+        "train_seconds": float(net.train_seconds) if net.train_seconds is not None else -1.0,
+        "num_params": count_parameters(net),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_toy_feature_net(path: str | os.PathLike, *, device="cpu") -> ToyFeatureNet:
+    """Load a network written by `save_toy_feature_net`, in eval mode and frozen."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"toy feature network file {path} does not exist; build it with "
+                              "get_toy_feature_net(config) or toy_feature_weights_path(config)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"could not read the toy feature network {path} ({exc}); delete the file "
+                              "and it will be retrained") from exc
+    if not isinstance(payload, dict) or not {"config", "state_dict"} <= set(payload):
+        raise CheckpointError(f"{path} is not a toy feature network file (no 'config'/'state_dict' entries); "
+                              "pass the path returned by toy_feature_weights_path(config)")
+    net = ToyFeatureNet(ToyFeatureConfig.from_dict(payload["config"]))
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the ToyFeatureNet architecture of its own config; "
+                              "delete the file and it will be retrained") from exc
+    accuracy = float(payload.get("test_accuracy", -1.0))
+    seconds = float(payload.get("train_seconds", -1.0))
+    net.test_accuracy = accuracy if accuracy >= 0 else None
+    net.train_seconds = seconds if seconds >= 0 else None
+    net.requires_grad_(False)
+    return net.eval().to(device)
+
+
+def toy_feature_weights_path(config: ToyFeatureConfig | None = None, *, device="cpu",
+                             progress: bool = True) -> Path:
+    """The cached weights file for `config`, training and saving the network first when it is missing."""
+    config = config or ToyFeatureConfig()
+    path = toy_feature_cache_path(config)
+    if not path.is_file():
+        net = train_toy_feature_net(config, device=device, progress=progress)
+        save_toy_feature_net(net, path)
+        if progress:
+            print(f"toy FID feature net: {count_parameters(net):,} params, test accuracy "
+                  f"{net.test_accuracy:.4f}, trained in {net.train_seconds:.1f} s -> {path}")
+    return path
+
+
+def get_toy_feature_net(config: ToyFeatureConfig | None = None, device="cpu", *,
+                        progress: bool = True) -> ToyFeatureNet:
+    """The pretrained toy feature network for `config`: loaded from the cache, or trained once and cached."""
+    path = toy_feature_weights_path(config, device=device, progress=progress)
+    return load_toy_feature_net(path, device=device)

@@ -26,6 +26,7 @@ ROWS = {
     "lab (f4d32)": ("lab", ["tokenizer.vf.enabled=false"]),
     "f16d32": ("imagenet256_f16d32", []),
     "f16d32+VF (DINOv2-L)": ("imagenet256_f16d32_vf", []),
+    "f16d32+VF bf16": ("imagenet256_f16d32_vf", ["tokenizer.train.precision=bf16"]),
 }
 
 

@@ -102,3 +102,24 @@ def test_two_process_gloo_ddp_run(tmp_path):
     assert state["step"] == 8
     log = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "img_per_s" in r] == [2, 4, 6, 8]  # only rank 0 logs
+
+
+def test_cached_tokenizer_trains_once_then_loads(tiny_config, monkeypatch):
+    from vavae_lab.train import artifacts, tokenizer
+
+    model, history = artifacts.cached_tokenizer(tiny_config)
+    monkeypatch.setattr(tokenizer, "train_tokenizer", lambda *a, **k: pytest.fail("retrained a cached run"))
+    again, history2 = artifacts.cached_tokenizer(apply_overrides(tiny_config, ["tokenizer.train.progress=true"]))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+    assert history2["eval"][-1]["psnr"] == pytest.approx(history["eval"][-1]["psnr"])
+    other = apply_overrides(tiny_config, ["tokenizer.model.embed_dim=4"])
+    assert artifacts.tokenizer_run_dir(other) != artifacts.tokenizer_run_dir(tiny_config)
+
+
+def test_load_tokenizer_from_an_empty_folder_says_how_to_train(tmp_path):
+    from vavae_lab import load_tokenizer
+    from vavae_lab.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="train-tokenizer"):
+        load_tokenizer(tmp_path)

@@ -1,1 +1,35 @@
 """vavae_lab: VA-VAE and LightningDiT from a laptop CPU to multi-GPU ImageNet."""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; imported on first use so `import vavae_lab` stays light
+_EXPORTS = {
+    "Config": "config", "load_config": "config", "save_config": "config", "apply_overrides": "config",
+    "get_preset": "presets", "PRESETS": "presets",
+    "resolve_device": "device",
+    "train_tokenizer": "train.tokenizer",
+    "load_tokenizer": "train.artifacts",
+    "AutoencoderKL": "tokenizer.autoencoder",
+    "load_official_vavae": "tokenizer.official",
+    "VFLoss": "tokenizer.vf_loss",
+    "build_foundation_model": "tokenizer.foundation",
+    "ShapesDataset": "data", "ImageFolderDataset": "data", "build_dataset": "data",
+    "reconstruction_metrics": "metrics", "compute_fid": "metrics",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vavae_lab' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -153,6 +153,73 @@ class MetricsConfig:
 
 
 @dataclass
+class LatentsConfig:
+    """How the latent cache is extracted (NOTES §5: with and without flip, stats on ~10k latents)."""
+
+    flip: bool = True  # also store the horizontally flipped image's latent
+    sample_posterior: bool = False  # False: the posterior mean (mode); True: a sample
+    shard_size: int = 10000
+    stats_count: int = 10000
+    batch_size: int = 256
+
+
+@dataclass
+class DiTModelConfig:
+    """LightningDiT architecture: a registry size plus the switches of Table 1."""
+
+    size: str = "XL/1"  # see vavae_lab.diffusion.lightningdit.DIT_SIZES
+    mlp: str = "swiglu"  # "swiglu" or "gelu"
+    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm"
+    pos: str = "rope"  # "rope" (2-D) or "abs" (sin-cos absolute)
+    qk_norm: bool = False
+    adaln_shift: bool = True  # False: the "without shift" adaLN variant
+    class_dropout: float = 0.1
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class TransportConfig:
+    """Training path: rectified flow (LightningDiT) or the DDPM epsilon baseline of the original DiT."""
+
+    path: str = "rectified_flow"  # "rectified_flow" or "ddpm"
+    t_sampling: str = "logit_normal"  # "uniform" or "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    cos_weight: float = 1.0  # velocity-direction (cosine) loss weight; 0 disables it
+    ddpm_steps: int = 1000
+
+
+@dataclass
+class DiTConfig:
+    """Everything that defines one LightningDiT run."""
+
+    model: DiTModelConfig = field(default_factory=DiTModelConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=80_000, batch_size=1024, lr=2e-4, betas=(0.9, 0.95), optimizer="adamw", precision="bf16",
+        grad_clip=1.0, ckpt_every=5000, log_every=100))
+    ema_decay: float = 0.9999
+
+
+@dataclass
+class SampleConfig:
+    """ODE sampling and classifier-free guidance (NOTES §5)."""
+
+    sampler: str = "euler"  # "euler", "heun", "dopri5" (torchdiffeq) or "ddpm" (for the DDPM baseline)
+    steps: int = 250
+    cfg_scale: float = 1.0  # 1.0: no guidance
+    cfg_interval_start: float = 0.0  # guide only while t >= this (t = 1 is data); paper 0.11
+    cfg_channels: int = 0  # guide only the first k latent channels (official quirk: 3); 0 = all
+    timestep_shift: float = 1.0  # s in t' = s t / (1 + (s - 1) t); paper 0.3; 1.0 = no shift
+    atol: float = 1e-6
+    rtol: float = 1e-3
+    num_samples: int = 2000
+    batch_size: int = 250
+    use_ema: bool = True
+    seed: int = 0
+
+
+@dataclass
 class Config:
     """The full configuration of an experiment."""
 
@@ -161,6 +228,9 @@ class Config:
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    latents: LatentsConfig = field(default_factory=LatentsConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 

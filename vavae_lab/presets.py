@@ -40,10 +40,10 @@ def lab() -> Config:
         name="lab",
         data=DataConfig(source="shapes", resolution=32, num_train=30000, num_test=5000),
         tokenizer=TokenizerConfig(
-            model=_toy_tokenizer(embed_dim=32, ch=32, num_res_blocks=1),
+            model=_toy_tokenizer(embed_dim=32, ch=16, num_res_blocks=1),
             loss=LossConfig(perceptual_weight=0.0, disc_start=100_000, kl_weight=1e-6),
             vf=VFConfig(foundation="toy", m1=0.0, m2=0.0, adaptive_every=4),
-            train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
+            train=TrainConfig(steps=1000, batch_size=64, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
                               lr_schedule="cosine", warmup_steps=50, grad_clip=1.0, log_every=25,
                               ckpt_every=250, eval_images=2000),
         ),

@@ -1,0 +1,57 @@
+"""Load trained tokenizers from run folders, and a config-keyed cache that trains only when needed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import latest_checkpoint, load_checkpoint
+from ..config import Config, from_dict, to_dict
+from ..errors import CheckpointError
+from ..paths import cache_dir, config_hash
+
+
+def load_tokenizer(run_dir: str | Path, *, device: str | torch.device = "cpu"):
+    """The trained autoencoder of a run folder (its tokenizer.pt, else its newest checkpoint), in eval mode."""
+    from .builders import build_autoencoder
+
+    run_dir = Path(run_dir)
+    final = run_dir / "tokenizer.pt"
+    path = final if final.exists() else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"{run_dir} holds no tokenizer.pt and no checkpoint; train one with "
+                              f"`python -m vavae_lab train-tokenizer --preset lab --out {run_dir}`")
+    state = load_checkpoint(path, map_location=device)
+    config = from_dict(state["config"])
+    model = build_autoencoder(config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the architecture in its own config: {exc}") from exc
+    return model.to(device).eval()
+
+
+def tokenizer_run_dir(config: Config) -> Path:
+    """The cache folder of a tokenizer run, keyed by everything in the config that changes the result."""
+    key = to_dict(config)
+    key.pop("name")  # a preset's name does not change the weights
+    key["tokenizer"]["train"].pop("progress")
+    key.pop("device")
+    return cache_dir("tokenizers") / config_hash(key)
+
+
+def cached_tokenizer(config: Config):
+    """Load the tokenizer this config produces if it was trained before, else train it (resuming if cut off).
+
+    Returns (model, history); the history of a loaded run is read from its history.json.
+    """
+    import json
+
+    from .tokenizer import train_tokenizer
+
+    run_dir = tokenizer_run_dir(config)
+    if (run_dir / "tokenizer.pt").exists() and (run_dir / "history.json").exists():
+        model = load_tokenizer(run_dir, device="cpu")
+        history = json.loads((run_dir / "history.json").read_text())
+        return model, history
+    return train_tokenizer(config, run_dir, resume=True)

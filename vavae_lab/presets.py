@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import (Config, DataConfig, LossConfig, MetricsConfig, TokenizerConfig, ToyFeatureSection,
-                     ToyVFMSection, TrainConfig, VAEConfig, VFConfig)
+from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
+                     SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig, VAEConfig,
+                     VFConfig)
 from .errors import ConfigError
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -29,6 +30,12 @@ def smoke() -> Config:
             train=TrainConfig(steps=60, batch_size=32, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
                               log_every=10, ckpt_every=30, eval_images=200),
         ),
+        latents=LatentsConfig(shard_size=1000, stats_count=2000, batch_size=250),
+        dit=DiTConfig(model=DiTModelConfig(size="toy-XS/1"),
+                      train=TrainConfig(steps=60, batch_size=64, lr=1e-3, betas=(0.9, 0.95), optimizer="adamw",
+                                        grad_clip=1.0, log_every=10, ckpt_every=30, eval_images=0),
+                      ema_decay=0.9),
+        sample=SampleConfig(steps=10, num_samples=250, batch_size=250),
         metrics=MetricsConfig(num_images=200, toy=ToyFeatureSection(width=16, feature_dim=64, steps=60,
                                                                     batch_size=64, num_images=2000)),
     )
@@ -47,6 +54,13 @@ def lab() -> Config:
                               lr_schedule="cosine", warmup_steps=50, grad_clip=1.0, log_every=25,
                               ckpt_every=250, eval_images=2000),
         ),
+        latents=LatentsConfig(shard_size=10000, stats_count=10000, batch_size=500),
+        dit=DiTConfig(model=DiTModelConfig(size="toy-S/1", qk_norm=True),
+                      train=TrainConfig(steps=1000, batch_size=128, lr=1e-3, betas=(0.9, 0.95), optimizer="adamw",
+                                        warmup_steps=50, grad_clip=1.0, log_every=25, ckpt_every=250,
+                                        eval_images=0),
+                      ema_decay=0.99),
+        sample=SampleConfig(steps=25, num_samples=2000, batch_size=500),
         metrics=MetricsConfig(num_images=2000),
     )
 
@@ -66,6 +80,11 @@ def _imagenet(embed_dim: int, vf: bool, epochs: int) -> Config:
                               betas=(0.5, 0.9), optimizer="adam", precision="fp32", log_every=50,
                               ckpt_every=5000, eval_every=25_000, eval_images=10_000),
         ),
+        latents=LatentsConfig(shard_size=10000, stats_count=10000, batch_size=256),
+        # LightningDiT-XL/1, 64 epochs (80k steps at batch 1024); sampling as for FID 2.11 (NOTES §5)
+        dit=DiTConfig(model=DiTModelConfig(size="XL/1", qk_norm=False)),  # the released switches
+        sample=SampleConfig(sampler="euler", steps=250, cfg_scale=10.0, cfg_interval_start=0.11,
+                            timestep_shift=0.3, num_samples=50_000, batch_size=250),
         metrics=MetricsConfig(fid_extractor="inception", num_images=50_000),
     )
 

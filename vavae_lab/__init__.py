@@ -18,6 +18,10 @@ _EXPORTS = {
     "build_foundation_model": "tokenizer.foundation",
     "ShapesDataset": "data", "ImageFolderDataset": "data", "build_dataset": "data",
     "reconstruction_metrics": "metrics", "compute_fid": "metrics",
+    "extract_latents": "latents", "LatentDataset": "latents",
+    "train_dit": "train.dit", "load_dit": "train.dit",
+    "load_official_lightningdit": "diffusion.official", "build_dit": "diffusion.lightningdit",
+    "generate_images": "generate", "generation_fid": "generate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -40,6 +40,51 @@ def _train_tokenizer(args) -> None:
         print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))
 
 
+def _extract_latents(args) -> None:
+    from .latents import extract_latents
+
+    path = extract_latents(_config(args), args.tokenizer, args.out)
+    print(f"latent cache: {path}")
+
+
+def _train_dit(args) -> None:
+    from .train.dit import train_dit
+
+    config = _config(args)
+    if args.resume and args.config is None and args.preset is None:
+        from pathlib import Path
+
+        saved = Path(args.out) / "config.yaml"
+        if saved.exists():
+            config = load_config(saved, args.overrides)
+    _, history = train_dit(config, args.latents, args.out, resume=args.resume)
+    if history["train"]:
+        print(f"final loss {history['train'][-1]['loss']:.4f} after {history['train'][-1]['step']} steps")
+
+
+def _sample(args) -> None:
+    from .generate import sample_to_folder
+
+    overrides = list(args.overrides)
+    if args.n is not None:
+        overrides.append(f"sample.num_samples={args.n}")
+    if args.cfg is not None:
+        overrides.append(f"sample.cfg_scale={args.cfg}")
+    config = load_config(args.config or args.preset or "lab", overrides)
+    out = sample_to_folder(config, args.dit, args.tokenizer, args.out)
+    print(f"samples and grid.png in {out}")
+
+
+def _evaluate(args) -> None:
+    from .metrics.generation import evaluate_samples, write_metrics
+
+    config = _config(args)
+    reference = args.reference or ("shapes" if config.data.source == "shapes" else config.data.root)
+    result = evaluate_samples(args.samples, reference=reference, config=config)
+    write_metrics(result, args.out)
+    print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
 def _show_config(args) -> None:
     print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
 
@@ -54,6 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.set_defaults(func=_train_tokenizer)
+
+    p = sub.add_parser("extract-latents", help="encode the dataset (and its flips) into a latent cache")
+    _add_config_args(p)
+    p.add_argument("--tokenizer", required=True, help="tokenizer run directory (holds tokenizer.pt)")
+    p.add_argument("--out", required=True, help="latent cache directory (resumes shard by shard)")
+    p.set_defaults(func=_extract_latents)
+
+    p = sub.add_parser("train-dit", help="train a LightningDiT on a latent cache")
+    _add_config_args(p)
+    p.add_argument("--latents", required=True, help="latent cache directory from extract-latents")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.set_defaults(func=_train_dit)
+
+    p = sub.add_parser("sample", help="sample class-conditional images: PNGs and grid.png")
+    _add_config_args(p)
+    p.add_argument("--dit", required=True, help="DiT run directory (holds dit.pt)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer run directory")
+    p.add_argument("--out", required=True, help="folder for the PNG samples")
+    p.add_argument("--n", type=int, default=None, help="number of samples (sample.num_samples)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (sample.cfg_scale)")
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("evaluate", help="FID / IS / KID / precision / recall of a sample folder")
+    _add_config_args(p)
+    p.add_argument("--samples", required=True, help="folder of PNG samples")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--reference", default=None,
+                   help="'shapes' (default for toy data), a folder of real images, or an ADM .npz")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("show-config", help="print the full config of a preset with overrides, as YAML")
     _add_config_args(p)

@@ -1,0 +1,191 @@
+"""`train_dit(config, latents_dir)`: the one LightningDiT training loop for notebooks, the CLI and torchrun."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import dist
+from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                          rng_state, set_rng_state)
+from ..config import Config, save_config, to_dict
+from ..device import autocast
+from ..errors import CheckpointError, NonFiniteLossError
+from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, ema_update, learning_rate,
+                     make_optimizer, set_lr)
+from .tokenizer import TrainResult
+
+
+def build_dit_for(config: Config, latent_shape, num_classes: int):
+    """The LightningDiT of config.dit.model for latents of shape (C, h, w) and `num_classes` classes."""
+    from ..diffusion.lightningdit import build_dit
+
+    m = config.dit.model
+    c, h, w = latent_shape
+    return build_dit(m.size, input_size=h, in_channels=c, num_classes=num_classes, mlp=m.mlp, norm=m.norm,
+                     pos=m.pos, qk_norm=m.qk_norm, adaln_shift=m.adaln_shift, class_dropout=m.class_dropout,
+                     mlp_ratio=m.mlp_ratio)
+
+
+def build_transport_for(config: Config):
+    """The training path (rectified flow or DDPM) of config.dit.transport."""
+    from ..diffusion.transport import build_transport
+
+    t = config.dit.transport
+    if t.path == "ddpm":
+        return build_transport("ddpm", num_steps=t.ddpm_steps)
+    return build_transport(t.path, t_sampling=t.t_sampling, logit_mean=t.logit_mean, logit_std=t.logit_std,
+                           cos_weight=t.cos_weight)
+
+
+def _restore(path: Path, model, ema, opt, scaler, device) -> int:
+    """Load a full DiT training state; returns its step."""
+    state = load_checkpoint(path, map_location=device)
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path} does not match this config's DiT ({exc}); resume with the config the "
+                              "run was started with (its config.yaml), or use a new --out folder") from exc
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
+    return int(state["step"])
+
+
+def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | None = None, *,
+              resume: bool = False) -> TrainResult:
+    """Train a LightningDiT on a latent cache; returns (EMA model if ema_decay > 0 else the model, history).
+
+    With `out_dir`, writes config.yaml, metrics.jsonl (loss, its cosine/MSE parts and the loss per t-bin),
+    atomic checkpoints ({"model", "ema", "opt", ...}, the official layout) and the final `dit.pt`.
+    """
+    from ..diffusion.transport import loss_by_t_bins
+    from ..latents import LatentDataset
+
+    info = dist.setup(config.device)
+    tc, dc = config.dit.train, config.dit
+    run_dir = Path(out_dir) if out_dir is not None else None
+    data = LatentDataset(latents_dir)
+    torch.manual_seed(config.seed)
+    model = build_dit_for(config, data.latent_shape, data.num_classes).to(info.device)
+    dist.broadcast_module(model)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    transport = build_transport_for(config)
+    params = list(model.parameters())
+    opt = make_optimizer(params, tc)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
+    torch.manual_seed(config.seed * 1000 + info.rank)
+
+    if run_dir is not None and info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    ckpt = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
+    start = _restore(ckpt, model, ema, opt, scaler, info.device) if ckpt is not None else 0
+    if ckpt is not None and info.is_main:
+        print(f"resuming from {ckpt} (step {start})")
+    if run_dir is not None and info.is_main:
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "latents.txt").write_text(str(Path(latents_dir).resolve()) + "\n")
+    logger = JsonlLogger(run_dir / "metrics.jsonl" if (run_dir is not None and info.is_main) else None)
+    if start and info.is_main:
+        logger.truncate_after(start)
+    elif info.is_main and logger.path is not None and logger.path.exists():
+        logger.path.unlink()
+
+    batches = StepBatches(len(data), tc.batch_size, seed=config.seed + 17, rank=info.rank,
+                          world_size=info.world_size, hflip=False)
+    meter, t_start = Throughput(), time.perf_counter()
+    window_t, window_loss = [], []
+    bar = tqdm(total=tc.steps, initial=start, desc=f"dit[{config.name}]",
+               disable=not (tc.progress and info.is_main), dynamic_ncols=True)
+    model.train()
+    last_good = ckpt
+    for step in range(start, tc.steps):
+        idx, _ = batches.indices(step)
+        x, y = data.get_batch(idx)
+        x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+        lr = learning_rate(tc, step)
+        set_lr(opt, lr)
+        with autocast(info.device, tc.precision):
+            out = transport.loss(model, x, y)
+        loss = out["loss"]
+        if dist.broadcast_flag(not torch.isfinite(loss).item(), info.device):
+            bar.close()
+            where = f"; the last good checkpoint is {last_good}" if last_good else ""
+            raise NonFiniteLossError(f"non-finite DiT loss ({loss.item()}) at step {step}{where}. Lower "
+                                     "dit.train.lr, set dit.train.grad_clip, or enable dit.model.qk_norm=true.")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        allreduce_gradients(params)
+        grad_norm = None
+        if tc.grad_clip > 0:
+            scaler.unscale_(opt)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+        scaler.step(opt)
+        scaler.update()
+        ema_update(ema, model, dc.ema_decay if step > 0 else 0.0)
+        window_t.append(out["t"].detach().float().cpu())
+        window_loss.append(out["per_sample"].detach().float().cpu())
+
+        done = step + 1
+        meter.add(tc.batch_size)
+        if info.is_main and (done % tc.log_every == 0 or done == tc.steps):
+            bins = loss_by_t_bins(torch.cat(window_t), torch.cat(window_loss))
+            record = {"step": done, "lr": lr, "img_per_s": meter.rate(), "loss": float(loss),
+                      **{k: float(out[k]) for k in ("mse", "cos") if k in out},
+                      **({"grad_norm": grad_norm} if grad_norm is not None else {}),
+                      "loss_by_t": {k: float(v) for k, v in bins.items()}}
+            logger.log(record)
+            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+            window_t, window_loss = [], []
+        bar.update(1)
+        if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):
+            if info.is_main:
+                path = checkpoint_path(run_dir, done)
+                atomic_save({"step": done, "model": model.state_dict(), "ema": ema.state_dict(),
+                             "opt": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                             "config": to_dict(config)}, path)
+                prune_checkpoints(run_dir, tc.keep_checkpoints)
+                last_good = path
+            dist.barrier()
+    bar.close()
+    history = {"train": list(logger.records), "run_dir": str(run_dir) if run_dir else None,
+               "wall_time_s": time.perf_counter() - t_start}
+    if run_dir is not None and info.is_main:
+        atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "config": to_dict(config),
+                     "latent_shape": list(data.latent_shape), "num_classes": data.num_classes},
+                    run_dir / "dit.pt")
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    dist.barrier()
+    model.eval()
+    return TrainResult(ema if dc.ema_decay > 0 else model, history)
+
+
+def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"):
+    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode."""
+    from ..config import from_dict
+
+    run_dir = Path(run_dir)
+    path = run_dir / "dit.pt" if (run_dir / "dit.pt").exists() else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
+                              f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
+    state = load_checkpoint(path, map_location=device)
+    config = from_dict(state["config"])
+    shape, classes = state.get("latent_shape"), state.get("num_classes")
+    if shape is None:  # an intermediate checkpoint: read the shape off the latent cache it was trained on
+        from ..latents import LatentDataset
+
+        data = LatentDataset((run_dir / "latents.txt").read_text().strip())
+        shape, classes = data.latent_shape, data.num_classes
+    model = build_dit_for(config, tuple(shape), int(classes))
+    try:
+        model.load_state_dict(state["ema" if use_ema else "model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match the DiT in its own config: {exc}") from exc
+    return model.to(device).eval(), config

@@ -6,6 +6,12 @@ import torch
 
 os.environ.setdefault("VAVAE_LAB_OFFLINE", "1")
 torch.set_num_threads(1)
+try:  # numpy's BLAS competes for the same cores (KID, precision/recall)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+except ImportError:
+    pass
 
 
 @pytest.fixture(autouse=True)

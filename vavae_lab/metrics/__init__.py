@@ -25,3 +25,9 @@ __all__ = [
     "ToyFeatureConfig", "ToyFeatureNet", "get_toy_feature_net", "load_toy_feature_net",
     "toy_feature_weights_path", "train_toy_feature_net",
 ]
+
+from .generation import ReferenceFolder, evaluate_samples, write_metrics  # noqa: E402
+from .samples_io import SampleFolder, load_samples, save_grid, save_samples  # noqa: E402
+
+__all__ += ["ReferenceFolder", "evaluate_samples", "write_metrics", "SampleFolder", "load_samples", "save_grid",
+            "save_samples"]

@@ -117,6 +117,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_images: int = 500
     progress: bool = True
+    compile: bool = False  # torch.compile the model's forward (GPU; 2.6x for LightningDiT-XL/1 on an H100)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class DiTConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=80_000, batch_size=1024, lr=2e-4, betas=(0.9, 0.95), optimizer="adamw", precision="bf16",
-        grad_clip=1.0, ckpt_every=5000, log_every=100))
+        grad_clip=1.0, ckpt_every=5000, log_every=100, compile=True))
     ema_decay: float = 0.9999
 
 

@@ -76,6 +76,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     dist.broadcast_module(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     transport = build_transport_for(config)
+    forward = torch.compile(model) if tc.compile and info.device.type == "cuda" else model
     params = list(model.parameters())
     opt = make_optimizer(params, tc)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
@@ -112,7 +113,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         lr = learning_rate(tc, step)
         set_lr(opt, lr)
         with autocast(info.device, tc.precision):
-            out = transport.loss(model, x, y)
+            out = transport.loss(forward, x, y)
         loss = out["loss"]
         if dist.broadcast_flag(not torch.isfinite(loss).item(), info.device):
             bar.close()

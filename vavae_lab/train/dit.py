@@ -138,7 +138,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         if info.is_main and (done % tc.log_every == 0 or done == tc.steps):
             bins = loss_by_t_bins(torch.cat(window_t), torch.cat(window_loss))
             record = {"step": done, "lr": lr, "img_per_s": meter.rate(), "loss": float(loss.detach()),
-                      **{k: float(out[k]) for k in ("mse", "cos") if k in out},
+                      **{k: float(out[k].detach()) for k in ("mse", "cos") if k in out},
                       **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                       "loss_by_t": {k: float(v) for k, v in bins.items()}}
             logger.log(record)

@@ -142,7 +142,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
                       **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                       "loss_by_t": {k: float(v) for k, v in bins.items()}}
             logger.log(record)
-            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
             window_t, window_loss = [], []
         bar.update(1)
         if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):

@@ -12,17 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from vavae_lab.config import load_config
-from vavae_lab.device import resolve_device
-from vavae_lab.generate import generation_fid
-from vavae_lab.latents import STATS_FILE, extract_latents, load_stats
-from vavae_lab.train.dit import train_dit
-from vavae_lab.train.tokenizer import train_tokenizer
+from vavae_lab.pipeline import run_pipeline
 
 VARIANTS = {
     "no VF": ["tokenizer.vf.enabled=false"],
@@ -35,16 +30,7 @@ def run_variant(preset: str, overrides: list[str], work: Path, seed: int) -> dic
     """Tokenizer -> latents -> DiT -> gFID for one variant; returns its metrics."""
     config = load_config(preset, overrides + [f"seed={seed}", "tokenizer.train.progress=false",
                                               "dit.train.progress=false"])
-    device = resolve_device(config.device)
-    t0 = time.perf_counter()
-    tokenizer, tok_hist = train_tokenizer(config, work / "tok")
-    extract_latents(config, work / "tok", work / "lat", progress=False)
-    dit, dit_hist = train_dit(config, work / "lat", work / "dit")
-    stats = load_stats(work / "lat" / STATS_FILE)
-    gen = generation_fid(tokenizer.to(device), dit.to(device), stats, config, device=device, progress=False)
-    final = tok_hist["eval"][-1]
-    return {"psnr": final["psnr"], "rfid": final["rfid"], "gfid": gen["fid"], "precision": gen["precision"],
-            "recall": gen["recall"], "dit_loss": dit_hist["train"][-1]["loss"], "minutes": (time.perf_counter() - t0) / 60}
+    return run_pipeline(config, work)
 
 
 def main() -> None:

@@ -121,6 +121,21 @@ class TrainConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Cheap generation-quality proxies logged while a tokenizer trains (vavae_lab.analysis.proxy)."""
+
+    every: int = 0  # run the probe every k tokenizer steps (and at the end); 0 = off
+    images: int = 2000  # training images encoded for the probe
+    dit_size: str = "toy-XS/1"
+    dit_steps: int = 200
+    dit_batch: int = 64
+    samples: int = 500
+    sample_steps: int = 10
+    uniformity_n: int = 2000
+    uniformity_runs: int = 1
+
+
+@dataclass
 class TokenizerConfig:
     """Everything that defines one tokenizer run."""
 
@@ -128,6 +143,7 @@ class TokenizerConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     vf: VFConfig = field(default_factory=VFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 @dataclass

@@ -150,6 +150,16 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         bar.update(1)
         if tc.eval_every and done % tc.eval_every == 0 and done != tc.steps and info.is_main:
             logger.log({"step": done, **parts.evaluate(model, eval_images)})
+        probe = config.tokenizer.probe
+        if probe.every and (done % probe.every == 0 or done == tc.steps):
+            if info.enabled:  # the probe trains a DiT in this process; under torchrun it would deadlock
+                if info.is_main and done == probe.every:
+                    print("tokenizer.probe is skipped under torchrun; run it on a saved tokenizer instead")
+            else:
+                from ..analysis.proxy import run_probe
+
+                logger.log({"step": done, **run_probe(model, config, device=info.device)})
+                model.train()
         if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):
             if info.is_main:
                 path = checkpoint_path(run_dir, done)
@@ -160,6 +170,7 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
     bar.close()
 
     history = {"train": [r for r in logger.records if "img_per_s" in r], "eval": [],
+               "probe": [r for r in logger.records if "probe_gfid" in r],
                "run_dir": str(run_dir) if run_dir else None, "wall_time_s": time.perf_counter() - t_start}
     if info.is_main:
         final = {"step": tc.steps, **parts.evaluate(model, eval_images)}

@@ -1,0 +1,67 @@
+"""Cheap proxies of a tokenizer's generation quality: latent uniformity and a "tiny-DiT probe" gFID.
+
+The probe runs the real pipeline at a fixed small budget — encode a subset of the training images with the
+current tokenizer, train a tiny LightningDiT on those latents, sample, decode and score with the toy FID
+network — so its only difference from the full lab gFID is the budget. Whether either proxy ranks
+tokenizers like the full gFID is an empirical question: `benchmarks/proxy_correlation.py` measures it.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import atomic_save
+from ..config import Config, apply_overrides, to_dict
+
+
+def probe_config(config: Config) -> Config:
+    """The config of the probe run: the tokenizer's data at a small size and a tiny DiT at a fixed budget."""
+    p = config.tokenizer.probe
+    return apply_overrides(config, {
+        "data.num_train": min(p.images, config.data.num_train) if config.data.source == "shapes" else p.images,
+        "latents.flip": False, "latents.shard_size": p.images, "latents.stats_count": p.images,
+        "dit.model.size": p.dit_size, "dit.train.steps": p.dit_steps, "dit.train.batch_size": p.dit_batch,
+        "dit.train.lr": 1e-3, "dit.train.warmup_steps": 0, "dit.train.ckpt_every": p.dit_steps,
+        "dit.train.progress": False, "dit.train.compile": False, "dit.train.precision": "fp32",
+        "dit.ema_decay": 0.0, "sample.num_samples": p.samples, "sample.steps": p.sample_steps,
+        "sample.cfg_scale": 1.0, "sample.batch_size": p.samples, "metrics.num_images": max(p.samples, 1000),
+    })
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation of two equally long sequences (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"need two sequences of the same length >= 3, got {len(x)} and {len(y)}")
+    return float(spearmanr(np.asarray(x, float), np.asarray(y, float)).statistic)
+
+
+def run_probe(model: torch.nn.Module, config: Config, *, device="cpu", work_dir: str | Path | None = None) -> dict:
+    """Uniformity metrics of the current latents and the tiny-DiT probe gFID, as a flat dict for the log.
+
+    Runs under a forked RNG, so calling it inside training does not change the training run.
+    """
+    from ..analysis.uniformity import uniformity_metrics
+    from ..generate import generation_fid
+    from ..latents import LatentDataset, extract_latents
+    from ..train.dit import train_dit
+
+    p, pc = config.tokenizer.probe, probe_config(config)
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        atomic_save({"model": model.state_dict(), "config": to_dict(config)}, tmp / "tok" / "tokenizer.pt")
+        extract_latents(pc, tmp / "tok", tmp / "lat", progress=False)
+        latents = LatentDataset(tmp / "lat", flip=False)
+        uni = uniformity_metrics(latents, n=min(p.uniformity_n, latents.num_images), runs=p.uniformity_runs,
+                                 seed=config.seed)
+        dit, _ = train_dit(pc, tmp / "lat", None)
+        gen = generation_fid(model, dit.to(device), (latents.mean, latents.std), pc, device=device, progress=False)
+    model.train(was_training)
+    return {"probe_gfid": gen["fid"], "probe_density": uni["density"]["mean"], "probe_gini": uni["gini"]["mean"],
+            "probe_entropy": uni["entropy"]["mean"]}

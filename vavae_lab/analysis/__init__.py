@@ -1,0 +1,9 @@
+"""Analysis of latents and tokenizers: uniformity metrics, proxies, figures and interactive views."""
+from .plots import (
+    channel_stats, image_grid, interpolate_latents, plot_channel_stats, plot_frontier, plot_interpolation,
+    plot_latent_channels, plot_reconstructions, plot_tsne_density,
+)
+from .widgets import (
+    TokenizerViews, UniformityExplorerState, channel_viewer, has_frontend, interpolation_viewer,
+    reconstruction_viewer, uniformity_explorer,
+)

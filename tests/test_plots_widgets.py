@@ -252,12 +252,12 @@ def test_widgets_update_on_slider_change(monkeypatch, uniformity, sources, token
     import ipywidgets
 
     monkeypatch.setattr(widgets, "has_frontend", lambda: True)
-    box = widgets.uniformity_explorer(sources, n=40, perplexities=(5, 10), bandwidths=(None, 0.5), progress=False)
+    box = widgets.uniformity_explorer(sources, n=40, perplexities=(5, 10), bandwidths=(None, 0.2), progress=False)
     assert isinstance(box, ipywidgets.VBox)
     assert uniformity.calls == [5, 10, 5, 10]  # precomputed once per (tokenizer, perplexity)
     label = box.controls["metrics"].value
-    box.controls["bandwidth"].value = "0.5"
-    assert box.state.bandwidth == 0.5 and box.controls["metrics"].value != label
+    box.controls["bandwidth"].value = "0.2"
+    assert box.state.bandwidth == 0.2 and box.controls["metrics"].value != label
     box.controls["tokenizer"].value = "d4+clusters"
     box.controls["perplexity"].value = 10
     assert box.state.result["embedding"] is box.state.embeddings[("d4+clusters", 10)]

@@ -85,6 +85,20 @@ def _evaluate(args) -> None:
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 
+def _uniformity(args) -> None:
+    import json
+
+    from .analysis.uniformity import load_source, uniformity_metrics
+
+    source = load_source(args.file)
+    result = uniformity_metrics(source, n=args.n, runs=args.runs, seed=args.seed, perplexity=args.perplexity,
+                                max_iter=args.max_iter, workers=args.workers, progress=args.progress)
+    if result["n"] < args.n:
+        print(f"note: only {result['n']} latent vectors available (asked for {args.n}); used all",
+              file=sys.stderr)
+    print(json.dumps(result, indent=2))
+
+
 def _show_config(args) -> None:
     print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
 
@@ -129,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="'shapes' (default for toy data), a folder of real images, or an ADM .npz")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("uniformity", help="latent uniformity (t-SNE + KDE): density CV, Gini, normalised entropy")
+    p.add_argument("file", help="a latent cache directory, or a .pt/.npy/.safetensors tensor (N, C) or (N, C, h, w)")
+    p.add_argument("--runs", type=int, default=3, help="number of seeds to average (paper: 10)")
+    p.add_argument("--seed", type=int, default=0, help="run r uses seed + r for the sampling and the t-SNE")
+    p.add_argument("--n", type=int, default=10000, help="latent vectors per run (paper: 10,000)")
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (paper: 30)")
+    p.add_argument("--max-iter", type=int, default=1000,
+                   help="t-SNE iterations incl. 250 early exaggeration (1000 = sklearn default and paper)")
+    p.add_argument("--workers", type=int, default=1, help="runs computed in parallel processes (same values)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar over runs on stderr")
+    p.set_defaults(func=_uniformity)
 
     p = sub.add_parser("show-config", help="print the full config of a preset with overrides, as YAML")
     _add_config_args(p)

@@ -123,3 +123,15 @@ def test_load_tokenizer_from_an_empty_folder_says_how_to_train(tmp_path):
 
     with pytest.raises(CheckpointError, match="train-tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_cli_resume_without_preset_uses_the_runs_own_config(tiny_config, tmp_path):
+    from vavae_lab import cli
+    from vavae_lab.config import load_config
+
+    run = tmp_path / "run"
+    train_tokenizer(tiny_config, run)
+    (run / "checkpoints" / "step_00000008.pt").unlink()
+    assert cli.main(["train-tokenizer", "--out", str(run), "--resume"]) == 0
+    assert latest_checkpoint(run).name == "step_00000008.pt"
+    assert load_config(run / "config.yaml") == tiny_config  # not the default preset's

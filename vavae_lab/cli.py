@@ -24,17 +24,20 @@ def _config(args):
     return load_config(args.config or args.preset or "lab", args.overrides)
 
 
+def _run_config(args):
+    """For --resume without --preset/--config: the run's own config.yaml (plus overrides); else `_config`."""
+    from pathlib import Path
+
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and args.config is None and args.preset is None and saved.exists():
+        return load_config(saved, args.overrides)
+    return _config(args)
+
+
 def _train_tokenizer(args) -> None:
     from .train.tokenizer import train_tokenizer
 
-    config = _config(args)
-    if args.resume and args.config is None and args.preset is None:
-        from pathlib import Path
-
-        saved = Path(args.out) / "config.yaml"
-        if saved.exists():
-            config = load_config(saved, args.overrides)
-    _, history = train_tokenizer(config, args.out, resume=args.resume)
+    _, history = train_tokenizer(_run_config(args), args.out, resume=args.resume)
     if history.get("eval"):
         final = history["eval"][-1]
         print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))
@@ -50,14 +53,7 @@ def _extract_latents(args) -> None:
 def _train_dit(args) -> None:
     from .train.dit import train_dit
 
-    config = _config(args)
-    if args.resume and args.config is None and args.preset is None:
-        from pathlib import Path
-
-        saved = Path(args.out) / "config.yaml"
-        if saved.exists():
-            config = load_config(saved, args.overrides)
-    _, history = train_dit(config, args.latents, args.out, resume=args.resume)
+    _, history = train_dit(_run_config(args), args.latents, args.out, resume=args.resume)
     if history["train"]:
         print(f"final loss {history['train'][-1]['loss']:.4f} after {history['train'][-1]['step']} steps")
 

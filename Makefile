@@ -12,7 +12,7 @@ $(PY):
 	$(PY) -m pip install --upgrade pip wheel
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install $(TORCH_PKGS)
+	$(PY) -m pip install $(foreach pkg,$(TORCH_PKGS),'$(pkg)')
 	$(PY) -m pip install -e ".[dev,lab]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vavae-lab)"
 	touch $(STAMP)

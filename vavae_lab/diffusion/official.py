@@ -1,14 +1,13 @@
 """Load the released LightningDiT checkpoints (hustvl/LightningDiT train.py layout) into our LightningDiT."""
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..weights import SHOW as _SHOW, compare_state_dicts, read_weights_file
 from .lightningdit import DIT_SIZES, SWITCHES, LightningDiT, build_dit
 
 # Switches of the released LightningDiT-XL/1 (configs/lightningdit_xl_vavae_f16d32.yaml, model section:
@@ -31,7 +30,6 @@ OFFICIAL_URLS: dict = {
 
 # Prefixes that wrappers add to parameter names: DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_SHOW = 8  # how many keys of each kind an error message lists
 
 
 def load_official_lightningdit(path, *, size: str = "XL/1", use_ema: bool = True, device="cpu",
@@ -51,7 +49,7 @@ def load_official_lightningdit(path, *, size: str = "XL/1", use_ema: bool = True
     with torch.device("meta"):  # no memory and no initialisation: every tensor comes from the file
         model = build_dit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes, **arch)
     expected = model.state_dict()
-    problems = _compare(expected, state)
+    problems = compare_state_dicts(expected, state)
     if problems:
         raise CheckpointError(f"{path} does not match LightningDiT size {size!r} with input_size={input_size}, "
                               f"in_channels={in_channels}, num_classes={num_classes}, {_format(arch)}:\n"
@@ -157,45 +155,10 @@ def _pick_weights(obj, *, use_ema: bool, path) -> dict:
 
 
 def _read_checkpoint(path: Path):
-    """torch.load a checkpoint with weights_only=True (or read a .safetensors file), with helpful errors."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}. Download an official LightningDiT-XL/1 file, e.g. "
-                              f"{OFFICIAL_URLS['800ep']} (or {OFFICIAL_URLS['64ep']}), and pass its local path")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except SafetensorError as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); download it again") from exc
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path} is not a torch.save archive ({exc}); download it again") from exc
-        raise CheckpointError(
-            f"{path} holds pickled Python objects besides tensors, which weights_only loading refuses. If you trust "
-            "the file (e.g. the official release), keep only its EMA weights once:\n"
-            f"  python -c \"import torch; c = torch.load('{path}', map_location='cpu', weights_only=False); "
-            f"torch.save({{'ema': c['ema']}}, '{path.with_suffix('.ema.pt')}')\"\nand load the converted file"
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc}); download it again") from exc
-
-
-def _compare(expected: dict, found: dict) -> list[str]:
-    """Lines describing missing, unexpected and shape-mismatched keys (empty when the two agree)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
-                    for k in set(expected) & set(found) if tuple(found[k].shape) != tuple(expected[k].shape))
-    lines = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-            lines.append(f"  {title} ({len(items)}): {', '.join(items[:_SHOW])}{more}")
-    return lines
+    """The official LightningDiT file, read safely."""
+    return read_weights_file(path, keep_entry="ema", missing_hint=(
+        f"Download an official LightningDiT-XL/1 file, e.g. {OFFICIAL_URLS['800ep']} "
+        f"(or {OFFICIAL_URLS['64ep']}), and pass its local path"))
 
 
 def _format(arch: dict) -> str:

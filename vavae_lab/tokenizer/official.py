@@ -1,14 +1,13 @@
 """Load the released VA-VAE f16d32 checkpoint (hustvl/LightningDiT layout) into our AutoencoderKL."""
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..weights import SHOW as _SHOW, compare_state_dicts, read_weights_file
 from .autoencoder import AutoencoderKL
 from .discriminator import NLayerDiscriminator
 
@@ -33,7 +32,6 @@ KEPT_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 #                                (linear_proj.weight/.bias, 1024 -> embed_dim, without reverse_proj)
 DROPPED_PREFIXES = ("loss.", "foundation_model.", "linear_proj.")
 
-_SHOW = 8  # how many keys of each kind an error message lists
 
 
 def load_official_vavae(path, *, device="cpu", **arch_overrides) -> AutoencoderKL:
@@ -54,7 +52,7 @@ def load_official_vavae(path, *, device="cpu", **arch_overrides) -> AutoencoderK
         )
     arch = {**OFFICIAL_F16D32, **arch_overrides}
     model = AutoencoderKL(**arch)
-    problems = _compare(model.state_dict(), kept)
+    problems = compare_state_dicts(model.state_dict(), kept)
     if problems:
         hint = _arch_hint(kept, arch)
         raise CheckpointError(
@@ -95,35 +93,9 @@ def official_layout_state_dict(model: AutoencoderKL, *, vf_feature_dim: int = 10
 
 def _read_state_dict(path: Path) -> dict:
     """Read a .pt/.ckpt (tensors only) or .safetensors file and return its flat name -> tensor dict."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint at {path}. Download the official VA-VAE f16d32 weights from {OFFICIAL_URL} "
-            f"(HuggingFace repo {OFFICIAL_HF_REPO}, file {OFFICIAL_FILENAME}) and pass its local path"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except SafetensorError as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); download it again") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(
-                f"{path} is not a readable torch checkpoint (not a torch.save zip archive: {exc}); download it again"
-            ) from exc
-        raise CheckpointError(
-            f"{path} contains pickled Python objects besides tensors, which weights_only loading refuses. "
-            "If you trust the file (e.g. the official release), convert it once:\n"
-            f"  python -c \"import torch; c = torch.load('{path}', map_location='cpu', weights_only=False); "
-            f"torch.save({{'state_dict': c['state_dict']}}, '{path.with_suffix('.tensors.pt')}')\"\n"
-            "and load the converted file"
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc}); download it again") from exc
+    obj = read_weights_file(path, keep_entry="state_dict", missing_hint=(
+        f"Download the official VA-VAE f16d32 weights from {OFFICIAL_URL} "
+        f"(HuggingFace repo {OFFICIAL_HF_REPO}, file {OFFICIAL_FILENAME}) and pass its local path"))
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
@@ -132,22 +104,6 @@ def _read_state_dict(path: Path) -> dict:
             f"{path} is neither a raw state dict nor a dict with a 'state_dict' entry (top level: {top})"
         )
     return obj
-
-
-def _compare(expected: dict, found: dict) -> list[str]:
-    """Lines describing missing, unexpected and shape-mismatched keys (empty when the two agree)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = sorted(
-        f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(found) if found[k].shape != expected[k].shape
-    )
-    lines = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-            lines.append(f"  {title} ({len(items)}): {', '.join(items[:_SHOW])}{more}")
-    return lines
 
 
 def infer_arch(state: dict, resolution: int = 256) -> dict:

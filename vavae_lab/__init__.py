@@ -24,7 +24,12 @@ _EXPORTS = {
     "generate_images": "generate", "generation_fid": "generate",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+# `launch` and `download` share their module's name, so they are bound eagerly (both modules are torch-free):
+# a lazy lookup would be shadowed by the submodule once anything imports it.
+from .download import download, official_file  # noqa: E402
+from .launch import attach, launch  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "launch", "attach", "download", "official_file"]) + ["__version__"]
 
 
 def __getattr__(name: str):

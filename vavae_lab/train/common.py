@@ -159,3 +159,44 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
+
+
+def batch_plan(global_batch: int, world_size: int, micro_batch: int = 0) -> tuple[int, int, int]:
+    """(per-rank batch, accumulation steps, micro-batch size) for a global batch split over `world_size` ranks.
+
+    micro_batch = 0 means one forward/backward per rank per step; otherwise per_rank / micro_batch micro-batches
+    (rounded up) are accumulated before the optimiser step, so the effective batch stays `global_batch`.
+    """
+    if micro_batch < 0:
+        raise ConfigError(f"train.micro_batch={micro_batch}; use 0 (no accumulation) or a positive size")
+    per_rank = global_batch // world_size
+    micro = per_rank if micro_batch == 0 else min(micro_batch, per_rank)
+    return per_rank, math.ceil(per_rank / micro), micro
+
+
+def backward_in_micro_batches(compute_loss, tensors: tuple[torch.Tensor, ...], steps: int, scaler) -> dict:
+    """Backpropagate `compute_loss(*chunk)["loss"]` over `steps` micro-batches, each weighted by its share.
+
+    The summed gradients equal those of one pass over the whole batch (for a per-sample mean loss). Returns the
+    outputs merged: per-sample tensors concatenated, scalars averaged with the same weights.
+    """
+    total = tensors[0].shape[0]
+    outputs, weights = [], []
+    for chunk in zip(*(t.tensor_split(steps) for t in tensors)):
+        if chunk[0].shape[0] == 0:
+            continue
+        out = compute_loss(*chunk)
+        weight = chunk[0].shape[0] / total
+        scaler.scale(out["loss"] * weight if steps > 1 else out["loss"]).backward()
+        outputs.append(out)
+        weights.append(weight)
+    if len(outputs) == 1:
+        return outputs[0]
+    merged = {}
+    for key, value in outputs[0].items():
+        parts = [o[key].detach() if isinstance(o[key], torch.Tensor) else o[key] for o in outputs]
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            merged[key] = torch.cat(parts)
+        else:
+            merged[key] = sum(w * p for w, p in zip(weights, parts))
+    return merged

@@ -103,6 +103,7 @@ class TrainConfig:
 
     steps: int = 1000
     batch_size: int = 64  # global batch; split evenly over ranks
+    micro_batch: int = 0  # per-rank forward/backward size; smaller than batch/ranks -> gradient accumulation (DiT)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
@@ -342,6 +343,59 @@ def _from_dict(cls, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+# ----------------------------------------------------------------------------- value ranges
+
+
+def _choice(*options):
+    return lambda v: v in options, "one of " + ", ".join(options)
+
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
+def _train_rules(prefix: str) -> list:
+    return [(f"{prefix}.{k}", *rule) for k, rule in (
+        ("steps", _POSITIVE), ("batch_size", _POSITIVE), ("lr", _POSITIVE), ("log_every", _POSITIVE),
+        ("ckpt_every", _POSITIVE), ("warmup_steps", _NON_NEGATIVE), ("grad_clip", _NON_NEGATIVE),
+        ("micro_batch", _NON_NEGATIVE),
+        ("eval_every", _NON_NEGATIVE), ("eval_images", _NON_NEGATIVE), ("optimizer", _choice("adam", "adamw")),
+        ("lr_schedule", _choice("constant", "cosine")), ("precision", _choice("fp32", "bf16", "fp16")))]
+
+
+_RULES = [
+    ("data.source", *_choice("shapes", "imagefolder")), ("data.resolution", *_POSITIVE),
+    ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
+    *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
+    ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),
+    ("dit.model.mlp", *_choice("swiglu", "gelu")), ("dit.model.norm", *_choice("rmsnorm", "layernorm")),
+    ("dit.model.pos", *_choice("rope", "abs")), ("dit.model.class_dropout", *_UNIT),
+    ("dit.transport.path", *_choice("rectified_flow", "ddpm")),
+    ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
+    ("dit.ema_decay", *_UNIT),
+    ("sample.sampler", *_choice("euler", "heun", "dopri5", "ddpm")), ("sample.steps", *_POSITIVE),
+    ("sample.cfg_scale", lambda v: v >= 0, ">= 0 (1.0 = no guidance; the paper samples with 10.0)"),
+    ("sample.cfg_interval_start", lambda v: 0 <= v <= 1, "in [0, 1] (t = 1 is data; the paper uses 0.11)"),
+    ("sample.cfg_channels", *_NON_NEGATIVE),
+    ("sample.timestep_shift", lambda v: v > 0, "> 0 (1.0 = no shift; the paper uses 0.3)"),
+    ("sample.num_samples", *_POSITIVE), ("sample.batch_size", *_POSITIVE),
+    ("sample.atol", *_POSITIVE), ("sample.rtol", *_POSITIVE),
+]
+
+
+def validate(config: Config) -> Config:
+    """Check every value with a fixed valid range or set of choices; the first bad one raises ConfigError."""
+    for key, ok, requirement in _RULES:
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {requirement}; "
+                              f"fix it with the override {key}=<value> or in the YAML file")
+    return config
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -362,7 +416,7 @@ def from_dict(data: dict) -> Config:
     """Build a Config from a nested dict; unknown keys and wrong types raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
-    return _from_dict(Config, data)
+    return validate(_from_dict(Config, data))
 
 
 def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Config:
@@ -415,4 +469,4 @@ def load_config(source: str | Path, overrides: list[str] | dict | None = None) -
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         config = from_dict(data or {})
-    return apply_overrides(config, overrides)
+    return validate(apply_overrides(config, overrides))

@@ -64,11 +64,10 @@ def _load_pair(dit_dir, tokenizer_dir, device):
     """The DiT (EMA), its latent stats and shape, and the tokenizer from run folders."""
     from .latents import STATS_FILE, load_stats
     from .train.artifacts import load_tokenizer
-    from .train.dit import load_dit
+    from .train.dit import latents_dir_of, load_dit
 
     dit, dit_config = load_dit(dit_dir, device=device)
-    latents_dir = (Path(dit_dir) / "latents.txt").read_text().strip()
-    stats = load_stats(Path(latents_dir) / STATS_FILE)
+    stats = load_stats(latents_dir_of(dit_dir) / STATS_FILE)
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
     return dit, dit_config, stats, tokenizer
 

@@ -46,6 +46,12 @@ def read_weights_file(path: Path, *, missing_hint: str, keep_entry: str):
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({exc}); download it again") from exc
 
 
+def mismatch_summary(model: torch.nn.Module, found, exc: Exception) -> str:
+    """One line saying how a state dict differs from a model's (falls back to the first line of `exc`)."""
+    lines = compare_state_dicts(model.state_dict(), found) if isinstance(found, dict) else []
+    return "; ".join(line.strip() for line in lines) or str(exc).strip().splitlines()[0]
+
+
 def compare_state_dicts(expected: dict, found: dict) -> list[str]:
     """Lines describing missing, unexpected and shape-mismatched keys (empty when the two agree)."""
     missing = sorted(set(expected) - set(found))

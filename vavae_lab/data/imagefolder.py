@@ -57,15 +57,24 @@ class ImageFolderDataset(Dataset):
             raise DataError(f"image folder {self.root} does not exist; expected the layout {_LAYOUT}")
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} is a file, not a directory; expected the layout {_LAYOUT}")
-        self.classes: list[str] = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        try:
+            self.classes: list[str] = sorted(
+                d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        except OSError as exc:
+            raise DataError(f"image folder {self.root} cannot be read ({type(exc).__name__}: {exc}); "
+                            "check its permissions (e.g. `chmod -R u+rX`) or copy the data somewhere readable") from exc
         if not self.classes:
             raise DataError(f"image folder {self.root} has no class sub-folders; expected the layout {_LAYOUT} "
                             "(put images in one folder per class, even if there is a single class)")
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[Path] = []
         for label, name in enumerate(self.classes):
-            for path in sorted((self.root / name).rglob("*")):
+            try:
+                files = sorted((self.root / name).rglob("*"))
+            except OSError as exc:
+                raise DataError(f"class folder {self.root / name} cannot be read ({type(exc).__name__}: {exc}); "
+                                "check its permissions (e.g. `chmod -R u+rX`)") from exc
+            for path in files:
                 if not path.is_file() or path.name.startswith("."):
                     continue
                 problem = self._scan_problem(path, verify)
@@ -89,6 +98,19 @@ class ImageFolderDataset(Dataset):
                              f"{', '.join(empty[:_NAMES_SHOWN])}")
             warnings.warn(f"ImageFolderDataset({self.root}): " + "; ".join(parts), stacklevel=2)
         self._failed: set[int] = set()
+        self.upscaled: list[Path] = []  # images smaller than the resolution, upscaled (ADM crop) in loose mode
+
+    def _too_small(self, path: Path, size: tuple[int, int]) -> None:
+        """Strict mode refuses an image smaller than the resolution; otherwise count it and warn on the first."""
+        if self.strict:
+            raise DataError(f"{path} is {size[0]} x {size[1]} pixels, smaller than the resolution "
+                            f"{self.resolution}; remove it, lower data.resolution, or set data.strict=false "
+                            "to upscale such images")
+        self.upscaled.append(path)
+        if len(self.upscaled) == 1:
+            warnings.warn(f"ImageFolderDataset: {path} is {size[0]} x {size[1]} pixels, smaller than the "
+                          f"resolution {self.resolution}; it is upscaled (blurry). Such images are counted in "
+                          ".upscaled; use data.strict=true to stop on them", stacklevel=3)
 
     @staticmethod
     def _scan_problem(path: Path, verify: bool) -> str | None:
@@ -134,6 +156,8 @@ class ImageFolderDataset(Dataset):
                 warnings.warn(f"ImageFolderDataset: skipping {path}, it cannot be decoded "
                               f"({type(exc).__name__}: {exc}); returning the next image instead", stacklevel=2)
                 continue
+            if min(image.size) < self.resolution:
+                self._too_small(path, image.size)
             arr = center_crop_arr(image, self.resolution)
             tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
             if flip:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -222,7 +223,7 @@ def compute_fid(real, fake, *, extractor: str = "toy", weights_path=None, toy_co
 @torch.no_grad()
 def reconstruction_metrics(model, images: torch.Tensor, *, batch_size: int = 64, device="cpu",
                            fid_extractor: str | None = "toy", toy_config: ToyFeatureConfig | None = None,
-                           inception_path=None, lpips=None) -> dict:
+                           inception_path=None, lpips=None, progress: bool = False) -> dict:
     """PSNR, SSIM, rFID (and LPIPS when a module is given) of a tokenizer's reconstructions of `images`."""
     if not torch.is_tensor(images) or not images.is_floating_point() or images.dim() != 4:
         raise DataError("reconstruction_metrics expects a float N x 3 x H x W tensor in [-1, 1], got "
@@ -232,7 +233,7 @@ def reconstruction_metrics(model, images: torch.Tensor, *, batch_size: int = 64,
     model.eval()
     psnrs, ssims, lpipses, fakes = [], [], [], []
     try:
-        for start in range(0, len(images), batch_size):
+        for start in tqdm(range(0, len(images), batch_size), desc="reconstruct", disable=not progress, leave=False):
             x = images[start:start + batch_size].to(device).float()
             recon = model.decode(model.encode(x).mode()).clamp(-1, 1).float()
             psnrs.append(psnr(recon, x).cpu())

@@ -128,7 +128,7 @@ def _download_hint(name: str, timm_name: str) -> str:
     where = (f"model.safetensors from the Hugging Face hub repo {hub_id} (https://huggingface.co/{hub_id})"
              if hub_id else f"the pretrained weights of timm model {timm_name!r}")
     return (f"download {where} on a machine with internet, then pass pretrained_path='/path/to/model.safetensors' "
-            f"(in a config: vf.pretrained_path=/path/to/model.safetensors). Without any download, "
+            f"(in a config: tokenizer.vf.pretrained_path=/path/to/model.safetensors). Without any download, "
             f"vf.foundation=toy uses the toy VFM pretrained here")
 
 

@@ -71,8 +71,8 @@ def build_lpips(backbone_path: str | Path | None = None, *, allow_download: bool
         raise WeightsUnavailableError(
             "LPIPS needs ImageNet VGG16 weights, and downloading is off. On a machine with internet run "
             "`torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state_dict(), 'vgg16.pth')`, "
-            "then pass build_lpips('vgg16.pth'); or call build_lpips(allow_download=True); or train "
-            "with perceptual_weight=0 (no LPIPS term)."
+            "then pass build_lpips('vgg16.pth') (in a config: tokenizer.loss.lpips_path=vgg16.pth); or call "
+            "build_lpips(allow_download=True); or train with tokenizer.loss.perceptual_weight=0 (no LPIPS term)."
         )
     if backbone_path is not None:
         backbone_path = Path(backbone_path).expanduser()

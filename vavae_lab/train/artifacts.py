@@ -8,6 +8,7 @@ import torch
 from ..checkpoint import latest_checkpoint, load_checkpoint
 from ..config import Config, from_dict, to_dict
 from ..errors import CheckpointError
+from ..weights import mismatch_summary
 from ..paths import cache_dir, config_hash
 
 
@@ -22,12 +23,17 @@ def load_tokenizer(run_dir: str | Path, *, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{run_dir} holds no tokenizer.pt and no checkpoint; train one with "
                               f"`python -m vavae_lab train-tokenizer --preset lab --out {run_dir}`")
     state = load_checkpoint(path, map_location=device)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state or "ema" in state:
+        what = "a DiT file" if isinstance(state, dict) and "ema" in state else "not a vavae_lab tokenizer file"
+        raise CheckpointError(f"{path} is {what} (a tokenizer file holds 'model' and 'config'); pass the folder "
+                              "train-tokenizer wrote, or load released weights with vavae_lab.load_official_vavae")
     config = from_dict(state["config"])
     model = build_autoencoder(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the architecture in its own config: {exc}") from exc
+        raise CheckpointError(f"{path} does not match the architecture in its own config: "
+                              f"{mismatch_summary(model, state['model'], exc)}") from exc
     return model.to(device).eval()
 
 

@@ -132,7 +132,8 @@ def build_tokenizer_parts(config: Config, device: torch.device) -> TokenizerPart
             out = reconstruction_metrics(net, images, device=device, fid_extractor=config.metrics.fid_extractor,
                                          toy_config=toy_feature_config(config),
                                          inception_path=config.metrics.inception_path,
-                                         lpips=getattr(loss, "lpips", None))
+                                         lpips=getattr(loss, "lpips", None),
+                                         progress=config.tokenizer.train.progress)
         net.train(was_training)
         return out
 

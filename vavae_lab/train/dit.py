@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 from .. import dist
 from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                           rng_state, set_rng_state)
-from ..config import Config, save_config, to_dict
+from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
 from ..errors import CheckpointError, NonFiniteLossError
-from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, ema_update, learning_rate,
-                     make_optimizer, set_lr)
+from ..weights import mismatch_summary
+from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, backward_in_micro_batches,
+                     batch_plan, ema_update, learning_rate, make_optimizer, set_lr)
 from .tokenizer import TrainResult
 
 
@@ -50,7 +51,8 @@ def _restore(path: Path, model, ema, opt, scaler, device) -> int:
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} does not match this config's DiT ({exc}); resume with the config the "
+        raise CheckpointError(f"{path} does not match this config's DiT "
+                              f"({mismatch_summary(model, state.get('model'), exc)}); resume with the config the "
                               "run was started with (its config.yaml), or use a new --out folder") from exc
     scaler.load_state_dict(state["scaler"])
     set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
@@ -67,6 +69,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     from ..diffusion.transport import loss_by_t_bins
     from ..latents import LatentDataset
 
+    validate(config)  # a Config built in Python skips load_config's range checks
     info = dist.setup(config.device)
     tc, dc = config.dit.train, config.dit
     run_dir = Path(out_dir) if out_dir is not None else None
@@ -100,6 +103,19 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
 
     batches = StepBatches(len(data), tc.batch_size, seed=config.seed + 17, rank=info.rank,
                           world_size=info.world_size, hflip=False)
+    per_rank, accum, micro = batch_plan(tc.batch_size, info.world_size, tc.micro_batch)
+    if info.is_main:
+        split = f" in {accum} micro-batches of {micro}" if accum > 1 else ""
+        print(f"effective batch {tc.batch_size} = {info.world_size} rank(s) x {per_rank}{split}; peak lr {tc.lr:g}")
+
+    def micro_loss(xb, yb):
+        with autocast(info.device, tc.precision):
+            return transport.loss(forward, xb, yb)
+
+    if tc.progress and info.is_main and info.device.type == "cpu" and start < tc.steps:
+        from ..estimate import describe_estimate
+
+        print(describe_estimate(config, "dit", start_step=start))
     meter, t_start = Throughput(), time.perf_counter()
     window_t, window_loss = [], []
     bar = tqdm(total=tc.steps, initial=start, desc=f"dit[{config.name}]",
@@ -112,16 +128,14 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
         lr = learning_rate(tc, step)
         set_lr(opt, lr)
-        with autocast(info.device, tc.precision):
-            out = transport.loss(forward, x, y)
+        opt.zero_grad(set_to_none=True)
+        out = backward_in_micro_batches(micro_loss, (x, y), accum, scaler)
         loss = out["loss"]
         if dist.broadcast_flag(not torch.isfinite(loss).item(), info.device):
             bar.close()
             where = f"; the last good checkpoint is {last_good}" if last_good else ""
             raise NonFiniteLossError(f"non-finite DiT loss ({loss.item()}) at step {step}{where}. Lower "
                                      "dit.train.lr, set dit.train.grad_clip, or enable dit.model.qk_norm=true.")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
         allreduce_gradients(params)
         grad_norm = None
         if tc.grad_clip > 0:
@@ -167,6 +181,15 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     return TrainResult(ema if dc.ema_decay > 0 else model, history)
 
 
+def latents_dir_of(run_dir: str | Path) -> Path:
+    """The latent cache a DiT run was trained on (recorded in its latents.txt)."""
+    record = Path(run_dir) / "latents.txt"
+    if not record.is_file():
+        raise CheckpointError(f"{record} is missing, so the latent cache (and its stats) of this DiT run is "
+                              f"unknown; write the cache folder's path into {record}")
+    return Path(record.read_text().strip())
+
+
 def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"):
     """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode."""
     from ..config import from_dict
@@ -177,16 +200,21 @@ def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.d
         raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
                               f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
     state = load_checkpoint(path, map_location=device)
+    if not isinstance(state, dict) or not {"model", "ema", "config"} <= set(state):
+        raise CheckpointError(f"{path} is not a vavae_lab DiT file (it lacks 'model', 'ema' or 'config'; a "
+                              "tokenizer?); pass the folder train-dit wrote, or load released weights with "
+                              "vavae_lab.load_official_lightningdit")
     config = from_dict(state["config"])
     shape, classes = state.get("latent_shape"), state.get("num_classes")
     if shape is None:  # an intermediate checkpoint: read the shape off the latent cache it was trained on
         from ..latents import LatentDataset
 
-        data = LatentDataset((run_dir / "latents.txt").read_text().strip())
+        data = LatentDataset(latents_dir_of(run_dir))
         shape, classes = data.latent_shape, data.num_classes
     model = build_dit_for(config, tuple(shape), int(classes))
     try:
         model.load_state_dict(state["ema" if use_ema else "model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the DiT in its own config: {exc}") from exc
+        raise CheckpointError(f"{path} does not match the DiT in its own config: "
+                              f"{mismatch_summary(model, state['ema' if use_ema else 'model'], exc)}") from exc
     return model.to(device).eval(), config

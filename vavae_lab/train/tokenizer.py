@@ -12,11 +12,13 @@ from tqdm.auto import tqdm
 from .. import dist
 from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                           rng_state, set_rng_state)
-from ..config import Config, save_config, to_dict
+from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
-from ..errors import CheckpointError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..weights import mismatch_summary
 from .builders import build_tokenizer_parts, build_train_eval_data
-from .common import JsonlLogger, StepBatches, Throughput, allreduce_gradients, learning_rate, make_optimizer, set_lr
+from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, batch_plan, learning_rate,
+                     make_optimizer, set_lr)
 
 
 class TrainResult(NamedTuple):
@@ -42,7 +44,8 @@ def _restore(path: Path, model, loss_fn, opt_ae, opt_disc, scaler, device) -> in
         opt_ae.load_state_dict(state["opt_ae"])
         opt_disc.load_state_dict(state["opt_disc"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path} does not match this config's model ({exc}); resume with the config "
+        raise CheckpointError(f"{path} does not match this config's model "
+                              f"({mismatch_summary(model, state.get('model'), exc)}); resume with the config "
                               f"the run was started with (its config.yaml), or use a new --out folder") from exc
     scaler.load_state_dict(state["scaler"])
     set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
@@ -55,6 +58,7 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
     With `out_dir`, writes config.yaml, metrics.jsonl, atomic checkpoints every `ckpt_every` steps and the
     final `tokenizer.pt`; `resume=True` continues from the newest checkpoint there.
     """
+    validate(config)  # a Config built in Python skips load_config's range checks
     info = dist.setup(config.device)
     tc, lc = config.tokenizer.train, config.tokenizer.loss
     run_dir = Path(out_dir) if out_dir is not None else None
@@ -98,7 +102,18 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
 
     batches = StepBatches(len(train_set), tc.batch_size, seed=config.data.seed + config.seed,
                           rank=info.rank, world_size=info.world_size, hflip=config.data.hflip)
+    per_rank, accum, _ = batch_plan(tc.batch_size, info.world_size, tc.micro_batch)
+    if accum > 1:  # the adaptive GAN and VF weights are per-batch gradient ratios; accumulation would change them
+        raise ConfigError(f"tokenizer.train.micro_batch={tc.micro_batch} would accumulate {accum} micro-batches, "
+                          "which only the DiT stage supports; set it to 0 and use more GPUs or a smaller "
+                          "tokenizer.train.batch_size")
+    if info.is_main:
+        print(f"effective batch {tc.batch_size} = {info.world_size} rank(s) x {per_rank}; peak lr {tc.lr:g}")
     loader = parts.make_loader(train_set, batches, start, tc.steps)
+    if tc.progress and info.is_main and info.device.type == "cpu" and start < tc.steps:
+        from ..estimate import describe_estimate
+
+        print(describe_estimate(config, "tokenizer", start_step=start))
     meter, t_start = Throughput(), time.perf_counter()
     bar = tqdm(total=tc.steps, initial=start, desc=f"tokenizer[{config.name}]",
                disable=not (tc.progress and info.is_main), dynamic_ncols=True)

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PKGS ?= torch>=2.4 torchvision>=0.19
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test test-fast install clean-cache bench
+.PHONY: lab test test-fast test-browser install clean-cache bench
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,12 +24,17 @@ lab: $(STAMP)
 
 # CI runs this: unit + integration tests, then every notebook in smoke mode.
 test: $(STAMP)
-	$(PY) -m pytest -q tests/
+	$(PY) -m pytest -q --ignore=tests/browser tests/
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		VAVAE_LAB_PRESET=smoke $(PY) -m pytest -q --nbval-lax notebooks/; fi
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests/
+	$(PY) -m pytest -q -m "not slow" --ignore=tests/browser tests/
+
+# CI runs this after `test`: notebook 03 in JupyterLab, driven by headless Chromium (installs chromium + playwright).
+test-browser: $(STAMP)
+	VENV=$(VENV) scripts/install_browser.sh
+	VAVAE_LAB_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/tokenizer.py

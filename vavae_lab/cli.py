@@ -95,6 +95,20 @@ def _uniformity(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _reproduce(args) -> None:
+    from .study import reproduce
+
+    path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
+                     progress=not args.quiet)
+    print(f"report: {path}")
+
+
+def _doctor(args) -> None:
+    from .doctor import run_doctor
+
+    run_doctor()
+
+
 def _show_config(args) -> None:
     print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
 
@@ -152,10 +166,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show a progress bar over runs on stderr")
     p.set_defaults(func=_uniformity)
 
+    p = sub.add_parser("reproduce", help="run the whole toy study (notebooks 01-05) and write a report")
+    p.add_argument("--preset", default="lab", help="smoke (minutes) or lab (the notebooks' numbers)")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
+    p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the headline tables with these seeds")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")
+    p.set_defaults(func=_doctor)
+
     p = sub.add_parser("show-config", help="print the full config of a preset with overrides, as YAML")
     _add_config_args(p)
     p.set_defaults(func=_show_config)
     return parser
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar a failed stage left open, so the error starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _user_message(exc: Exception) -> str:
+    """The text of a user error; one raised in a DataLoader worker arrives wrapped in the worker's traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except VavaeLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _close_progress_bars()
+        print(f"error: {_user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (the newest checkpoint is kept)", file=sys.stderr)

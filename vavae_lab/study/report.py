@@ -1,0 +1,149 @@
+"""`reproduce`: run the whole toy study (optionally in parallel processes) and write a Markdown/PNG/JSON report."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+from . import tables as T
+from . import variants as V
+from .runner import Study
+
+
+def _run_job(preset: str, base: tuple[str, ...], device: str | None, threads: int, job) -> float:
+    """Run one job's calls in order (in a worker process); returns its wall time in seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    overrides, calls = job
+    study = Study(preset, (*base, *overrides), device=device, progress=False)
+    t0 = time.perf_counter()
+    for method, name, extra in calls:
+        getattr(study, method)(name, *extra)
+    return time.perf_counter() - t0
+
+
+def run_jobs(preset: str, overrides: Sequence[str], job_list: list, *, jobs: int = 1, device: str | None = None,
+             progress: bool = True) -> None:
+    """Run the study's jobs: the first one alone (it trains the shared toy networks), the rest on `jobs` workers."""
+    from tqdm.auto import tqdm
+
+    base = tuple(overrides)
+    threads = max(1, (os.cpu_count() or 2) // max(jobs, 1))
+    head, rest = job_list[0], job_list[1:]
+    _run_job(preset, base, device, os.cpu_count() or 2 if jobs > 1 else threads, head)
+    bar = tqdm(total=len(rest), desc="study jobs", disable=not progress)
+    if jobs <= 1:
+        for job in rest:
+            _run_job(preset, base, device, threads, job)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for fut in [pool.submit(_run_job, preset, base, device, threads, job) for job in rest]:
+                fut.result()
+                bar.update(1)
+    bar.close()
+
+
+def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table of rows: columns are (key, header, format)."""
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return format(value, fmt) if fmt else str(value)
+
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+TOKENIZER_COLUMNS = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
+                     ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"), ("gfid_cfg", "gFID CFG 3", ".1f")]
+
+
+def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequence[int] = (0,), workers: int = 1,
+            device: str | None = None) -> dict:
+    """Every table of the study from the cache (training whatever is missing), as one JSON-able dict."""
+    study = Study(preset, overrides, device=device, progress=False)
+    out = {"preset": preset, "overrides": list(overrides), "dilemma": T.dilemma(study), "table2": T.table2(study),
+           "table5": T.table5(study), "table4": T.table4(study), "table6": T.table6(study, workers=workers),
+           "table1": T.table1(study), "sampling": T.sampling(study)}
+    rows, corr = T.proxies(study)
+    out["proxies"], out["spearman"] = rows, corr
+    for seed in seeds:
+        if seed == study.base.seed:
+            continue
+        other = Study(preset, (*overrides, f"seed={seed}"), device=device, progress=False)
+        for key in ("dilemma", "table2"):
+            extra = {r["name"]: r for r in (T.dilemma(other) if key == "dilemma" else T.table2(other))}
+            for row in out[key]:
+                row[f"gfid_seed{seed}"] = extra[row["name"]]["gfid"]
+                row[f"gfid_cfg_seed{seed}"] = extra[row["name"]]["gfid_cfg"]
+    return out
+
+
+def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
+    """report.md, report.json and the figures (frontier, Table 1 ladder, sampling sweeps) under out_dir."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ..analysis.plots import plot_frontier
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(results, indent=1, default=float))
+    seed_cols = [(k, k.replace("gfid_", "gFID ").replace("_seed", " seed "), ".1f")
+                 for k in (results["dilemma"][0] if results["dilemma"] else {}) if "_seed" in k]
+    frontier = plot_frontier([{**r, "recon": r["rfid"]} for r in results["table2"] + results["dilemma"][:1]], "rfid",
+                             title="toy frontier: rFID vs gFID")
+    frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
+    md = [f"# Toy study report (preset `{results['preset']}`)", ""]
+    if minutes is not None:
+        md.append(f"Wall time of this run: {minutes:.1f} min.\n")
+    md += ["## The optimization dilemma (notebook 01)", _md_table(results["dilemma"], TOKENIZER_COLUMNS + seed_cols), "",
+           "## Table 2: VF loss (notebook 02)", _md_table(results["table2"], TOKENIZER_COLUMNS + seed_cols + [
+               ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
+               ("paper_gfid", "paper gFID (B)", ".2f")]), "", "![frontier](frontier.png)", ""]
+    abl = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"),
+           ("paper_gfid", "paper gFID", ".2f")]
+    md += ["## Table 5: VF loss ablation", _md_table(results["table5"], abl), "",
+           "## Table 4: which network to align with", _md_table(results["table4"], abl), "",
+           "## Table 6: latent uniformity (notebook 03)", _md_table(results["table6"], [
+               ("tokenizer", "tokenizer", ""), ("density", "density CV", ".3f"), ("density_std", "+-", ".3f"),
+               ("gini", "Gini", ".3f"), ("gini_std", "+-", ".3f"), ("entropy", "entropy", ".4f"),
+               ("entropy_std", "+-", ".4f"), ("gfid", "gFID", ".1f"), ("paper_density", "paper CV", ".3f"),
+               ("paper_gini", "paper Gini", ".3f"), ("paper_entropy", "paper entropy", ".3f")]), "",
+           "## Cheap gFID proxies", _md_table(results["proxies"], [
+               ("tokenizer", "tokenizer", ""), ("gfid", "gFID", ".1f"), ("probe_gfid", "probe gFID", ".1f"),
+               ("probe_density", "density", ".3f"), ("probe_gini", "Gini", ".3f"), ("probe_entropy", "entropy", ".4f")]),
+           "", "Spearman with the full gFID over {n} tokenizers: ".format(n=results["spearman"]["n"]) + ", ".join(
+               f"{k} {v:+.2f}" for k, v in results["spearman"].items() if k != "n"), "",
+           "## Table 1: DiT -> LightningDiT (notebook 04)", _md_table(results["table1"], [
+               ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
+               ("paper_fid", "paper FID", ".2f")]), "", f"({V.TABLE1_PAPER_NOTE})", "",
+           "## Sampling (notebook 05)"]
+    for key, rows in results["sampling"].items():
+        md += [f"### {key}", _md_table(rows, [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
+                                              ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]), ""]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"
+
+
+def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides: Sequence[str] = (), *,
+              jobs: int = 1, seeds: Sequence[int] = (0,), device: str | None = None, progress: bool = True) -> Path:
+    """Run (or load from the cache) the whole toy study and write the report; returns the report.md path."""
+    t0 = time.perf_counter()
+    job_list = T.jobs()
+    for seed in seeds:
+        if seed != 0:
+            job_list += T.seed_jobs(seed)
+    run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
+    results = collect(preset, overrides, seeds=seeds, workers=max(1, jobs), device=device)
+    return write_report(results, out_dir, minutes=(time.perf_counter() - t0) / 60)

@@ -1,0 +1,92 @@
+"""The toy study's named runs: tokenizer variants, the Table 1 DiT ladder, sampling sweeps, and the paper's numbers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _tok(d: int, vf: bool, *extra: str) -> tuple[str, ...]:
+    """Overrides for a tokenizer of latent size d, with or without the VF loss."""
+    return (f"tokenizer.model.embed_dim={d}", f"tokenizer.model.z_channels={d}",
+            f"tokenizer.vf.enabled={str(vf).lower()}", *extra)
+
+
+@dataclass(frozen=True)
+class TokenizerVariant:
+    """One tokenizer of the study: its label in tables, latent size, VF setting and config overrides."""
+
+    name: str
+    label: str
+    d: int
+    vf: bool
+    overrides: tuple[str, ...]
+
+
+TOKENIZERS: dict[str, TokenizerVariant] = {v.name: v for v in [
+    TokenizerVariant("d4", "f4d4", 4, False, _tok(4, False)),
+    TokenizerVariant("d16", "f4d16", 16, False, _tok(16, False)),
+    TokenizerVariant("d32", "f4d32", 32, False, _tok(32, False)),
+    TokenizerVariant("d16_vf", "f4d16 + VF", 16, True, _tok(16, True)),
+    TokenizerVariant("d32_vf", "f4d32 + VF", 32, True, _tok(32, True)),
+    # Table 5: the VF loss without one of its parts (the lab default already has no margins, see variants below)
+    TokenizerVariant("d32_vf_no_mcos", "f4d32 + VF - mcos", 32, True, _tok(32, True, "tokenizer.vf.use_mcos=false")),
+    TokenizerVariant("d32_vf_no_mdms", "f4d32 + VF - mdms", 32, True, _tok(32, True, "tokenizer.vf.use_mdms=false")),
+    TokenizerVariant("d32_vf_margins", "f4d32 + VF, paper margins", 32, True,
+                     _tok(32, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25")),
+    # Table 4: which "foundation model" the latents are aligned with
+    TokenizerVariant("d32_vf_masked", "f4d32 + VF (masked-modelling VFM)", 32, True,
+                     _tok(32, True, "tokenizer.vf.toy.objective=masked")),
+    TokenizerVariant("d32_vf_random", "f4d32 + VF (random-weights VFM)", 32, True,
+                     _tok(32, True, "tokenizer.vf.foundation=toy_random")),
+]}
+
+DILEMMA = ("d4", "d16", "d32")  # notebook 01
+TABLE2 = ("d16", "d16_vf", "d32", "d32_vf")  # notebook 02
+TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
+TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
+UNIFORMITY = ("d4", "d16", "d32", "d32_vf")  # notebook 03
+DIT_TOKENIZER = "d32_vf"  # the latents notebooks 04 and 05 train and sample on
+
+# Table 1, cumulative: each row adds its overrides to all rows above it. The last row is the lab preset's DiT.
+TABLE1: list[tuple[str, tuple[str, ...]]] = [
+    ("DiT: DDPM, GELU, LayerNorm, abs. pos., patch 2, AdamW b2 0.999",
+     ("dit.transport.path=ddpm", "sample.sampler=ddpm", "dit.model.mlp=gelu", "dit.model.norm=layernorm",
+      "dit.model.pos=abs", "dit.model.size=toy-S/2", "dit.train.betas=[0.9,0.999]",
+      "dit.transport.t_sampling=uniform", "dit.transport.cos_weight=0.0")),
+    ("+ rectified flow", ("dit.transport.path=rectified_flow", "sample.sampler=euler")),
+    ("+ AdamW b2 0.95", ("dit.train.betas=[0.9,0.95]",)),
+    ("+ logit-normal t", ("dit.transport.t_sampling=logit_normal",)),
+    ("+ velocity direction loss", ("dit.transport.cos_weight=1.0",)),
+    ("+ SwiGLU", ("dit.model.mlp=swiglu",)),
+    ("+ RMSNorm", ("dit.model.norm=rmsnorm",)),
+    ("+ RoPE", ("dit.model.pos=rope",)),
+    ("+ patch 1 (= the lab LightningDiT)", ("dit.model.size=toy-S/1",)),
+]
+TABLE1_PAPER = [19.50, 17.20, 16.61, 13.99, 12.52, 10.10, 9.25, 7.13, 4.29]  # FID-50k, DiT-XL, 80 ep, no CFG
+TABLE1_PAPER_NOTE = ("paper's ladder (NOTES §5) also has 'batch x4 & lr x2' (16.59) between rectified flow and "
+                     "AdamW b2 0.95, and its last row changes the tokenizer too; both are left out here")
+
+
+def table1_overrides(row: int) -> tuple[str, ...]:
+    """The cumulative DiT overrides of Table 1 row `row` (0 = the plain DiT)."""
+    out: list[str] = []
+    for _, extra in TABLE1[:row + 1]:
+        out.extend(extra)
+    return tuple(out)
+
+
+# Notebook 05: sampling sweeps on the lab DiT (each entry: label -> sample overrides)
+SAMPLER_SWEEP = [(f"{s} {n} steps", (f"sample.sampler={s}", f"sample.steps={n}"))
+                 for s in ("euler", "heun") for n in (5, 10, 25, 50)] + [("dopri5 adaptive", ("sample.sampler=dopri5",))]
+CFG_SWEEP = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+INTERVAL_SWEEP = [0.0, 0.11, 0.3, 0.5]  # guidance only while t >= start, at CFG 3
+SHIFT_SWEEP = [0.3, 0.5, 1.0, 2.0]
+
+# Paper numbers printed beside the toy tables (NOTES §2, §4, §7)
+TABLE2_PAPER = {  # spec -> (rFID, PSNR, gFID LightningDiT-B)
+    "d16": (0.49, 26.10, 16.24), "d16_vf": (0.55, 25.29, 15.79),
+    "d32": (0.26, 28.59, 22.62), "d32_vf": (0.28, 27.96, 15.82),
+}
+TABLE5_PAPER = {"d32": 22.62, "d32_vf": 15.82, "d32_vf_no_mcos": 21.87, "d32_vf_no_mdms": 17.74,
+                "d32_vf_margins": 17.77}  # note: the paper's "full" has margins; its ablation row removes them
+TABLE4_PAPER = {"d32": 22.62, "d32_vf": 15.82, "d32_vf_masked": 19.89, "d32_vf_random": None}
+TABLE6_PAPER = {"d32": (0.263, 0.145, 0.995), "d32_vf": (0.178, 0.096, 0.998)}  # f16d32 none / DINOv2

@@ -107,7 +107,10 @@ def lab_server(tmp_path):
         target = home / "settings" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
-    env = dict(os.environ, VAVAE_LAB_PRESET="smoke", VAVAE_LAB_OFFLINE="1",
+    # the kernel reads the smoke study from the repository's cache, which `make test` (run first by CI) filled while
+    # executing notebooks 01-03; a cold cache trains every smoke tokenizer first (several minutes on 2 cores)
+    data = os.environ.get("VAVAE_LAB_BROWSER_DATA", str(REPO / "data"))
+    env = dict(os.environ, VAVAE_LAB_PRESET="smoke", VAVAE_LAB_OFFLINE="1", VAVAE_LAB_DATA=data,
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTER_DATA_DIR=str(home / "data"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),

@@ -64,6 +64,16 @@ def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def show_table(rows: list[dict], columns: list[tuple[str, str, str]]):
+    """A Markdown table for a notebook cell (IPython display object); plain text where IPython is absent."""
+    text = _md_table(rows, columns)
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        return text
+    return Markdown(text)
+
+
 TOKENIZER_COLUMNS = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
                      ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"), ("gfid_cfg", "gFID CFG 3", ".1f")]
 

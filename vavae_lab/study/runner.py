@@ -14,6 +14,18 @@ from ..paths import cache_dir, config_hash
 from .variants import TOKENIZERS
 
 
+# The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI
+SMOKE_STUDY = (
+    "data.num_train=512", "data.num_test=256", "tokenizer.train.steps=20", "tokenizer.train.batch_size=16",
+    "tokenizer.train.eval_images=128", "tokenizer.train.ckpt_every=20", "tokenizer.vf.toy.steps=30",
+    "tokenizer.vf.toy.num_images=512", "latents.shard_size=512", "latents.stats_count=512", "dit.train.steps=20",
+    "dit.train.batch_size=32", "dit.train.ckpt_every=20", "sample.num_samples=128", "sample.batch_size=128",
+    "sample.steps=5", "metrics.num_images=128", "metrics.toy.steps=30", "metrics.toy.num_images=512",
+    "tokenizer.probe.images=256", "tokenizer.probe.dit_steps=10", "tokenizer.probe.dit_batch=32",
+    "tokenizer.probe.samples=64", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
+)
+
+
 def _section(config: Config, name: str) -> dict:
     """A config section as a dict, without the fields that change speed or display but no result."""
     d = to_dict(getattr(config, name))
@@ -40,7 +52,10 @@ class Study:
     """
 
     def __init__(self, preset: str = "lab", overrides=(), *, device: str | None = None, progress: bool = True):
-        self.preset, self.overrides, self.progress = preset, tuple(overrides), progress
+        self.preset, self.progress = preset, progress
+        self.overrides = (SMOKE_STUDY if preset == "smoke" else ()) + tuple(overrides)
+        # Table 6 sampling: the paper's 10,000 vectors and >= 3 t-SNE runs in lab, a token amount in smoke
+        self.uniformity_n, self.uniformity_runs = (300, 2) if preset == "smoke" else (10000, 3)
         self.base = load_config(preset, list(self.overrides))
         self.device = torch.device(device) if device else None
 
@@ -190,8 +205,7 @@ class Study:
         from ..latents import LatentDataset
 
         config = self.config(name)
-        n = n or (10000 if config.data.num_train >= 10000 else config.data.num_train)
-        runs = runs or (3 if config.data.num_train >= 10000 else 2)
+        n, runs = n or self.uniformity_n, runs or self.uniformity_runs
         path = cache_dir("study", "uniformity") / f"{config_hash([self.latents_key(config), n, runs])}.json"
         if path.exists():
             return json.loads(path.read_text())

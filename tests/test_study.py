@@ -1,0 +1,105 @@
+"""The toy study: cache keys per stage, reuse across calls, export/import between machines, the report."""
+import json
+
+import pytest
+
+from vavae_lab.errors import ConfigError
+from vavae_lab.study import Study, write_report
+from vavae_lab.study import tables as T
+from vavae_lab.study import variants as V
+from vavae_lab.study.share import export_study, import_study
+
+TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",
+        "tokenizer.train.eval_images=32", "tokenizer.train.ckpt_every=4", "dit.train.steps=4",
+        "dit.train.batch_size=16", "dit.train.ckpt_every=4", "sample.num_samples=32", "sample.batch_size=32",
+        "sample.steps=2", "metrics.num_images=32", "latents.shard_size=128", "latents.stats_count=128")
+
+
+def test_stage_keys_change_only_with_their_own_settings():
+    s = Study("smoke", progress=False)
+    base = s.config("d32_vf")
+    other_sampler = s.config("d32_vf", "sample.cfg_scale=3.0")
+    other_dit = s.config("d32_vf", "dit.model.mlp=gelu")
+    assert s.dit_key(other_sampler) == s.dit_key(base)
+    assert s.generation_key(other_sampler, 10) != s.generation_key(base, 10)
+    assert s.tokenizer_key(other_dit) == s.tokenizer_key(base) and s.dit_key(other_dit) != s.dit_key(base)
+    assert s.tokenizer_key(s.config("d16_vf")) != s.tokenizer_key(base)
+    quiet = Study("smoke", progress=True)  # progress bars change no result
+    assert quiet.dit_key(quiet.config("d32_vf")) == s.dit_key(base)
+
+
+def test_unknown_variant_names_the_choices():
+    with pytest.raises(ConfigError, match="d32_vf"):
+        Study("smoke").config("d64")
+
+
+def test_table1_rows_are_cumulative_and_end_at_the_lab_dit():
+    assert V.table1_overrides(0) == V.TABLE1[0][1]
+    last = Study("lab").config(V.DIT_TOKENIZER, *V.table1_overrides(len(V.TABLE1) - 1))
+    assert Study("lab").dit_key(last) == Study("lab").dit_key(Study("lab").config(V.DIT_TOKENIZER))
+
+
+@pytest.mark.slow
+def test_generation_is_cached_and_survives_export_import(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "a"))
+    s = Study("smoke", TINY, progress=False)
+    first = s.generation("d4")
+    assert set(first) >= {"fid", "is", "precision", "recall", "n", "dit_loss"} and first["n"] == 32
+    run = s._dirs(s.config("d4"))["dit"] / "dit.pt"
+    stamp = run.stat().st_mtime_ns
+    assert s.generation("d4", "sample.steps=3")["fid"] != first["fid"]  # new sampler settings, same DiT
+    assert run.stat().st_mtime_ns == stamp
+    archives = export_study(tmp_path / "out" / "study", max_bytes=2**20)
+    assert archives and all(a.stat().st_size <= 2**20 + 2**19 for a in archives)
+
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "b"))
+    assert import_study(*archives) > 0
+    again = Study("smoke", TINY, progress=False)
+    assert again.generation("d4") == first  # read from the imported cache, nothing retrained
+    assert not (again._dirs(again.config("d4"))["latents"]).joinpath("meta.json").exists()
+    images, labels = again.samples("d4", n=4)  # the slimmed DiT still samples
+    assert images.shape[0] == 4 and images.dtype.is_floating_point is False
+
+
+def test_import_rejects_a_foreign_archive(tmp_path, monkeypatch):
+    import tarfile
+
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path))
+    bad = tmp_path / "bad.tar"
+    (tmp_path / "x.txt").write_text("x")
+    with tarfile.open(bad, "w") as tar:
+        tar.add(tmp_path / "x.txt", arcname="../escape.txt")
+    from vavae_lab.errors import DataError
+    with pytest.raises(DataError, match="not a study archive"):
+        import_study(bad)
+    (tmp_path / "junk.tar").write_text("not a tar")
+    with pytest.raises(DataError, match="not a readable study archive"):
+        import_study(tmp_path / "junk.tar")
+
+
+def test_report_writes_markdown_json_and_figure(tmp_path):
+    tok = {"tokenizer": "f4d16", "psnr": 25.0, "ssim": 0.8, "rfid": 30.0, "gfid": 100.0, "gfid_cfg": 60.0}
+    rows2 = [{**tok, "name": "d16", "d": 16, "vf": False}, {**tok, "name": "d16_vf", "d": 16, "vf": True, "gfid": 60.0}]
+    results = {"preset": "smoke", "dilemma": [{**rows2[0], "name": "d4", "d": 4}], "table2": rows2,
+               "table5": rows2, "table4": rows2,
+               "table6": [{"tokenizer": "f4d16", "density": 0.2, "density_std": 0.01, "gini": 0.1, "gini_std": 0.0,
+                           "entropy": 0.99, "entropy_std": 0.0, "gfid": 100.0}],
+               "proxies": [{"tokenizer": "f4d16", "gfid": 100.0, "probe_gfid": 200.0, "probe_density": 0.2,
+                            "probe_gini": 0.1, "probe_entropy": 0.99}],
+               "spearman": {"n": 1, "probe_gfid": 1.0},
+               "table1": [{"change": "x", "gfid": 10.0, "dit_loss": 0.5, "paper_fid": 19.5}],
+               "sampling": {"cfg": [{"setting": "CFG 1.0", "gfid": 1.0}]}}
+    path = write_report(results, tmp_path, minutes=1.5)
+    text = path.read_text()
+    assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
+    assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_jobs_cover_every_table_entry():
+    calls = [(m, n, e) for _, job in T.jobs() for m, n, e in job]
+    assert ("generation", V.DIT_TOKENIZER, ()) == calls[0]
+    assert {n for m, n, _ in calls if m == "probe"} == set(V.TOKENIZERS)
+    assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
+    assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
+               ) >= len(V.TABLE1) - 1

@@ -59,6 +59,8 @@ def _train_dit(args) -> None:
 
 
 def _sample(args) -> None:
+    import os
+
     from .generate import sample_to_folder
 
     overrides = list(args.overrides)
@@ -67,8 +69,10 @@ def _sample(args) -> None:
     if args.cfg is not None:
         overrides.append(f"sample.cfg_scale={args.cfg}")
     config = load_config(args.config or args.preset or "lab", overrides)
-    out = sample_to_folder(config, args.dit, args.tokenizer, args.out)
-    print(f"samples and grid.png in {out}")
+    out = sample_to_folder(config, args.dit, args.tokenizer, args.out,
+                           npz=args.npz_path or args.npz)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"samples and grid.png in {out}")
 
 
 def _evaluate(args) -> None:
@@ -141,9 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--dit", required=True, help="DiT run directory (holds dit.pt)")
     p.add_argument("--tokenizer", required=True, help="tokenizer run directory")
-    p.add_argument("--out", required=True, help="folder for the PNG samples")
-    p.add_argument("--n", type=int, default=None, help="number of samples (sample.num_samples)")
+    p.add_argument("--out", required=True,
+                   help="folder for the PNG samples (rerunning resumes: PNGs already there are kept)")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of samples (sample.num_samples); under torchrun the ranks share them")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (sample.cfg_scale)")
+    p.add_argument("--npz", action="store_true",
+                   help="also pack the PNGs into OUT/samples_NxHxWx3.npz, ADM's format (arr_0 N x H x W x 3 uint8, "
+                        "arr_1 labels) for the official evaluator")
+    p.add_argument("--npz-path", default=None, metavar="PATH", help="like --npz, but write the .npz to PATH")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("evaluate", help="FID / IS / KID / precision / recall of a sample folder")

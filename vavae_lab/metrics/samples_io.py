@@ -224,3 +224,59 @@ def load_samples(folder) -> tuple[torch.Tensor, torch.Tensor | None]:
     images = torch.stack([dataset[i] for i in range(len(dataset))])
     labels = dataset.labels()
     return images, None if labels is None else torch.tensor(labels, dtype=torch.long)
+
+
+def save_sample(image_chw: torch.Tensor, out_dir, index: int, label: int | None) -> Path:
+    """Write one uint8 3 x H x W sample as out_dir/{index:06d}_c{label}.png, atomically (for sharded writers)."""
+    image = _check_uint8_images(image_chw.unsqueeze(0))[0]
+    path = Path(out_dir).expanduser() / sample_file_name(index, label)
+    _save_png(image, path)
+    return path
+
+
+def write_labels_file(out_dir, labels, height: int, width: int) -> Path:
+    """Write labels.json for samples 0..N-1 of a folder filled one PNG at a time (save_samples does it itself)."""
+    label_list = None if labels is None else [int(v) for v in torch.as_tensor(labels).flatten()]
+    if label_list is None:
+        raise DataError("write_labels_file needs the class labels of the samples; pass one int per sample")
+    path = Path(out_dir).expanduser() / LABELS_NAME
+    meta = {"num_images": len(label_list), "height": int(height), "width": int(width), "labels": label_list}
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    return path
+
+
+def npz_name(num_images: int, height: int, width: int) -> str:
+    """ADM's file name for a sample batch: samples_50000x256x256x3.npz."""
+    return f"samples_{num_images}x{height}x{width}x3.npz"
+
+
+def folder_to_npz(folder, path=None) -> Path:
+    """Pack a sample folder into an ADM-style .npz (arr_0: N x H x W x 3 uint8, arr_1: labels) for its evaluator.
+
+    Images are streamed into the archive one at a time, so 50k samples need no more memory than one image;
+    `path` defaults to folder/samples_NxHxWx3.npz. Read it back with load_samples(path).
+    """
+    import zipfile
+
+    dataset = SampleFolder(folder)
+    labels = dataset.labels()
+    height, width = dataset[0].shape[1:]
+    path = Path(path).expanduser() if path else dataset.folder / npz_name(len(dataset), height, width)
+    if path.suffix != ".npz":
+        raise DataError(f"{path} does not end in .npz; numpy.load and ADM's evaluator expect a .npz archive")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(dataset), int(height), int(width), 3)}
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("arr_0.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array_header_1_0(fh, header)
+                for i in range(len(dataset)):
+                    fh.write(dataset[i].permute(1, 2, 0).contiguous().numpy().tobytes())
+            if labels is not None:
+                with archive.open("arr_1.npy", "w") as fh:
+                    np.lib.format.write_array(fh, np.asarray(labels, dtype=np.int64))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, write)
+    return path

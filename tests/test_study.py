@@ -103,3 +103,4 @@ def test_jobs_cover_every_table_entry():
     assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
     assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
                ) >= len(V.TABLE1) - 1
+

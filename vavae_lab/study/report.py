@@ -101,10 +101,7 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
     """report.md, report.json and the figures (frontier, Table 1 ladder, sampling sweeps) under out_dir."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from ..analysis.plots import plot_frontier
+    from ..analysis.plots import plot_frontier  # bare Figures: no backend switch, safe inside a notebook
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

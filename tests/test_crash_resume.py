@@ -115,3 +115,30 @@ def test_killed_extraction_keeps_finished_shards_and_matches(prepared, tmp_path)
         assert reference.keys() == resumed.keys()
         for key in reference:
             assert torch.equal(reference[key], resumed[key]), f"{name}:{key} (killed after {delay:.2f} s)"
+
+
+TOK = ["data.num_train=256", "data.num_test=16", "device=cpu", "tokenizer.model.embed_dim=4",
+       "tokenizer.model.z_channels=4", "tokenizer.vf.enabled=false", "tokenizer.loss.disc_start=10",
+       "tokenizer.train.steps=40", f"tokenizer.train.ckpt_every={CKPT_EVERY}", "tokenizer.train.log_every=1",
+       "tokenizer.train.batch_size=8", "tokenizer.train.keep_checkpoints=0", "tokenizer.train.eval_images=0",
+       "tokenizer.train.progress=false"]
+
+
+def test_killed_tokenizer_training_resumes_to_the_uninterrupted_parameters(prepared, tmp_path):
+    _, _, env = prepared
+    _run(["train-tokenizer", "--preset", "smoke", "--out", tmp_path / "straight", *TOK], env, tmp_path / "straight.log")
+    run = tmp_path / "killed"
+    proc = _start(["train-tokenizer", "--preset", "smoke", "--out", run, *TOK], env, tmp_path / "first.log")
+    delay = _kill_after(proc, lambda: latest_checkpoint(run) is not None, tmp_path / "first.log")
+    for _, path in list_checkpoints(run):
+        load_checkpoint(path)
+    saved = list_checkpoints(run)[-1][0]
+    assert not (run / "tokenizer.pt").exists()
+
+    out = _run(["train-tokenizer", "--out", run, "--resume"], env, tmp_path / "resume.log")
+    assert f"(step {saved})" in out, out[-2000:]
+    straight = torch.load(tmp_path / "straight" / "tokenizer.pt", weights_only=True)
+    resumed = torch.load(run / "tokenizer.pt", weights_only=True)
+    assert straight["model"].keys() == resumed["model"].keys()
+    for key, value in straight["model"].items():  # the discriminator starts at step 10, inside the kill window
+        assert torch.equal(value, resumed["model"][key]), f"model.{key} differs (killed after {delay:.2f} s)"

@@ -80,7 +80,9 @@ def _evaluate(args) -> None:
 
     config = _config(args)
     reference = args.reference or ("shapes" if config.data.source == "shapes" else config.data.root)
-    result = evaluate_samples(args.samples, reference=reference, config=config)
+    from .device import resolve_device
+
+    result = evaluate_samples(args.samples, reference=reference, config=config, device=resolve_device(config.device))
     write_metrics(result, args.out)
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 

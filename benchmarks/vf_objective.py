@@ -36,7 +36,7 @@ def run_variant(preset: str, overrides: list[str], work: Path, seed: int) -> dic
 def main() -> None:
     """Run every variant and print a table (and JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="lab")
+    parser.add_argument("--preset", default="lab_long")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra key.sub=value overrides for every variant")

@@ -10,8 +10,8 @@ from vavae_lab.estimate import describe_estimate, estimate_minutes, format_minut
 from vavae_lab.presets import get_preset
 
 
-def test_lab_and_smoke_reproduce_the_measurements():
-    lab = get_preset("lab")
+def test_lab_long_and_smoke_reproduce_the_measurements():
+    lab = get_preset("lab_long")
     assert estimate_minutes(lab, "tokenizer") == pytest.approx(8.6)
     assert estimate_minutes(lab, "dit") == pytest.approx(8.5)
     assert estimate_minutes(get_preset("smoke"), "pipeline") == pytest.approx(65 / 60)
@@ -19,7 +19,7 @@ def test_lab_and_smoke_reproduce_the_measurements():
 
 @pytest.mark.parametrize("stage", ["tokenizer", "dit"])
 def test_linear_in_steps_and_batch_and_counts_only_remaining_steps(stage):
-    lab = get_preset("lab")
+    lab = get_preset("lab_long")
     base = estimate_minutes(lab, stage)
     steps, batch = f"{stage}.train.steps", f"{stage}.train.batch_size"
     assert estimate_minutes(apply_overrides(lab, {steps: 3000}), stage) == pytest.approx(3 * base)
@@ -30,22 +30,23 @@ def test_linear_in_steps_and_batch_and_counts_only_remaining_steps(stage):
 
 
 def test_model_cost_scales_the_estimate():
-    lab = get_preset("lab")
+    lab = get_preset("lab_long")
     double_res = apply_overrides(lab, {"data.resolution": 64})
     assert estimate_minutes(double_res, "tokenizer") == pytest.approx(4 * estimate_minutes(lab, "tokenizer"))
     assert estimate_minutes(double_res, "dit") == pytest.approx(4 * estimate_minutes(lab, "dit"))  # 4x tokens
-    wider = apply_overrides(lab, {"dit.model.size": "toy-M/1"})  # depth 6 x 128^2 vs 4 x 96^2
-    assert estimate_minutes(wider, "dit") == pytest.approx(8.5 * 6 * 128 ** 2 / (4 * 96 ** 2))
+    wider = apply_overrides(lab, {"dit.model.size": "toy-M/1"})  # depth 6 x 128^2 vs 4 x 96^2: on the measured line
+    per_image = (3.984375 + (3.984375 - 32.2 / 19.2) * (6 * 128 ** 2 - 4 * 96 ** 2) / (4 * 96 ** 2 - 2 * 64 ** 2))
+    assert estimate_minutes(wider, "dit") == pytest.approx(1000 * 128 * per_image / 60000)
     assert estimate_minutes(get_preset("imagenet256_f16d32_vf"), "dit") > 365 * 1440  # not for a laptop
 
 
 def test_formatting_and_errors():
     assert [format_minutes(m) for m in (0.5, 8.6, 200, 3 * 1440, 2 * 365 * 1440)] == [
         "30 s", "8.6 min", "3.3 h", "3 days", "2 years"]
-    assert describe_estimate(get_preset("lab"), "dit", start_step=500).startswith(
+    assert describe_estimate(get_preset("lab_long"), "dit", start_step=500).startswith(
         "rough estimate: ~4.2 min for steps 500..1000 on a 2-core CPU")
     with pytest.raises(ConfigError, match="tokenizer, dit, pipeline"):
-        estimate_minutes(get_preset("lab"), "sampling")
+        estimate_minutes(get_preset("lab_long"), "sampling")
 
 
 def test_training_prints_the_estimate_only_with_progress(tmp_path, monkeypatch, capsys):
@@ -67,3 +68,11 @@ def test_training_prints_the_estimate_only_with_progress(tmp_path, monkeypatch, 
     with pytest.raises(ConfigError, match="dit.train.batch_size=0"):  # a Config built in Python is checked too
         train_dit(replace(config, dit=replace(config.dit, train=replace(config.dit.train, batch_size=0))),
                   tmp_path / "lat")
+
+
+def test_lab_reproduces_its_measurements_and_costs_less_per_image():
+    lab, lab_long = get_preset("lab"), get_preset("lab_long")
+    assert estimate_minutes(lab, "tokenizer") == pytest.approx(46.8 / 60)
+    assert estimate_minutes(lab, "dit") == pytest.approx(32.2 / 60)
+    wide_top = apply_overrides(lab_long, {"tokenizer.model.ch_mult": [2, 2, 2]})  # only the 32 px level widens
+    assert estimate_minutes(wide_top, "tokenizer") > estimate_minutes(lab_long, "tokenizer")

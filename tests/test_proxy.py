@@ -28,7 +28,9 @@ def test_spearman_matches_hand_ranks():
 def test_probe_config_is_small_and_fixed():
     pc = probe_config(get_preset("lab"))
     assert pc.data.num_train == 2000 and pc.latents.flip is False
-    assert pc.dit.model.size == "toy-XS/1" and pc.dit.train.steps == 200 and pc.sample.cfg_scale == 1.0
+    assert pc.dit.model.size == "toy-XS/1" and pc.dit.train.steps == 100 and pc.sample.cfg_scale == 1.0
+    assert pc.dit.train.lr == 1e-3 and pc.dit.ema_decay == 0.0  # fixed, whatever the preset's own DiT uses
+    assert probe_config(get_preset("lab_long")).dit.train.steps == 200
     assert pc.tokenizer == get_preset("lab").tokenizer  # the tokenizer itself is untouched
 
 

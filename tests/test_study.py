@@ -5,6 +5,7 @@ import pytest
 
 from vavae_lab.errors import ConfigError
 from vavae_lab.study import Study, write_report
+from vavae_lab.study.report import _describe
 from vavae_lab.study import tables as T
 from vavae_lab.study import variants as V
 from vavae_lab.study.share import export_study, import_study
@@ -33,10 +34,13 @@ def test_unknown_variant_names_the_choices():
         Study("smoke").config("d64")
 
 
-def test_table1_rows_are_cumulative_and_end_at_the_lab_dit():
-    assert V.table1_overrides(0) == V.TABLE1[0][1]
-    last = Study("lab").config(V.DIT_TOKENIZER, *V.table1_overrides(len(V.TABLE1) - 1))
-    assert Study("lab").dit_key(last) == Study("lab").dit_key(Study("lab").config(V.DIT_TOKENIZER))
+def test_table1_rows_are_cumulative_and_end_at_the_presets_dit():
+    assert V.table1_overrides(0, "toy-S") == tuple(e.replace("{family}", "toy-S") for e in V.TABLE1[0][1])
+    for preset in ("lab", "lab_long", "smoke"):
+        study = Study(preset)
+        assert "dit.model.size=" + study.dit_family + "/2" in study.table1(0)
+        last = study.config(V.DIT_TOKENIZER, *study.table1(len(V.TABLE1) - 1))
+        assert study.dit_key(last) == study.dit_key(study.config(V.DIT_TOKENIZER))
 
 
 @pytest.mark.slow
@@ -88,9 +92,12 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                             "probe_gini": 0.1, "probe_entropy": 0.99}],
                "spearman": {"n": 1, "probe_gfid": 1.0},
                "table1": [{"change": "x", "gfid": 10.0, "dit_loss": 0.5, "paper_fid": 19.5}],
-               "sampling": {"cfg": [{"setting": "CFG 1.0", "gfid": 1.0}]}}
+               "sampling": {"cfg": [{"setting": "CFG 1.0", "gfid": 1.0}]},
+               "timing": {"jobs": [{"job": _describe(((), [("generation", "d32_vf", ())])), "seconds": 75.0}],
+                          "jobs_total_seconds": 75.0, "wall_seconds": 80.0, "jobs_in_parallel": 1}}
     path = write_report(results, tmp_path, minutes=1.5)
     text = path.read_text()
+    assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000

@@ -3,35 +3,50 @@ from __future__ import annotations
 
 from .config import Config
 
-# Measured on the 2-core CPU this repo is developed on (one training process, fp32):
-TOKENIZER_MINUTES = 8.6  # lab tokenizer (f4, ch 16, 32 px, VF to the toy VFM): 1000 steps at batch 64
-TOKENIZER_REF = dict(steps=1000, batch=64, resolution=32, ch=16)
-DIT_MINUTES = 8.5  # lab DiT toy-S/1 on 8 x 8 latents: 1000 steps at batch 128
-DIT_REF = dict(steps=1000, batch=128, depth=4, hidden=96, tokens=64)
+# Measured on the 2-core CPU this repo is developed on (one training process, fp32), as total seconds of a run:
+# two presets per stage, so the cost per image is a straight line through both (small models are overhead-bound).
+TOKENIZER_RUNS = {  # level cost (see _level_cost) at 32 px -> (steps, batch, seconds)
+    192.0: (300, 32, 46.8),  # lab: ch 8 x (1, 2, 4), no VF (d4/d16/d32 took 45.8-47.7 s)
+    576.0: (1000, 64, 8.6 * 60),  # lab_long: ch 16 x (1, 2, 2), VF to the toy VFM
+}
+DIT_RUNS = {  # depth x width^2 on an 8 x 8 latent grid, patch 1 -> (steps, batch, seconds)
+    2 * 64 ** 2: (300, 64, 32.2),  # lab: toy-XS/1 (31.7-33.1 s on d16/d32 latents)
+    4 * 96 ** 2: (1000, 128, 8.5 * 60),  # lab_long: toy-S/1
+}
 SMOKE_PIPELINE_MINUTES = 65 / 60  # `make smoke`: every stage of the smoke preset end to end
 
 STAGES = ("tokenizer", "dit", "pipeline")
 
 
+def _ms_per_image(runs: dict, cost: float) -> float:
+    """Milliseconds per training image at a model cost: the line through the two measured runs (never below 0.1)."""
+    (c0, (s0, b0, t0)), (c1, (s1, b1, t1)) = sorted(runs.items())
+    m0, m1 = 1000 * t0 / (s0 * b0), 1000 * t1 / (s1 * b1)
+    return max(0.1, m0 + (m1 - m0) * (cost - c0) / (c1 - c0))
+
+
+def _level_cost(ch: int, ch_mult) -> float:
+    """Conv cost per pixel of a VAE: each level's width squared, divided by 4 per halving of the resolution."""
+    return sum((ch * mult) ** 2 / 4 ** i for i, mult in enumerate(ch_mult))
+
+
 def _tokenizer_minutes(config: Config, steps: int) -> float:
-    """Images processed times pixels times channel width squared, relative to the lab tokenizer."""
-    tc, m, ref = config.tokenizer.train, config.tokenizer.model, TOKENIZER_REF
-    work = (steps * tc.batch_size) / (ref["steps"] * ref["batch"])
-    size = (config.data.resolution / ref["resolution"]) ** 2 * (m.ch / ref["ch"]) ** 2
-    return TOKENIZER_MINUTES * work * size
+    """Images processed x ms per 32 px image at this VAE's level cost x pixels relative to 32 px."""
+    tc, m = config.tokenizer.train, config.tokenizer.model
+    pixels = (config.data.resolution / 32) ** 2
+    return steps * tc.batch_size * _ms_per_image(TOKENIZER_RUNS, _level_cost(m.ch, m.ch_mult)) * pixels / 60000
 
 
 def _dit_minutes(config: Config, steps: int) -> float:
-    """Images processed times depth x width^2 x tokens, relative to the lab DiT (toy-S/1 on 8 x 8 latents)."""
+    """Images processed x ms per image at this DiT's depth x width^2 x tokens relative to an 8 x 8 grid."""
     from .diffusion.lightningdit import DIT_SIZES
 
-    tc, ref = config.dit.train, DIT_REF
+    tc = config.dit.train
     shape = DIT_SIZES.get(config.dit.model.size, DIT_SIZES["toy-S/1"])
     f = 2 ** (len(config.tokenizer.model.ch_mult) - 1)
     tokens = (config.data.resolution // f // shape["patch_size"]) ** 2
-    work = (steps * tc.batch_size) / (ref["steps"] * ref["batch"])
-    size = (shape["depth"] * shape["hidden_size"] ** 2 * tokens) / (ref["depth"] * ref["hidden"] ** 2 * ref["tokens"])
-    return DIT_MINUTES * work * size
+    cost = shape["depth"] * shape["hidden_size"] ** 2
+    return steps * tc.batch_size * _ms_per_image(DIT_RUNS, cost) * tokens / 64 / 60000
 
 
 def _smoke_overhead(config_factory) -> float:
@@ -45,7 +60,7 @@ def estimate_minutes(config: Config, stage: str, *, start_step: int = 0) -> floa
     """Rough minutes a stage takes on a 2-core CPU: 'tokenizer', 'dit' (from `start_step` on) or 'pipeline'.
 
     Linear in steps x batch size, and in the model's rough cost per image (pixels x width^2 for the
-    tokenizer, depth x width^2 x tokens for the DiT); calibrated on the lab and smoke presets. Expect
+    tokenizer, depth x width^2 x tokens for the DiT); calibrated on the lab, lab_long and smoke presets. Expect
     +-50% on other machines; a GPU is far faster.
     """
     if stage == "tokenizer":

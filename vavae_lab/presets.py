@@ -1,19 +1,19 @@
-"""Named presets: `smoke` (CI, seconds), `lab` (a laptop CPU, minutes) and the paper's ImageNet recipes."""
+"""Named presets: `smoke` (CI, seconds), `lab` (a laptop CPU, < 1 h for the study), `lab_long` and the ImageNet recipes."""
 from __future__ import annotations
 
 from typing import Callable
 
 from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
-                     SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig, VAEConfig,
-                     VFConfig)
+                     ProbeConfig, SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig,
+                     VAEConfig, VFConfig)
 from .errors import ConfigError
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
-def _toy_tokenizer(embed_dim: int, ch: int, num_res_blocks: int) -> VAEConfig:
+def _toy_tokenizer(embed_dim: int, ch: int, num_res_blocks: int, ch_mult=(1, 2, 2)) -> VAEConfig:
     """A small f4 KL-VAE for 32 px toy images (8 x 8 latent grid)."""
-    return VAEConfig(ch=ch, ch_mult=(1, 2, 2), num_res_blocks=num_res_blocks, attn_resolutions=(),
+    return VAEConfig(ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, attn_resolutions=(),
                      z_channels=embed_dim, embed_dim=embed_dim, norm_groups=8)
 
 
@@ -42,9 +42,39 @@ def smoke() -> Config:
 
 
 def lab() -> Config:
-    """A student's laptop CPU: the toy VA-VAE (f4 d32 + VF to a toy foundation model), minutes per run."""
+    """A student's 2-core laptop CPU: the whole toy study (notebooks 01-05) in under an hour, seconds to a minute per run.
+
+    f4 VA-VAE (d32 + VF to a toy foundation model) and a toy-XS LightningDiT. Every run is short, so what it
+    shows is the speed of early training; `lab_long` is the same study at about 8x the budget.
+    """
     return Config(
         name="lab",
+        data=DataConfig(source="shapes", resolution=32, num_train=20000, num_test=5000),
+        tokenizer=TokenizerConfig(
+            model=_toy_tokenizer(embed_dim=32, ch=8, num_res_blocks=1, ch_mult=(1, 2, 4)),
+            loss=LossConfig(perceptual_weight=0.0, disc_start=100_000, kl_weight=1e-6),
+            vf=VFConfig(foundation="toy", m1=0.0, m2=0.0, adaptive_every=8,
+                        toy=ToyVFMSection(width=32, steps=600, num_images=20000)),
+            train=TrainConfig(steps=300, batch_size=32, lr=2e-3, betas=(0.9, 0.99), optimizer="adamw",
+                              lr_schedule="cosine", warmup_steps=25, grad_clip=1.0, log_every=25,
+                              ckpt_every=100, eval_images=1000),
+            probe=ProbeConfig(dit_steps=100),
+        ),
+        latents=LatentsConfig(flip=False, shard_size=10000, stats_count=10000, batch_size=500),
+        dit=DiTConfig(model=DiTModelConfig(size="toy-XS/1", qk_norm=True),
+                      train=TrainConfig(steps=300, batch_size=64, lr=3e-3, betas=(0.9, 0.95), optimizer="adamw",
+                                        warmup_steps=25, grad_clip=1.0, log_every=25, ckpt_every=100,
+                                        eval_images=0),
+                      ema_decay=0.95),
+        sample=SampleConfig(steps=20, num_samples=1000, batch_size=500),
+        metrics=MetricsConfig(num_images=1000),
+    )
+
+
+def lab_long() -> Config:
+    """The toy study at ~8x the lab budget: ~20 min per tokenizer + DiT pipeline on 2 CPU cores, ~1 min on a GPU."""
+    return Config(
+        name="lab_long",
         data=DataConfig(source="shapes", resolution=32, num_train=30000, num_test=5000),
         tokenizer=TokenizerConfig(
             model=_toy_tokenizer(embed_dim=32, ch=16, num_res_blocks=1),
@@ -110,6 +140,7 @@ def _lightningdit(size: str, epochs: int) -> Config:
 PRESETS: dict[str, Callable[[], Config]] = {
     "smoke": smoke,
     "lab": lab,
+    "lab_long": lab_long,
     # the released VA-VAE (125 epochs) and the Table 2 study (50 epochs each)
     "imagenet256_f16d32_vf": lambda: _imagenet(32, True, 125),
     "imagenet256_f16d32": lambda: _imagenet(32, False, 50),

@@ -201,7 +201,7 @@ def uniformity_explorer(sources: Mapping, *, n: int = 2000, perplexities: Sequen
         return state.figure(compare=True)
     import ipywidgets as w
 
-    state.precompute(progress=progress)
+    state.precompute([state.perplexity], progress=progress)  # other perplexities on first use (seconds each)
     state.update()
     pick = w.Dropdown(options=list(state.vectors), value=state.tokenizer, description="tokenizer")
     perp = w.SelectionSlider(options=list(state.perplexities), value=state.perplexity, description="perplexity")

@@ -27,26 +27,37 @@ def _run_job(preset: str, base: tuple[str, ...], device: str | None, threads: in
     return time.perf_counter() - t0
 
 
+def _describe(job) -> str:
+    """A short label of a job for the timing table: its overrides and each call's method and tokenizer."""
+    overrides, calls = job
+    text = "; ".join(f"{method} {name}" + (f" [{' '.join(extra)}]" if extra else "") for method, name, extra in calls)
+    return (f"({' '.join(overrides)}) " if overrides else "") + text
+
+
 def run_jobs(preset: str, overrides: Sequence[str], job_list: list, *, jobs: int = 1, device: str | None = None,
-             progress: bool = True) -> None:
-    """Run the study's jobs: the first one alone (it trains the shared toy networks), the rest on `jobs` workers."""
+             progress: bool = True) -> list[dict]:
+    """Run the study's jobs: the first one alone (it trains the shared toy networks), the rest on `jobs` workers.
+
+    Returns one {"job", "seconds"} per job (seconds of that job's own process; cached calls take ~0).
+    """
     from tqdm.auto import tqdm
 
     base = tuple(overrides)
     threads = max(1, (os.cpu_count() or 2) // max(jobs, 1))
     head, rest = job_list[0], job_list[1:]
-    _run_job(preset, base, device, os.cpu_count() or 2 if jobs > 1 else threads, head)
+    seconds = [_run_job(preset, base, device, os.cpu_count() or 2 if jobs > 1 else threads, head)]
     bar = tqdm(total=len(rest), desc="study jobs", disable=not progress)
     if jobs <= 1:
         for job in rest:
-            _run_job(preset, base, device, threads, job)
+            seconds.append(_run_job(preset, base, device, threads, job))
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             for fut in [pool.submit(_run_job, preset, base, device, threads, job) for job in rest]:
-                fut.result()
+                seconds.append(fut.result())
                 bar.update(1)
     bar.close()
+    return [{"job": _describe(job), "seconds": round(t, 1)} for job, t in zip(job_list, seconds)]
 
 
 def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -139,6 +150,11 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
     for key, rows in results["sampling"].items():
         md += [f"### {key}", _md_table(rows, [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
                                               ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]), ""]
+    if results.get("timing"):
+        t = results["timing"]
+        md += ["## Where the time went", f"{len(t['jobs'])} jobs, {t['jobs_total_seconds'] / 60:.1f} min of job time "
+               f"({t['jobs_in_parallel']} in parallel); cached calls take ~0 s.", "",
+               _md_table(t["jobs"], [("job", "job", ""), ("seconds", "seconds", ".1f")]), ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
 
@@ -147,10 +163,12 @@ def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides:
               jobs: int = 1, seeds: Sequence[int] = (0,), device: str | None = None, progress: bool = True) -> Path:
     """Run (or load from the cache) the whole toy study and write the report; returns the report.md path."""
     t0 = time.perf_counter()
-    job_list = T.jobs()
+    job_list = T.jobs(family=Study(preset, overrides, progress=False).dit_family)
     for seed in seeds:
         if seed != 0:
             job_list += T.seed_jobs(seed)
-    run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
+    timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
     results = collect(preset, overrides, seeds=seeds, workers=max(1, jobs), device=device)
+    results["timing"] = {"jobs": timing, "jobs_total_seconds": round(sum(t["seconds"] for t in timing), 1),
+                         "wall_seconds": round(time.perf_counter() - t0, 1), "jobs_in_parallel": jobs}
     return write_report(results, out_dir, minutes=(time.perf_counter() - t0) / 60)

@@ -57,7 +57,14 @@ class Study:
         # Table 6 sampling: the paper's 10,000 vectors and >= 3 t-SNE runs in lab, a token amount in smoke
         self.uniformity_n, self.uniformity_runs = (300, 2) if preset == "smoke" else (10000, 3)
         self.base = load_config(preset, list(self.overrides))
+        self.dit_family = self.base.dit.model.size.rsplit("/", 1)[0]  # Table 1 switches its patch size
         self.device = torch.device(device) if device else None
+
+    def table1(self, row: int) -> tuple[str, ...]:
+        """The DiT overrides of Table 1 row `row` for this preset's DiT size (pass them as `extra`)."""
+        from .variants import table1_overrides
+
+        return table1_overrides(row, self.dit_family)
 
     # -- configs and cache keys -------------------------------------------------------------------------
     def config(self, name: str, *extra: str) -> Config:

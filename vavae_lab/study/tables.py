@@ -92,7 +92,7 @@ def table1(study: Study) -> list[dict]:
     """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss."""
     rows = []
     for i, (label, _) in enumerate(V.TABLE1):
-        res = study.generation(V.DIT_TOKENIZER, *V.table1_overrides(i))
+        res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
                      "paper_fid": V.TABLE1_PAPER[i]})
     return rows
@@ -116,11 +116,13 @@ def sampling(study: Study) -> dict[str, list[dict]]:
     }
 
 
-def jobs(study_overrides: Sequence[str] = ()) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
+def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
+         ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
     """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
 
     A job is (study overrides, [(method, tokenizer, extra), ...]); calls inside a job run in order, jobs in any
     order once the first job (the DiT tokenizer's pipeline, which also trains the shared toy networks) is done.
+    `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows.
     """
     ov = tuple(study_overrides)
     guided = set(V.DILEMMA) | set(V.TABLE2)
@@ -135,7 +137,7 @@ def jobs(study_overrides: Sequence[str] = ()) -> list[tuple[tuple[str, ...], lis
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
     for i in range(len(V.TABLE1) - 1):
-        out.append((ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i))]))
+        out.append((ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]))
     sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
         [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
         [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]

@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run the whole toy study (notebooks 01-05) and write a report")
     p.add_argument("--preset", default="lab",
-                   help="smoke (minutes), lab (the notebooks' numbers; ~1 h on 2 CPU cores) or lab_long (~8x lab; a GPU)")
+                   help="smoke (minutes), lab (the notebooks' numbers; ~1 h on 2 cores) or lab_long (~8x lab; a GPU)")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
     p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the headline tables with these seeds")

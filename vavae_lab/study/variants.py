@@ -77,7 +77,8 @@ def table1_overrides(row: int, family: str = "toy-S") -> tuple[str, ...]:
 
 # Notebook 05: sampling sweeps on the lab DiT (each entry: label -> sample overrides)
 SAMPLER_SWEEP = [(f"{s} {n} steps", (f"sample.sampler={s}", f"sample.steps={n}"))
-                 for s in ("euler", "heun") for n in (5, 10, 20, 40)] + [("dopri5 adaptive", ("sample.sampler=dopri5",))]
+                 for s in ("euler", "heun") for n in (5, 10, 20, 40)]
+SAMPLER_SWEEP += [("dopri5 adaptive", ("sample.sampler=dopri5",))]
 CFG_SWEEP = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 INTERVAL_SWEEP = [0.0, 0.11, 0.3, 0.5]  # guidance only while t >= start, at CFG 3
 SHIFT_SWEEP = [0.3, 0.5, 1.0, 2.0]

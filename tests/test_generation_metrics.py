@@ -145,6 +145,11 @@ def test_shapes_reference_real_low_noise_high(toy_env, monkeypatch):
     assert len(cached) == 1
     monkeypatch.setattr(generation, "_extract", _fail_on_reference(generation._extract, n_fake=200))
     assert evaluate_samples(real, reference="shapes", config=config, num_real=400) == good
+    # kid=False (the study's sweeps) skips only KID: every other number is the same
+    fast = evaluate_samples(real, reference="shapes", config=config, num_real=400, kid=False)
+    assert math.isnan(fast["kid"]) and fast["notes"] == ["KID skipped (kid=False)"]
+    assert {k: v for k, v in fast.items() if k not in ("kid", "notes")} == \
+        {k: v for k, v in good.items() if k not in ("kid", "notes")}
 
 
 def _fail_on_reference(extract, n_fake):

@@ -242,12 +242,12 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
 
 
 def generation_fid(tokenizer, dit, stats, config: Config, *, n: int | None = None, device="cpu",
-                   progress: bool = True) -> dict:
-    """gFID (plus IS, KID, precision, recall) of n class-balanced samples against the config's data."""
+                   progress: bool = True, kid: bool = True) -> dict:
+    """gFID (plus IS, KID unless kid=False, precision, recall) of n class-balanced samples against the config's data."""
     from .metrics.generation import evaluate_samples
 
     shape = (dit.in_channels, dit.input_size, dit.input_size)
     images, _ = generate_images(tokenizer, dit, stats, config, n=n, latent_shape=shape, device=device,
                                 progress=progress)
     reference = "shapes" if config.data.source == "shapes" else config.data.root
-    return evaluate_samples(images, reference=reference, config=config, device=device)
+    return evaluate_samples(images, reference=reference, config=config, device=device, kid=kid)

@@ -61,7 +61,8 @@ def run_probe(model: torch.nn.Module, config: Config, *, device="cpu", work_dir:
         uni = uniformity_metrics(latents, n=min(p.uniformity_n, latents.num_images), runs=p.uniformity_runs,
                                  seed=config.seed)
         dit, _ = train_dit(pc, tmp / "lat", None)
-        gen = generation_fid(model, dit.to(device), (latents.mean, latents.std), pc, device=device, progress=False)
+        gen = generation_fid(model, dit.to(device), (latents.mean, latents.std), pc, device=device, progress=False,
+                             kid=False)
     model.train(was_training)
     return {"probe_gfid": gen["fid"], "probe_density": uni["density"]["mean"], "probe_gini": uni["gini"]["mean"],
             "probe_entropy": uni["entropy"]["mean"]}

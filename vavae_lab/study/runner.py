@@ -181,7 +181,7 @@ class Study:
         device = self._device(config)
         t0 = time.perf_counter()
         res = generation_fid(tokenizer.to(device), dit.to(device), self.stats(name, *extra), config, n=n,
-                             device=device, progress=self.progress)
+                             device=device, progress=self.progress, kid=False)  # KID is not kept
         out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
         out.update({"n": n, "seconds": time.perf_counter() - t0,
                     "dit_loss": history["train"][-1]["loss"] if history["train"] else None})

@@ -43,7 +43,10 @@ DILEMMA = ("d4", "d16", "d32")  # notebook 01
 TABLE2 = ("d16", "d16_vf", "d32", "d32_vf")  # notebook 02
 TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
 TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
-UNIFORMITY = ("d4", "d32", "d32_vf")  # notebook 03 (3 x 3 t-SNE runs of 10,000 vectors: ~9 min on 2 cores)
+# Table 6 compares latents with and without VF at one d, as the paper does (3 t-SNE runs of 10,000 vectors
+# cost ~4 min per tokenizer on 2 cores); the latent views of notebook 03 also show d4.
+UNIFORMITY = ("d32", "d32_vf")
+LATENT_VIEWS = ("d4", "d32", "d32_vf")
 DIT_TOKENIZER = "d32_vf"  # the latents notebooks 04 and 05 train and sample on
 
 # Table 1, cumulative: each row adds its overrides to all rows above it. The last row is the preset's DiT;

@@ -111,3 +111,12 @@ def test_jobs_cover_every_table_entry():
     assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
                ) >= len(V.TABLE1) - 1
 
+
+
+def test_seed_jobs_repeat_the_seeded_tables_with_cfg_only_where_shown():
+    calls = [(ov, m, n, e) for ov, job in T.seed_jobs(1) for m, n, e in job]
+    assert {ov for ov, *_ in calls} == {("seed=1",)} and {m for _, m, _, _ in calls} == {"generation"}
+    assert {n for _, _, n, _ in calls} == {*V.DILEMMA, *V.TABLE2, *V.TABLE5, *V.TABLE4}
+    guided = {n for _, _, n, e in calls if e}
+    assert guided == {*V.DILEMMA, *V.TABLE2}
+    assert len(calls) == len(set(calls))  # nothing trained or scored twice

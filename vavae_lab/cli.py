@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke (minutes), lab (the notebooks' numbers; ~1 h on 2 cores) or lab_long (~8x lab; a GPU)")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
     p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the headline tables with these seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the dilemma and Tables 2, 5 and 4 with these training seeds")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")

@@ -107,6 +107,9 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
             for row in out[key]:
                 row[f"gfid_seed{seed}"] = extra[row["name"]]["gfid"]
                 row[f"gfid_cfg_seed{seed}"] = extra[row["name"]]["gfid_cfg"]
+        for key in ("table5", "table4"):
+            for row in out[key]:
+                row[f"gfid_seed{seed}"] = other.generation(row["name"])["fid"]
     return out
 
 
@@ -131,6 +134,7 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
                ("paper_gfid", "paper gFID (B)", ".2f")]), "", "![frontier](frontier.png)", ""]
     abl = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"),
            ("paper_gfid", "paper gFID", ".2f")]
+    abl += [c for c in seed_cols if "cfg" not in c[0]]
     md += ["## Table 5: VF loss ablation", _md_table(results["table5"], abl), "",
            "## Table 4: which network to align with", _md_table(results["table4"], abl), "",
            "## Table 6: latent uniformity (notebook 03)", _md_table(results["table6"], [

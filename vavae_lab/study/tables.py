@@ -147,7 +147,8 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
 
 
 def seed_jobs(seed: int) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
-    """The jobs of a repeat of the headline comparisons (dilemma and Table 2) with another seed."""
+    """The jobs of a repeat with another seed: dilemma and Table 2 (with and without CFG), Tables 5 and 4 (without)."""
     ov = (f"seed={seed}",)
-    names = list(dict.fromkeys([*V.DILEMMA, *V.TABLE2]))
-    return [(ov, [("generation", n, ()), *([("generation", n, (CFG,))])]) for n in names]
+    guided = list(dict.fromkeys([*V.DILEMMA, *V.TABLE2]))
+    jobs = [(ov, [("generation", n, ()), ("generation", n, (CFG,))]) for n in guided]
+    return jobs + [(ov, [("generation", n, ())]) for n in dict.fromkeys([*V.TABLE5, *V.TABLE4]) if n not in guided]

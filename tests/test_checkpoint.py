@@ -1,5 +1,7 @@
 """Atomic checkpoint writes, newest-checkpoint lookup, RNG capture and deterministic batches."""
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
     atomic_save({"w": torch.ones(3)}, path)
 
-    def exploding_save(obj, fh):
-        fh.write(b"partial")
+    def exploding_save(obj, f):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", exploding_save)
@@ -75,3 +78,22 @@ def test_learning_rate_schedule():
     assert learning_rate(cfg, 0) == pytest.approx(0.1)
     assert learning_rate(cfg, 10) == pytest.approx(1.0)
     assert learning_rate(cfg, 100) == pytest.approx(0.1)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from vavae_lab.atomic import atomic_write, atomic_write_json
+
+    path = tmp_path / "sub" / "meta.json"
+    atomic_write_json(path, {"step": 1})  # creates the folder
+    assert json.loads(path.read_text()) == {"step": 1}
+
+    def crash(tmp):
+        Path(tmp).write_text('{"step": 2, "half')
+        raise KeyboardInterrupt  # an interrupt mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash)
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"bad": object()})  # not serialisable: nothing is written
+    assert json.loads(path.read_text()) == {"step": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["meta.json"]  # no temp files left behind

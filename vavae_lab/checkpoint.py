@@ -1,15 +1,14 @@
 """Atomic checkpoints with full training state, newest-checkpoint lookup and RNG capture."""
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 
 _PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -17,19 +16,7 @@ _PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
 def atomic_save(obj, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_json
 from .config import Config, SampleConfig
 from .errors import ConfigError, DataError
 
@@ -148,10 +147,7 @@ def _manifest(config: Config, dit_dir, tokenizer_dir, num_classes: int, latent_s
 
 def _write_json(path: Path, data: dict) -> None:
     """Write `data` as JSON atomically (a temp file in the same folder, then os.replace)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def _check_folder(out: Path, manifest: dict, names: list[str]) -> None:

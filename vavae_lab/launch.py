@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_json
 from .errors import ConfigError
 from .launch_commands import (LaunchSpec, build_command, check_spec, normalise_stage_args, sbatch_text,
                               wrapped_command)
@@ -244,9 +245,7 @@ def _start(spec: LaunchSpec) -> LaunchHandle:
     handle.started, handle.host = stamp, socket.gethostname()
     record = {"pid": handle.pid, "pgid": handle.pgid, "command": handle.command, "shell": handle.shell_command(),
               "started": stamp, "host": handle.host, **spec.to_dict()}
-    tmp = handle._file("launch.json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, handle._file("launch.json"))
+    atomic_write_json(handle._file("launch.json"), record)
     return handle
 
 

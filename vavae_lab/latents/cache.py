@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import dist
+from ..atomic import atomic_write_json
 from ..config import Config, to_dict
 from ..data import build_dataset
 from ..errors import ConfigError
@@ -73,17 +72,7 @@ def read_meta(out_dir: str | Path) -> dict | None:
 
 def _write_meta(out_dir: Path, meta: dict) -> None:
     """Write meta.json atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{META_FILE}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(meta, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_dir / META_FILE)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_json(out_dir / META_FILE, meta, indent=2)
 
 
 def _check_identity(out_dir: Path, identity: dict) -> None:

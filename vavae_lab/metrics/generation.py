@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError, ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
 from .fid import (INCEPTION_EXTRACTOR_NAME, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, TOY_EXTRACTOR_NAME,
@@ -195,14 +195,8 @@ def _cached_reference_features(key: dict, compute) -> torch.Tensor:
             raise CheckpointError(f"{path} is not a reference feature cache; delete it and it will be recomputed")
         return payload["features"]
     features = compute().float().contiguous()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"features": features, "key": json.dumps(key, sort_keys=True, default=str)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    payload = {"features": features, "key": json.dumps(key, sort_keys=True, default=str)}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return features
 
 
@@ -380,15 +374,5 @@ def _json_safe(value):
 
 def write_metrics(result: dict, out_file) -> Path:
     """Write a metrics dict as JSON (NaN becomes null) atomically: a temp file in the same folder, then a rename."""
-    path = Path(out_file).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(result), indent=2, allow_nan=False, default=str)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write_text(Path(out_file).expanduser(), text + "\n")

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 GRID_NAME = "grid.png"
@@ -47,22 +46,10 @@ def _check_labels(labels, n: int) -> list[int] | None:
     return [int(v) for v in values]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file in path's folder, then rename it onto path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _save_png(image_chw: torch.Tensor, path: Path) -> None:
     """Write one uint8 3 x H x W image as a PNG, atomically."""
     array = image_chw.permute(1, 2, 0).contiguous().numpy()
-    _atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def sample_file_name(index: int, label: int | None) -> str:
@@ -128,7 +115,7 @@ def save_samples(images_uint8: torch.Tensor, labels, out_dir, *, grid: bool = Tr
         save_grid(images, label_list, out / GRID_NAME, nrow=nrow)
     meta = {"num_images": len(images), "height": int(images.shape[2]), "width": int(images.shape[3]),
             "labels": label_list}
-    _atomic_write(out / LABELS_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    atomic_write(out / LABELS_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     return out
 
 
@@ -241,7 +228,7 @@ def write_labels_file(out_dir, labels, height: int, width: int) -> Path:
         raise DataError("write_labels_file needs the class labels of the samples; pass one int per sample")
     path = Path(out_dir).expanduser() / LABELS_NAME
     meta = {"num_images": len(label_list), "height": int(height), "width": int(width), "labels": label_list}
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     return path
 
 
@@ -278,5 +265,5 @@ def folder_to_npz(folder, path=None) -> Path:
                     np.lib.format.write_array(fh, np.asarray(labels, dtype=np.int64))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
 
@@ -209,15 +209,7 @@ def save_toy_feature_net(net: ToyFeatureNet, path: str | os.PathLike) -> None:
         "train_seconds": float(net.train_seconds) if net.train_seconds is not None else -1.0,
         "num_params": count_parameters(net),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_toy_feature_net(path: str | os.PathLike, *, device="cpu") -> ToyFeatureNet:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..config import Config, load_config, to_dict
 from ..errors import ConfigError
 from ..paths import cache_dir, config_hash
@@ -38,9 +38,7 @@ def _section(config: Config, name: str) -> dict:
 
 def _write_json(path: Path, obj) -> None:
     """Write JSON atomically (temp file beside it, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, default=float)
 
 
 class Study:

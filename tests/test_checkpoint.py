@@ -97,3 +97,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write_json(path, {"bad": object()})  # not serialisable: nothing is written
     assert json.loads(path.read_text()) == {"step": 1}
     assert [p.name for p in path.parent.iterdir()] == ["meta.json"]  # no temp files left behind
+
+
+def test_atomic_write_syncs_unless_told_not_to(tmp_path, monkeypatch):
+    import vavae_lab.atomic as atomic
+
+    synced = []
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
+    atomic.atomic_write_text(tmp_path / "a.txt", "durable")
+    atomic.atomic_write(tmp_path / "b.png", lambda tmp: Path(tmp).write_bytes(b"png"), fsync=False)
+    assert len(synced) == 1 and (tmp_path / "b.png").read_bytes() == b"png"

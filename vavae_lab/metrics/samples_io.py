@@ -49,7 +49,7 @@ def _check_labels(labels, n: int) -> list[int] | None:
 def _save_png(image_chw: torch.Tensor, path: Path) -> None:
     """Write one uint8 3 x H x W image as a PNG, atomically."""
     array = image_chw.permute(1, 2, 0).contiguous().numpy()
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"), fsync=False)  # one per sample
 
 
 def sample_file_name(index: int, label: int | None) -> str:

@@ -145,11 +145,6 @@ def _manifest(config: Config, dit_dir, tokenizer_dir, num_classes: int, latent_s
     return record
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON atomically (a temp file in the same folder, then os.replace)."""
-    atomic_write_json(path, data)
-
-
 def _check_folder(out: Path, manifest: dict, names: list[str]) -> None:
     """DataError unless `out` is absent, empty, or a partial run with the same manifest and only its own PNGs."""
     from .metrics.samples_io import sample_files
@@ -214,7 +209,7 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
     _check_folder(out, manifest, names)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST_NAME).is_file():  # every rank: none writes a PNG before the manifest exists
-        _write_json(out / MANIFEST_NAME, manifest)
+        atomic_write_json(out / MANIFEST_NAME, manifest)
     if info.is_main:
         (out / LABELS_NAME).unlink(missing_ok=True)  # rewritten when the folder is complete
     dist.barrier()  # all ranks list the missing batches from the same files, then share them out

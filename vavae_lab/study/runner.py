@@ -36,11 +36,6 @@ def _section(config: Config, name: str) -> dict:
     return d
 
 
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temp file beside it, then rename)."""
-    atomic_write_json(path, obj, default=float)
-
-
 class Study:
     """The toy study on one preset: tokenizer -> latents -> DiT -> samples, each stage cached by config.
 
@@ -183,7 +178,7 @@ class Study:
         out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
         out.update({"n": n, "seconds": time.perf_counter() - t0,
                     "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
-        _write_json(path, out)
+        atomic_write_json(path, out, default=float)
         return out
 
     def samples(self, name: str, *extra: str, n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,7 +212,7 @@ class Study:
         data = LatentDataset(self.latents(name), flip=False)
         out = uniformity_metrics(data, n=min(n, data.num_images), runs=runs, seed=config.seed, workers=workers,
                                  progress=self.progress)
-        _write_json(path, out)
+        atomic_write_json(path, out, default=float)
         return out
 
     def probe(self, name: str) -> dict:
@@ -231,7 +226,7 @@ class Study:
         tokenizer, _ = self.tokenizer(name)
         device = self._device(config)
         out = run_probe(tokenizer.to(device), config, device=device)
-        _write_json(path, out)
+        atomic_write_json(path, out, default=float)
         return out
 
     def dit_history(self, name: str, *extra: str) -> dict:

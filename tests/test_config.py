@@ -77,3 +77,13 @@ def test_imagenet_presets_follow_the_paper():
     assert t.steps == 125 * 1_281_167 // 256
     assert get_preset("imagenet256_f16d64").tokenizer.vf.enabled is False
     assert get_preset("imagenet256_f16d16_vf").tokenizer.model.embed_dim == 16
+
+
+def test_as_overrides_carries_one_section_of_a_preset_into_another():
+    from vavae_lab.config import as_overrides
+
+    lab, long = load_config("lab"), load_config("lab_long")
+    mixed = load_config("lab_long", as_overrides(lab, "dit"))
+    assert lab.dit != long.dit and mixed.dit == lab.dit
+    assert mixed.tokenizer == long.tokenizer and mixed.sample == long.sample
+    assert "dit.seed=null" in as_overrides(lab, "dit")

@@ -29,6 +29,17 @@ def test_stage_keys_change_only_with_their_own_settings():
     assert quiet.dit_key(quiet.config("d32_vf")) == s.dit_key(base)
 
 
+def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
+    s = Study("lab", progress=False)
+    base, again = s.config("d32"), s.config("d32", "dit.seed=1")
+    assert s.tokenizer_key(again) == s.tokenizer_key(base) and s.latents_key(again) == s.latents_key(base)
+    assert s.dit_key(again) != s.dit_key(base)
+    # unset, it is keyed as before the field existed: the committed notebooks' lab caches stay valid
+    assert (s.tokenizer_key(base), s.dit_key(base)) == ("a3c29c2f8971", "75d8899d1df2")
+    with pytest.raises(ConfigError, match="dit.seed"):
+        s.config("d32", "dit.seed=-1")
+
+
 def test_unknown_variant_names_the_choices():
     with pytest.raises(ConfigError, match="d32_vf"):
         Study("smoke").config("d64")

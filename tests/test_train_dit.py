@@ -60,6 +60,16 @@ def test_dit_resume_continues_exactly(cache, tmp_path):
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
+def test_dit_seed_sets_the_dits_own_randomness(cache, tmp_path):
+    config, _, latents = cache
+    default, _ = train_dit(config, latents)
+    same, _ = train_dit(apply_overrides(config, ["dit.seed=0"]), latents)  # = the top-level seed 0
+    other, _ = train_dit(apply_overrides(config, ["dit.seed=1"]), latents)
+    for k, v in default.state_dict().items():
+        assert torch.equal(v, same.state_dict()[k]), k
+    assert any(not torch.equal(v, other.state_dict()[k]) for k, v in default.state_dict().items())
+
+
 def test_dit_nan_stops_and_keeps_last_good(cache, tmp_path, monkeypatch):
     from vavae_lab.diffusion import transport
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -217,6 +218,9 @@ class DiTConfig:
         steps=80_000, batch_size=1024, lr=2e-4, betas=(0.9, 0.95), optimizer="adamw", precision="bf16",
         grad_clip=1.0, ckpt_every=5000, log_every=100, compile=True))
     ema_decay: float = 0.9999
+    # the DiT's own seed (initial weights, noise, batch order), to repeat a DiT on the same latents; None: the
+    # run's top-level `seed`, which also retrains the tokenizer
+    seed: Optional[int] = None
 
 
 @dataclass
@@ -373,7 +377,7 @@ _RULES = [
     ("dit.model.pos", *_choice("rope", "abs")), ("dit.model.class_dropout", *_UNIT),
     ("dit.transport.path", *_choice("rectified_flow", "ddpm")),
     ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
-    ("dit.ema_decay", *_UNIT),
+    ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
     ("sample.sampler", *_choice("euler", "heun", "dopri5", "ddpm")), ("sample.steps", *_POSITIVE),
     ("sample.cfg_scale", lambda v: v >= 0, ">= 0 (1.0 = no guidance; the paper samples with 10.0)"),
     ("sample.cfg_interval_start", lambda v: 0 <= v <= 1, "in [0, 1] (t = 1 is data; the paper uses 0.11)"),
@@ -444,6 +448,16 @@ def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Confi
             raise ConfigError(f"{key} is a section; set one of its fields, e.g. {key}.{next(iter(node[parts[-1]]))}=...")
         node[parts[-1]] = value
     return from_dict(data)
+
+
+def as_overrides(config: Config, section: str) -> list[str]:
+    """Every field of one section as `section.key=value` overrides, e.g. to train one preset's DiT in another."""
+    def walk(prefix: str, node) -> list[str]:
+        if not isinstance(node, dict):
+            return [f"{prefix}={json.dumps(node)}"]  # JSON values are valid YAML
+        return [item for key, value in node.items() for item in walk(f"{prefix}.{key}", value)]
+
+    return walk(section, to_dict(getattr(config, section)))
 
 
 def save_config(config: Config, path: str | Path) -> None:

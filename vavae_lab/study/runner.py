@@ -29,6 +29,8 @@ SMOKE_STUDY = (
 def _section(config: Config, name: str) -> dict:
     """A config section as a dict, without the fields that change speed or display but no result."""
     d = to_dict(getattr(config, name))
+    if name == "dit" and d.get("seed") is None:
+        d.pop("seed", None)  # unset: the top-level seed decides, as before the field existed (caches stay valid)
     train = d.get("train")
     if isinstance(train, dict):
         train.pop("progress", None)

@@ -74,7 +74,8 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     tc, dc = config.dit.train, config.dit
     run_dir = Path(out_dir) if out_dir is not None else None
     data = LatentDataset(latents_dir)
-    torch.manual_seed(config.seed)
+    seed = config.seed if dc.seed is None else dc.seed
+    torch.manual_seed(seed)
     model = build_dit_for(config, data.latent_shape, data.num_classes).to(info.device)
     dist.broadcast_module(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -83,7 +84,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     params = list(model.parameters())
     opt = make_optimizer(params, tc)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
-    torch.manual_seed(config.seed * 1000 + info.rank)
+    torch.manual_seed(seed * 1000 + info.rank)
 
     if run_dir is not None and info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     elif info.is_main and logger.path is not None and logger.path.exists():
         logger.path.unlink()
 
-    batches = StepBatches(len(data), tc.batch_size, seed=config.seed + 17, rank=info.rank,
+    batches = StepBatches(len(data), tc.batch_size, seed=seed + 17, rank=info.rank,
                           world_size=info.world_size, hflip=False)
     per_rank, accum, micro = batch_plan(tc.batch_size, info.world_size, tc.micro_batch)
     if info.is_main:

@@ -230,12 +230,16 @@ def test_load_tokenizer_and_load_dit_of_the_wrong_kind_or_size(runs, capsys, tmp
                                              tmp_path / "nothing", "--out", tmp_path / "lat", *TINY)
 
 
-def test_dit_run_without_its_latent_record(runs, capsys, tmp_path):
+def test_old_layout_dit_run_without_its_latent_record(runs, capsys, tmp_path):
     shutil.copytree(runs / "dit", tmp_path / "dit")
-    (tmp_path / "dit" / "latents.txt").unlink()
+    state = torch.load(tmp_path / "dit" / "dit.pt", weights_only=True)
+    for key in ("latent_mean", "latent_std", "tokenizer_sha256", "tokenizer_dir"):
+        state.pop(key)  # a dit.pt from before it held its latent stats; it had a latents.txt beside it
+    atomic_save(state, tmp_path / "dit" / "dit.pt")
     line = _fails(capsys, "sample", "--preset", "smoke", "--dit", tmp_path / "dit", "--tokenizer", runs / "tok",
                   "--out", tmp_path / "samples", *TINY)
-    assert "latents.txt is missing" in line
+    assert "latents.txt is missing" in line and "re-run" in line and "train-dit" in line
+    assert not (tmp_path / "samples").exists()
 
 
 # ----------------------------------------------------------------------------- offline weights
@@ -270,7 +274,7 @@ def test_sampler_settings_out_of_range(override, words, capsys):
 def test_sample_command_checks_cfg_and_sampler_before_loading(runs, capsys, tmp_path):
     common = ("sample", "--preset", "smoke", "--dit", runs / "dit", "--tokenizer", runs / "tok",
               "--out", tmp_path / "samples", *TINY)
-    assert "sample.cfg_scale=-2.0" in _fails(capsys, *common, "--cfg", "-2")
+    assert "--cfg -2.0" in _fails(capsys, *common, "--cfg", "-2")
     assert "sample.steps=0" in _fails(capsys, *common, "sample.steps=0")
     assert "dit.transport.path=ddpm" in _fails(capsys, *common, "sample.sampler=ddpm")
     assert not (tmp_path / "samples").exists()

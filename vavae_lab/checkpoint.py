@@ -54,9 +54,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                              "delete it to resume from the previous one") from exc
+    except Exception as exc:  # a truncated or foreign file; torch's text runs over many lines
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:160]
+        raise CheckpointError(f"checkpoint {path} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{first}); if a run was cut off while writing it, delete it to resume from the "
+                              "previous one") from exc
 
 
 def rng_state() -> dict:

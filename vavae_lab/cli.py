@@ -7,37 +7,89 @@ import sys
 import yaml
 
 from .config import load_config, to_dict
-from .errors import VavaeLabError
+from .errors import CheckpointError, ConfigError, VavaeLabError
 from .presets import PRESETS
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    """--preset / --config plus trailing key.sub=value overrides."""
+def _add_config_args(parser: argparse.ArgumentParser, fallback: str = "") -> None:
+    """--preset / --config plus trailing key.sub=value overrides; `fallback` names the config used without them."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)}")
+    default = fallback or "no default: one of --preset/--config is required"
+    group.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)} ({default})")
     group.add_argument("--config", default=None, help="a YAML file written by a previous run or by hand")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
 
-def _config(args):
-    """The config named by --preset/--config with the overrides applied."""
-    return load_config(args.config or args.preset or "lab", args.overrides)
+def _config(args, fallback=None, overrides=None):
+    """The config named by --preset/--config (else the run folder's `fallback` config.yaml) with the overrides."""
+    from pathlib import Path
+
+    overrides = list(args.overrides) if overrides is None else overrides
+    if args.config or args.preset:
+        return load_config(args.config or args.preset, overrides)
+    if fallback is not None and Path(fallback).is_file():
+        return load_config(fallback, overrides)
+    raise ConfigError(f"{args.command} needs --preset ({', '.join(PRESETS)}) or --config FILE; there is no default")
 
 
 def _run_config(args):
     """For --resume without --preset/--config: the run's own config.yaml (plus overrides); else `_config`."""
     from pathlib import Path
 
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and args.config is None and args.preset is None and saved.exists():
-        return load_config(saved, args.overrides)
-    return _config(args)
+    return _config(args, Path(args.out) / "config.yaml" if args.resume else None)
+
+
+def _changed_keys(config, saved_path, ignore) -> list[str]:
+    """The dotted config keys whose values differ from the config.yaml at saved_path (none if it is absent)."""
+    from pathlib import Path
+
+    if not Path(saved_path).is_file():
+        return []
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(to_dict(config)), flat(to_dict(load_config(saved_path)))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in ignore
+                  and not k.endswith(".progress"))
+
+
+def _check_resume(args, config, stage: str) -> bool:
+    """For --resume: refuse a folder without a checkpoint; True (after saying so) if the run already finished."""
+    from pathlib import Path
+
+    from .checkpoint import list_checkpoints
+
+    if not args.resume:
+        return False
+    out, (final, section, what) = Path(args.out), {"tokenizer": ("tokenizer.pt", config.tokenizer, "model"),
+                                                  "dit": ("dit.pt", config.dit, "DiT")}[stage]
+    steps, ckpts = section.train.steps, list_checkpoints(out)
+    if (out / final).is_file() and (out / "history.json").is_file() and (not ckpts or ckpts[-1][0] >= steps):
+        changed = _changed_keys(config, out / "config.yaml", {"name", "device", f"{stage}.train.steps"})
+        if changed:
+            raise ConfigError(f"--resume: {out} is a finished run whose config.yaml does not match this config's "
+                              f"{what} ({', '.join(changed[:4])}); drop the overrides to keep it, or train the "
+                              "new config in a new --out folder")
+        print(f"{out} already finished ({steps} steps, {final}); nothing changed. Raise {stage}.train.steps to "
+              "train longer, or drop --resume and pass a new --out to train again")
+        return True
+    if not ckpts:
+        raise CheckpointError(f"--resume: {out} holds no checkpoint (checkpoints/step_*.pt) to resume from; check "
+                              "the --out path, or drop --resume to start a new run there")
+    return False
 
 
 def _train_tokenizer(args) -> None:
     from .train.tokenizer import train_tokenizer
 
-    _, history = train_tokenizer(_run_config(args), args.out, resume=args.resume)
+    config = _run_config(args)
+    if _check_resume(args, config, "tokenizer"):
+        return
+    _, history = train_tokenizer(config, args.out, resume=args.resume)
     if history.get("eval"):
         final = history["eval"][-1]
         print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))
@@ -46,39 +98,60 @@ def _train_tokenizer(args) -> None:
 def _extract_latents(args) -> None:
     from .latents import extract_latents
 
-    path = extract_latents(_config(args), args.tokenizer, args.out)
+    from pathlib import Path
+
+    path = extract_latents(_config(args, Path(args.tokenizer) / "config.yaml"), args.tokenizer, args.out)
     print(f"latent cache: {path}")
 
 
 def _train_dit(args) -> None:
     from .train.dit import train_dit
 
-    _, history = train_dit(_run_config(args), args.latents, args.out, resume=args.resume)
+    config = _run_config(args)
+    if _check_resume(args, config, "dit"):
+        return
+    _, history = train_dit(config, args.latents, args.out, resume=args.resume)
     if history["train"]:
         print(f"final loss {history['train'][-1]['loss']:.4f} after {history['train'][-1]['step']} steps")
 
 
 def _sample(args) -> None:
     import os
+    from pathlib import Path
 
     from .generate import sample_to_folder
 
     overrides = list(args.overrides)
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n {args.n}: the number of samples must be >= 1")
+    if args.cfg is not None and not args.cfg >= 0:
+        raise ConfigError(f"--cfg {args.cfg}: the guidance scale must be >= 0 (1 = no guidance)")
     if args.n is not None:
         overrides.append(f"sample.num_samples={args.n}")
     if args.cfg is not None:
         overrides.append(f"sample.cfg_scale={args.cfg}")
-    config = load_config(args.config or args.preset or "lab", overrides)
-    out = sample_to_folder(config, args.dit, args.tokenizer, args.out,
-                           npz=args.npz_path or args.npz)
+    config = _config(args, Path(args.dit) / "config.yaml", overrides)
+    out = sample_to_folder(config, args.dit, args.tokenizer, args.out, npz=args.npz_path or args.npz,
+                           force=args.force, force_hint="--force")
     if os.environ.get("RANK", "0") == "0":
         print(f"samples and grid.png in {out}")
+
+
+def _samples_config(samples):
+    """The config.yaml of the DiT run that `sample` recorded in a sample folder's sampling.json, if any."""
+    import json
+    from pathlib import Path
+
+    try:
+        return Path(json.loads((Path(samples) / "sampling.json").read_text())["dit"]) / "config.yaml"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _evaluate(args) -> None:
     from .metrics.generation import evaluate_samples, write_metrics
 
-    config = _config(args)
+    config = _config(args, _samples_config(args.samples))
     reference = args.reference or ("shapes" if config.data.source == "shapes" else config.data.root)
     from .device import resolve_device
 
@@ -106,6 +179,10 @@ def _reproduce(args) -> None:
 
     path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
                      progress=not args.quiet)
+    if args.preset == "smoke":
+        from .study.tables import SMOKE_NOTE
+
+        print(f"note: {SMOKE_NOTE}")
     print(f"report: {path}")
 
 
@@ -125,26 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train-tokenizer", help="train a VA-VAE / KL-VAE tokenizer")
-    _add_config_args(p)
+    _add_config_args(p, "no default; with --resume, the run's own config.yaml")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out (refused if there is none)")
     p.set_defaults(func=_train_tokenizer)
 
     p = sub.add_parser("extract-latents", help="encode the dataset (and its flips) into a latent cache")
-    _add_config_args(p)
+    _add_config_args(p, "default: the tokenizer run's config.yaml")
     p.add_argument("--tokenizer", required=True, help="tokenizer run directory (holds tokenizer.pt)")
     p.add_argument("--out", required=True, help="latent cache directory (resumes shard by shard)")
     p.set_defaults(func=_extract_latents)
 
     p = sub.add_parser("train-dit", help="train a LightningDiT on a latent cache")
-    _add_config_args(p)
+    _add_config_args(p, "no default; with --resume, the run's own config.yaml")
     p.add_argument("--latents", required=True, help="latent cache directory from extract-latents")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out (refused if there is none)")
     p.set_defaults(func=_train_dit)
 
     p = sub.add_parser("sample", help="sample class-conditional images: PNGs and grid.png")
-    _add_config_args(p)
+    _add_config_args(p, "default: the DiT run's config.yaml")
     p.add_argument("--dit", required=True, help="DiT run directory (holds dit.pt)")
     p.add_argument("--tokenizer", required=True, help="tokenizer run directory")
     p.add_argument("--out", required=True,
@@ -156,10 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also pack the PNGs into OUT/samples_NxHxWx3.npz, ADM's format (arr_0 N x H x W x 3 uint8, "
                         "arr_1 labels) for the official evaluator")
     p.add_argument("--npz-path", default=None, metavar="PATH", help="like --npz, but write the .npz to PATH")
+    p.add_argument("--force", action="store_true",
+                   help="sample even with a tokenizer other than the one the DiT was trained for (its weights differ)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("evaluate", help="FID / IS / KID / precision / recall of a sample folder")
-    _add_config_args(p)
+    _add_config_args(p, "default: the config.yaml of the DiT run named in the folder's sampling.json")
     p.add_argument("--samples", required=True, help="folder of PNG samples")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--reference", default=None,
@@ -180,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run the whole toy study (notebooks 01-05) and write a report")
     p.add_argument("--preset", default="lab",
-                   help="smoke (minutes), lab (the notebooks' numbers; ~1 h on 2 cores) or lab_long (~8x lab; a GPU)")
+                   help="default lab. smoke (minutes; plumbing only, its numbers mean nothing), lab (the notebooks' numbers; ~1 h on 2 cores) or lab_long (~8x lab; a GPU)")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
     p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the dilemma and Tables 2, 5 and 4 with these training seeds")
@@ -215,6 +296,15 @@ def _user_message(exc: Exception) -> str:
     return text
 
 
+_RESUME_HINT = {
+    "train-tokenizer": "resume with the same command plus --resume (the newest checkpoint is kept)",
+    "train-dit": "resume with the same command plus --resume (the newest checkpoint is kept)",
+    "sample": "run the same sample command again to continue (the PNGs already written are kept)",
+    "extract-latents": "run the same command again to continue (finished shards are kept)",
+    "reproduce": "run the same command again to continue (finished runs are cached)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one clear line and exit with status 2."""
     args = build_parser().parse_args(argv)
@@ -225,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume (the newest checkpoint is kept)", file=sys.stderr)
+        _close_progress_bars()
+        print(f"interrupted; {_RESUME_HINT.get(args.command, 'run the same command again')}", file=sys.stderr)
         return 130
     finally:
         from . import dist

@@ -235,6 +235,7 @@ class SampleConfig:
     timestep_shift: float = 1.0  # s in t' = s t / (1 + (s - 1) t); paper 0.3; 1.0 = no shift
     atol: float = 1e-6
     rtol: float = 1e-3
+    max_nfe: int = 1000  # dopri5 only: model evaluations per batch before it gives up (a barely trained DiT)
     num_samples: int = 2000
     batch_size: int = 250
     use_ema: bool = True
@@ -384,7 +385,7 @@ _RULES = [
     ("sample.cfg_channels", *_NON_NEGATIVE),
     ("sample.timestep_shift", lambda v: v > 0, "> 0 (1.0 = no shift; the paper uses 0.3)"),
     ("sample.num_samples", *_POSITIVE), ("sample.batch_size", *_POSITIVE),
-    ("sample.atol", *_POSITIVE), ("sample.rtol", *_POSITIVE),
+    ("sample.atol", *_POSITIVE), ("sample.rtol", *_POSITIVE), ("sample.max_nfe", *_POSITIVE),
 ]
 
 

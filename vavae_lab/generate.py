@@ -83,7 +83,7 @@ def sample_latents(dit, labels: torch.Tensor, latent_shape, sample: SampleConfig
         check_sampler(sample, path)
         return sample_ddpm(guided, noise, num_steps=ddpm_steps, sample_steps=sample.steps, generator=generator)
     return sample_ode(guided, noise, method=sample.sampler, steps=sample.steps, shift=sample.timestep_shift,
-                      atol=sample.atol, rtol=sample.rtol)
+                      atol=sample.atol, rtol=sample.rtol, max_nfe=sample.max_nfe)
 
 
 @torch.no_grad()
@@ -107,11 +107,19 @@ def iter_sample_batches(tokenizer, dit, stats, config: Config, batches, *, n: in
 
 @torch.no_grad()
 def generate_images(tokenizer, dit, stats, config: Config, *, n: int | None = None, num_classes: int | None = None,
-                    latent_shape=None, device: torch.device | str = "cpu", progress: bool = True):
-    """(uint8 images N x 3 x H x W, labels): sample latents, de-normalise with `stats` = (mean, std), decode."""
+                    latent_shape=None, device: torch.device | str = "cpu", progress: bool = True,
+                    force: bool = False):
+    """(uint8 images N x 3 x H x W, labels): sample latents, de-normalise with `stats` = (mean, std), decode.
+
+    `stats=None` takes the ones recorded with a DiT from `load_dit`. Such a DiT also knows its tokenizer's
+    weights: another tokenizer is refused (CheckpointError) unless force=True.
+    """
     s = config.sample
     n = n or s.num_samples
     num_classes = num_classes or dit.num_classes
+    check_pair(tokenizer, dit, force=force)
+    stats = dit_stats(dit) if stats is None else stats
+    latent_shape = latent_shape or (dit.in_channels, dit.input_size, dit.input_size)
     dit, tokenizer = dit.to(device).eval(), tokenizer.to(device).eval()
     parts = [images for _, images, _ in iter_sample_batches(
         tokenizer, dit, stats, config, global_batches(n, s.batch_size), n=n, num_classes=num_classes,
@@ -120,15 +128,49 @@ def generate_images(tokenizer, dit, stats, config: Config, *, n: int | None = No
 
 
 def _load_pair(dit_dir, tokenizer_dir, device):
-    """The DiT (EMA), its latent stats and shape, and the tokenizer from run folders."""
-    from .latents import STATS_FILE, load_stats
+    """The DiT (EMA, with its sampling_record), its config and the tokenizer from run folders."""
     from .train.artifacts import load_tokenizer
-    from .train.dit import latents_dir_of, load_dit
+    from .train.dit import load_dit
 
     dit, dit_config = load_dit(dit_dir, device=device)
-    stats = load_stats(latents_dir_of(dit_dir) / STATS_FILE)
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
-    return dit, dit_config, stats, tokenizer
+    return dit, dit_config, tokenizer
+
+
+def dit_stats(dit) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) of the latents a DiT loaded with `load_dit` was trained on (recorded in its dit.pt)."""
+    from .errors import CheckpointError
+
+    record = getattr(dit, "sampling_record", None)
+    if record is None:
+        raise ConfigError("this DiT was not loaded with vavae_lab.load_dit, so its latent statistics are unknown; "
+                          "pass stats=(mean, std) of the latents it was trained on")
+    if record.get("latent_mean") is None:
+        raise CheckpointError(record.get("missing", "the DiT file holds no latent statistics"))
+    return record["latent_mean"], record["latent_std"]
+
+
+def check_pair(tokenizer, dit, *, dit_name: str = "the DiT", tokenizer_name: str = "the tokenizer passed",
+               force: bool = False, force_hint: str = "force=True") -> None:
+    """CheckpointError unless `tokenizer` makes the latents `dit` was trained on: channels, then weights sha256."""
+    from .errors import CheckpointError
+    from .latents.cache import weights_fingerprint
+
+    record = getattr(dit, "sampling_record", None) or {}
+    channels = getattr(tokenizer, "latent_channels", None)
+    if channels is not None and channels != dit.in_channels:
+        raise CheckpointError(f"{tokenizer_name} makes {channels}-channel latents but {dit_name} was trained on "
+                              f"{dit.in_channels}-channel ones; pass the tokenizer whose latents it was trained on"
+                              + (f" ({record['tokenizer_dir']})" if record.get("tokenizer_dir") else ""))
+    expected = record.get("tokenizer_sha256")
+    if expected is None or force:
+        return
+    actual = weights_fingerprint(tokenizer)
+    if actual != expected:
+        trained = f" in {record['tokenizer_dir']}" if record.get("tokenizer_dir") else ""
+        raise CheckpointError(f"{tokenizer_name} (weights sha256 {actual[:12]}) is not the tokenizer {dit_name} was "
+                              f"trained for (sha256 {expected[:12]}{trained}), so it would decode noise; pass that "
+                              f"tokenizer, or add {force_hint} if the swap is deliberate")
 
 
 def _manifest(config: Config, dit_dir, tokenizer_dir, num_classes: int, latent_shape) -> dict:
@@ -159,7 +201,7 @@ def _check_folder(out: Path, manifest: dict, names: list[str]) -> None:
         except json.JSONDecodeError as exc:
             raise DataError(f"{record} is not readable JSON ({exc}); delete it and the folder's PNGs") from exc
         changed = sorted(k for k in manifest.keys() | old.keys() if manifest.get(k) != old.get(k))
-        if changed:
+        if changed and existing:  # with no PNG yet nothing is lost: the new manifest replaces it
             diff = "; ".join(f"{k}: {old.get(k)!r} -> {manifest.get(k)!r}" for k in changed)
             raise DataError(f"{out} holds samples of a different sampling run ({diff}); choose another --out, or "
                             f"delete {record} if only the run folders moved")
@@ -170,7 +212,15 @@ def _check_folder(out: Path, manifest: dict, names: list[str]) -> None:
     foreign = [p.name for p in existing if p.name not in expected]
     if foreign:
         raise DataError(f"{out} holds {len(foreign)} PNGs that are not samples 0..{len(names) - 1} of this run (e.g. "
-                        f"{foreign[0]}; a larger num_samples before?); move them or choose another --out")
+                        f"{foreign[0]}; a larger --n / sample.num_samples before?); move them or choose another --out")
+
+
+def _read_manifest(out: Path) -> dict | None:
+    """The folder's sampling.json, or None when absent or unreadable."""
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _finish_folder(out: Path, labels: torch.Tensor, names: list[str]) -> None:
@@ -184,14 +234,16 @@ def _finish_folder(out: Path, labels: torch.Tensor, names: list[str]) -> None:
     write_labels_file(out, labels, images.shape[2], images.shape[3])
 
 
-def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=None, progress: bool = True) -> Path:
+def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=None, progress: bool = True,
+                     force: bool = False, force_hint: str = "force=True") -> Path:
     """Write config.sample.num_samples class-balanced PNGs plus grid.png; torchrun-aware and resumable.
 
     Under torchrun each rank samples a contiguous run of the global batches still missing (rank_share) and
     names PNGs by global index, so any number of ranks writes the same files; PNGs already present are kept,
     so an interrupted run continues, with any world size. Rank 0 writes labels.json and grid.png once all
     ranks are done, and with `npz` (True for folder/samples_NxHxWx3.npz, or a path) packs the folder for
-    ADM's evaluator.
+    ADM's evaluator. A tokenizer other than the one the DiT was trained for is refused before anything is
+    written, unless `force` (the weights' sha256 is compared; another latent shape is always refused).
     """
     from . import dist
     from .metrics.samples_io import LABELS_NAME, folder_to_npz, sample_file_name, save_sample
@@ -199,7 +251,10 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
     info = dist.setup(config.device)
     s = config.sample
     check_sampler(s, config.dit.transport.path)
-    dit, _, stats, tokenizer = _load_pair(dit_dir, tokenizer_dir, info.device)
+    dit, _, tokenizer = _load_pair(dit_dir, tokenizer_dir, info.device)
+    check_pair(tokenizer, dit, dit_name=f"the DiT in {dit_dir}", tokenizer_name=f"the tokenizer in {tokenizer_dir}",
+               force=force, force_hint=force_hint)
+    stats = dit_stats(dit)
     shape = (dit.in_channels, dit.input_size, dit.input_size)
     n, num_classes = s.num_samples, dit.num_classes
     labels = class_balanced_labels(n, num_classes)
@@ -208,8 +263,8 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
     manifest = _manifest(config, dit_dir, tokenizer_dir, num_classes, shape)
     _check_folder(out, manifest, names)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / MANIFEST_NAME).is_file():  # every rank: none writes a PNG before the manifest exists
-        atomic_write_json(out / MANIFEST_NAME, manifest)
+    if _read_manifest(out) != manifest:  # every rank: none writes a PNG before the manifest exists
+        atomic_write_json(out / MANIFEST_NAME, manifest)  # new, or a failed run's that wrote no PNG yet
     if info.is_main:
         (out / LABELS_NAME).unlink(missing_ok=True)  # rewritten when the folder is complete
     dist.barrier()  # all ranks list the missing batches from the same files, then share them out

@@ -50,7 +50,8 @@ def check_spec(spec: LaunchSpec) -> None:
         raise ConfigError(f"{spec.preset!r} is neither a preset nor a YAML file; presets: {', '.join(PRESETS)}")
     if spec.gpus < 1 or spec.nodes < 1 or not 0 <= spec.node_rank < spec.nodes:
         raise ConfigError(f"gpus={spec.gpus}, nodes={spec.nodes}, node_rank={spec.node_rank}: need gpus >= 1, "
-                          "nodes >= 1 and 0 <= node_rank < nodes")
+                          "nodes >= 1 and 0 <= node_rank < nodes (gpus counts processes per node: gpus=1 on a "
+                          "machine without a GPU runs one process on the CPU)")
     missing = [a for a in REQUIRED_ARGS.get(spec.stage, ()) if a not in spec.stage_args]
     if missing:
         example = ", ".join(f"{a}='path/to/{a}'" for a in missing)

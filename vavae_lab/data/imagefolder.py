@@ -81,7 +81,7 @@ class ImageFolderDataset(Dataset):
                 if problem is None:
                     self.samples.append((path, label))
                 elif strict:
-                    raise DataError(f"{path} {problem}; remove it, or pass strict=False to skip such files")
+                    raise DataError(f"{path} {problem}; remove it, or set data.strict=false (strict=False in Python) to skip such files")
                 else:
                     self.skipped.append(path)
         if not self.samples:
@@ -150,7 +150,7 @@ class ImageFolderDataset(Dataset):
             except _DECODE_ERRORS as exc:
                 if self.strict:
                     raise DataError(f"{path} cannot be decoded as an image ({type(exc).__name__}: {exc}); "
-                                    "remove it, or pass strict=False to skip such files") from exc
+                                    "remove it, or set data.strict=false (strict=False in Python) to skip such files") from exc
                 self._failed.add(i)
                 self.skipped.append(path)
                 warnings.warn(f"ImageFolderDataset: skipping {path}, it cannot be decoded "

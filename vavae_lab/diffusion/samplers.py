@@ -116,6 +116,7 @@ def sample_ode(
     shift: float = 1.0,
     atol: float = 1e-6,
     rtol: float = 1e-3,
+    max_nfe: int | None = None,
     stats: dict | None = None,
 ) -> torch.Tensor:
     """Integrate dx/dt = velocity_fn(x, t) from noise at t = 0 to t = 1 and return the samples.
@@ -127,7 +128,8 @@ def sample_ode(
     * "dopri5": torchdiffeq's adaptive solver with atol / rtol; `steps` is unused. The shift is
       applied as a change of variables t = shift(u), dx/du = v(x, t(u)) dt/du, so it moves where
       the solver spends its steps. (The official code passes the shifted grid as output times, which
-      only changes where the path is reported; both solve the same ODE.)
+      only changes where the path is reported; both solve the same ODE.) It stops with a ConfigError
+      after `max_nfe` model calls (None: no cap), as on a barely trained DiT it may never converge.
     Pass a dict as `stats` to receive the number of model evaluations in stats["nfe"].
     """
     if method not in METHODS:
@@ -138,7 +140,7 @@ def sample_ode(
     batch = noise.shape[0]
     x = noise
     if method == "dopri5":
-        return _sample_dopri5(fn, x, shift=shift, atol=atol, rtol=rtol)
+        return _sample_dopri5(fn, x, shift=shift, atol=atol, rtol=rtol, max_nfe=max_nfe)
     grid = time_grid(steps, shift).tolist()
     for t_cur, t_next in zip(grid[:-1], grid[1:]):
         h = t_next - t_cur
@@ -152,13 +154,21 @@ def sample_ode(
     return x
 
 
-def _sample_dopri5(fn: VelocityFn, x: torch.Tensor, *, shift: float, atol: float, rtol: float) -> torch.Tensor:
+def _sample_dopri5(fn: VelocityFn, x: torch.Tensor, *, shift: float, atol: float, rtol: float,
+                   max_nfe: int | None = None) -> torch.Tensor:
     """Solve the flow ODE from u = 0 to 1 with torchdiffeq's dopri5 in the shifted variable u."""
     from torchdiffeq import odeint
 
     batch = x.shape[0]
+    calls = [0]
 
     def rhs(u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if max_nfe is not None and calls[0] > max_nfe:
+            raise ConfigError(f"dopri5 made {max_nfe} model evaluations (sample.max_nfe={max_nfe}) and reached only "
+                              f"t={float(timestep_shift(u.clamp(0.0, 1.0), shift)):.3f} of 1, as on a barely trained "
+                              "DiT; raise sample.max_nfe, loosen sample.rtol/sample.atol, or use a fixed-step "
+                              "sampler: sample.sampler=euler (or heun) sample.steps=50")
         u = u.clamp(0.0, 1.0)
         t = timestep_shift(u, shift)
         v = fn(state, t.expand(batch).to(state.dtype))

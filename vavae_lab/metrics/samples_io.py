@@ -131,7 +131,8 @@ def sample_files(folder, *, must_exist: bool = True) -> list[Path]:
                    if p.is_file() and p.suffix.lower() == ".png" and p.name != GRID_NAME and not p.name.startswith("."))
     if must_exist and not files:
         raise DataError(f"sample folder {folder} holds no sample PNGs (000000_c3.png, ...); write them with "
-                        "vavae_lab.metrics.save_samples(images, labels, folder)")
+                        "`python -m vavae_lab sample --dit RUN --tokenizer RUN --out FOLDER` (in Python: "
+                        "vavae_lab.metrics.save_samples(images, labels, folder))")
     return files
 
 

@@ -78,6 +78,8 @@ def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 def show_table(rows: list[dict], columns: list[tuple[str, str, str]]):
     """A Markdown table for a notebook cell (IPython display object); plain text where IPython is absent."""
     text = _md_table(rows, columns)
+    if getattr(rows, "preset", None) == "smoke":
+        text = f"**{T.SMOKE_NOTE}**\n\n{text}"
     try:
         from IPython.display import Markdown
     except ImportError:
@@ -119,6 +121,8 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if results.get("preset") == "smoke":
+        results = {"note": T.SMOKE_NOTE, **results}
     (out / "report.json").write_text(json.dumps(results, indent=1, default=float))
     seed_cols = [(k, k.replace("gfid_", "gFID ").replace("_seed", " seed "), ".1f")
                  for k in (results["dilemma"][0] if results["dilemma"] else {}) if "_seed" in k]
@@ -126,6 +130,8 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
                              title="toy frontier: rFID vs gFID")
     frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
     md = [f"# Toy study report (preset `{results['preset']}`)", ""]
+    if results.get("note"):
+        md += [f"> **{results['note']}**", ""]
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
     md += ["## The optimization dilemma (notebook 01)", _md_table(results["dilemma"], TOKENIZER_COLUMNS + seed_cols), "",

@@ -35,6 +35,8 @@ def _section(config: Config, name: str) -> dict:
     if isinstance(train, dict):
         train.pop("progress", None)
     d.pop("num_workers", None)
+    if name == "sample":
+        d.pop("max_nfe", None)  # only stops a runaway dopri5; keys from before the field existed stay valid
     return d
 
 

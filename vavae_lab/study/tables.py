@@ -8,6 +8,21 @@ from . import variants as V
 from .runner import Study
 
 CFG = "sample.cfg_scale=3.0"  # the guided column: CFG 3 (the toy's useful range, see notebook 05)
+SMOKE_NOTE = ("smoke preset: this checks the plumbing only; its FID feature network is at chance accuracy, so "
+              "its numbers mean nothing (the lab preset gives the study's numbers)")
+
+
+class Rows(list):
+    """Table rows that remember their study's preset, so that showing smoke results says what they are."""
+
+    def __init__(self, rows=(), preset: str | None = None):
+        super().__init__(rows)
+        self.preset = preset
+
+
+def _rows(study: Study, rows) -> Rows:
+    """`rows` labelled with the study's preset."""
+    return Rows(rows, study.preset)
 
 
 def _gen(study: Study, name: str, *extra: str) -> float:
@@ -25,7 +40,7 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
         if guided:
             row["gfid_cfg"] = _gen(study, name, CFG)
         rows.append(row)
-    return rows
+    return _rows(study, rows)
 
 
 def dilemma(study: Study) -> list[dict]:
@@ -70,7 +85,7 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
                      **{f"{k}_std": u[k]["std"] for k in ("density", "gini", "entropy")},
                      "n": u["n"], "runs": u["runs"],
                      "paper_density": paper[0], "paper_gini": paper[1], "paper_entropy": paper[2]})
-    return rows
+    return _rows(study, rows)
 
 
 PROXIES = {"probe_gfid": 1.0, "probe_density": 1.0, "probe_gini": 1.0, "probe_entropy": -1.0}
@@ -85,7 +100,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), **study.probe(n)} for n in names]
     gfid = [r["gfid"] for r in rows]
     corr = {"n": len(rows), **{k: sign * spearman([r[k] for r in rows], gfid) for k, sign in PROXIES.items()}}
-    return rows, corr
+    return _rows(study, rows), corr
 
 
 def table1(study: Study) -> list[dict]:
@@ -95,7 +110,7 @@ def table1(study: Study) -> list[dict]:
         res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
                      "paper_fid": V.TABLE1_PAPER[i]})
-    return rows
+    return _rows(study, rows)
 
 
 def sampling(study: Study) -> dict[str, list[dict]]:
@@ -107,13 +122,14 @@ def sampling(study: Study) -> dict[str, list[dict]]:
         return {"setting": label, **fields, "gfid": res["fid"], "is": res.get("is"),
                 "precision": res.get("precision"), "recall": res.get("recall"), "seconds": res.get("seconds")}
 
-    return {
+    sweeps = {
         "sampler": [row(label, *extra) for label, extra in V.SAMPLER_SWEEP],
         "cfg": [row(f"CFG {s}", f"sample.cfg_scale={s}", cfg=s) for s in V.CFG_SWEEP],
         "interval": [row(f"CFG 3, t >= {t}", CFG, f"sample.cfg_interval_start={t}", start=t)
                      for t in V.INTERVAL_SWEEP],
         "shift": [row(f"shift {s}", f"sample.timestep_shift={s}", shift=s) for s in V.SHIFT_SWEEP],
     }
+    return {k: _rows(study, v) for k, v in sweeps.items()}
 
 
 def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"

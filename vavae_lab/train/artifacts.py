@@ -43,6 +43,7 @@ def tokenizer_run_dir(config: Config) -> Path:
     key.pop("name")  # a preset's name does not change the weights
     key["tokenizer"]["train"].pop("progress")
     key.pop("device")
+    key["sample"].pop("max_nfe", None)  # added later; it changes no trained weight
     if key["dit"].get("seed") is None:
         key["dit"].pop("seed", None)  # keys from before dit.seed existed stay valid
     return cache_dir("tokenizers") / config_hash(key)

@@ -95,7 +95,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         print(f"resuming from {ckpt} (step {start})")
     if run_dir is not None and info.is_main:
         save_config(config, run_dir / "config.yaml")
-        (run_dir / "latents.txt").write_text(str(Path(latents_dir).resolve()) + "\n")
+    artifact = sampling_record(data)  # what sampling needs, in every checkpoint and dit.pt
     logger = JsonlLogger(run_dir / "metrics.jsonl" if (run_dir is not None and info.is_main) else None)
     if start and info.is_main:
         logger.truncate_after(start)
@@ -165,7 +165,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
                 path = checkpoint_path(run_dir, done)
                 atomic_save({"step": done, "model": model.state_dict(), "ema": ema.state_dict(),
                              "opt": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                             "config": to_dict(config)}, path)
+                             "config": to_dict(config), **artifact}, path)
                 prune_checkpoints(run_dir, tc.keep_checkpoints)
                 last_good = path
             dist.barrier()
@@ -173,8 +173,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     history = {"train": list(logger.records), "run_dir": str(run_dir) if run_dir else None,
                "wall_time_s": time.perf_counter() - t_start}
     if run_dir is not None and info.is_main:
-        atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "config": to_dict(config),
-                     "latent_shape": list(data.latent_shape), "num_classes": data.num_classes},
+        atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "config": to_dict(config), **artifact},
                     run_dir / "dit.pt")
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     dist.barrier()
@@ -182,17 +181,53 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     return TrainResult(ema if dc.ema_decay > 0 else model, history)
 
 
+def sampling_record(data) -> dict:
+    """What sampling needs besides the weights, from a LatentDataset: shape, classes, mean/std, tokenizer sha256."""
+    return {"latent_shape": list(data.latent_shape), "num_classes": int(data.num_classes),
+            "latent_mean": data.mean.clone(), "latent_std": data.std.clone(),
+            "tokenizer_sha256": (data.meta.get("identity") or {}).get("tokenizer_weights_sha256"),
+            "tokenizer_dir": data.meta.get("tokenizer_dir")}
+
+
 def latents_dir_of(run_dir: str | Path) -> Path:
-    """The latent cache a DiT run was trained on (recorded in its latents.txt)."""
+    """The latent cache an old-layout DiT run was trained on (recorded in its latents.txt)."""
     record = Path(run_dir) / "latents.txt"
     if not record.is_file():
-        raise CheckpointError(f"{record} is missing, so the latent cache (and its stats) of this DiT run is "
-                              f"unknown; write the cache folder's path into {record}")
+        raise CheckpointError(f"{Path(run_dir) / 'dit.pt'} predates self-contained DiT files (no latent stats inside) "
+                              f"and {record} is missing; re-run `python -m vavae_lab train-dit --latents CACHE "
+                              f"--out {run_dir} --resume`, or write the latent cache folder's path into {record}")
     return Path(record.read_text().strip())
 
 
+def _legacy_record(run_dir: Path, state: dict) -> dict:
+    """The sampling record of a DiT file written before dit.pt held one: stats beside it or via latents.txt."""
+    from ..latents import STATS_FILE, LatentDataset, load_stats
+    from ..latents.cache import read_meta
+
+    record = {k: state.get(k) for k in ("latent_shape", "num_classes")}
+    beside = run_dir / STATS_FILE  # Study copies the stats next to its DiT
+    try:
+        latents = latents_dir_of(run_dir) if not (beside.is_file() and record["latent_shape"]) else None
+    except CheckpointError as exc:
+        if record["latent_shape"] is None:
+            raise
+        return {**record, "latent_mean": None, "latent_std": None, "tokenizer_sha256": None,
+                "tokenizer_dir": None, "missing": str(exc)}  # loads; sampling says what to re-run
+    if record["latent_shape"] is None:  # an intermediate checkpoint: read the shape off the latent cache
+        data = LatentDataset(latents)
+        record.update(latent_shape=list(data.latent_shape), num_classes=data.num_classes)
+    mean, std = load_stats(beside if beside.is_file() else latents / STATS_FILE)
+    meta = (read_meta(latents) if latents is not None else None) or {}
+    return {**record, "latent_mean": mean, "latent_std": std, "tokenizer_dir": meta.get("tokenizer_dir"),
+            "tokenizer_sha256": (meta.get("identity") or {}).get("tokenizer_weights_sha256")}
+
+
 def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"):
-    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode."""
+    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode.
+
+    The model's `sampling_record` attribute holds what sampling needs: latent_shape, num_classes,
+    latent_mean/latent_std (1 x C x 1 x 1) and tokenizer_sha256 / tokenizer_dir (None when unknown).
+    """
     from ..config import from_dict
 
     run_dir = Path(run_dir)
@@ -200,22 +235,22 @@ def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.d
     if path is None:
         raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
                               f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or not {"model", "ema", "config"} <= set(state):
         raise CheckpointError(f"{path} is not a vavae_lab DiT file (it lacks 'model', 'ema' or 'config'; a "
                               "tokenizer?); pass the folder train-dit wrote, or load released weights with "
                               "vavae_lab.load_official_lightningdit")
     config = from_dict(state["config"])
-    shape, classes = state.get("latent_shape"), state.get("num_classes")
-    if shape is None:  # an intermediate checkpoint: read the shape off the latent cache it was trained on
-        from ..latents import LatentDataset
-
-        data = LatentDataset(latents_dir_of(run_dir))
-        shape, classes = data.latent_shape, data.num_classes
-    model = build_dit_for(config, tuple(shape), int(classes))
+    if "latent_mean" in state:
+        record = {k: state.get(k) for k in ("latent_shape", "num_classes", "latent_mean", "latent_std",
+                                            "tokenizer_sha256", "tokenizer_dir")}
+    else:
+        record = _legacy_record(run_dir, state)
+    model = build_dit_for(config, tuple(record["latent_shape"]), int(record["num_classes"]))
     try:
         model.load_state_dict(state["ema" if use_ema else "model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not match the DiT in its own config: "
                               f"{mismatch_summary(model, state['ema' if use_ema else 'model'], exc)}") from exc
+    model.sampling_record = record
     return model.to(device).eval(), config

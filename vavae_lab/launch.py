@@ -217,10 +217,15 @@ class LaunchHandle:
         return self.status()
 
     def resume(self) -> "LaunchHandle":
-        """Start the same command again with --resume (same run directory); returns the new handle."""
+        """Start the same command again with --resume (same run directory); returns the new handle.
+
+        A run stopped before its first checkpoint starts again from step 0 (the CLI refuses --resume there).
+        """
+        from .checkpoint import latest_checkpoint
+
         if self.is_running():
             raise ConfigError(f"the run in {self.run_dir} is still running; stop() it before resume()")
-        spec = LaunchSpec(**{**self.spec.to_dict(), "resume": True})
+        spec = LaunchSpec(**{**self.spec.to_dict(), "resume": latest_checkpoint(self.spec.run_dir) is not None})
         return _start(spec)
 
     def __repr__(self) -> str:

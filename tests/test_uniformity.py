@@ -140,14 +140,26 @@ def test_sample_vectors_from_a_cache_uses_normalised_unflipped_latents(latent_ca
 def test_heavy_tailed_latents_score_less_uniform_than_a_gaussian():
     # A scale mixture (dense core, sparse tails) keeps its density contrast through t-SNE. Tight separated
     # blobs do not: t-SNE spreads each cluster into an evenly filled patch, so they can score MORE uniform.
-    rng = np.random.default_rng(0)
-    gauss = rng.standard_normal((300, 8)).astype(np.float32)
-    mixed = (rng.standard_normal((300, 8)) * np.exp(rng.standard_normal((300, 1)))).astype(np.float32)
-    a = u.single_run(gauss, n=300, seed=0, perplexity=PERPLEXITY)
-    b = u.single_run(mixed, n=300, seed=0, perplexity=PERPLEXITY)
+    # t-SNE output moves with library versions and BLAS, so the claim is checked on three data seeds: the sign
+    # in each, and the mean gap against a margin a third of the one measured (0.12 density CV; sklearn 1.9.1).
+    gauss_runs, mixed_runs = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        gauss = rng.standard_normal((300, 8)).astype(np.float32)
+        mixed = (rng.standard_normal((300, 8)) * np.exp(rng.standard_normal((300, 1)))).astype(np.float32)
+        gauss_runs.append(u.single_run(gauss, n=300, seed=0, perplexity=PERPLEXITY))
+        mixed_runs.append(u.single_run(mixed, n=300, seed=0, perplexity=PERPLEXITY))
+    a = gauss_runs[0]
     assert a["embedding"].shape == (300, 2) and a["densities"].shape == (300,) and a["n"] == 300
-    assert b["density"] > a["density"] + 0.05 and b["gini"] > a["gini"] and b["entropy"] < a["entropy"]
     assert a["density"] == pytest.approx(u.density_cv(a["densities"]))
+    assert all(m["density"] > g["density"] for g, m in zip(gauss_runs, mixed_runs))
+
+    def mean(runs, key):
+        return float(np.mean([r[key] for r in runs]))
+
+    assert mean(mixed_runs, "density") > mean(gauss_runs, "density") + 0.04
+    assert mean(mixed_runs, "gini") > mean(gauss_runs, "gini")
+    assert mean(mixed_runs, "entropy") < mean(gauss_runs, "entropy")
 
 
 def test_uniformity_metrics_is_deterministic_and_averages_runs():

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 from vavae_lab.analysis.proxy import spearman
+from vavae_lab.analysis.uniformity import METRICS
 from vavae_lab.config import load_config
 from vavae_lab.pipeline import run_pipeline
-
-PROXIES = {"probe_gfid": 1.0, "probe_density": 1.0, "probe_gini": 1.0, "probe_entropy": -1.0}
+from vavae_lab.study.tables import PROXIES
 
 
 def main() -> None:
@@ -44,10 +44,10 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     gfid = [r["gfid"] for r in rows]
     corr = {name: sign * spearman([r[name] for r in rows], gfid) for name, sign in PROXIES.items()}
-    print(f"\n{'d':>4}{'VF':>5}{'PSNR':>8}{'gFID':>9}{'probe gFID':>12}{'density':>9}{'gini':>8}{'entropy':>9}")
+    print(f"\n{'d':>4}{'VF':>5}{'PSNR':>8}{'gFID':>9}{'probe gFID':>12}" + "".join(f"{m.short:>9}" for m in METRICS.values()))
     for r in rows:
         print(f"{r['d']:>4}{'on' if r['vf'] else 'off':>5}{r['psnr']:>8.2f}{r['gfid']:>9.2f}{r['probe_gfid']:>12.2f}"
-              f"{r['probe_density']:>9.3f}{r['probe_gini']:>8.3f}{r['probe_entropy']:>9.4f}")
+              + "".join(f"{r[f'probe_{k}']:>9{m.fmt}}" for k, m in METRICS.items()))
     print(f"\nSpearman rank correlation with the full gFID over {len(rows)} tokenizers "
           "(entropy negated, so +1 means the proxy ranks like gFID):")
     for name, value in corr.items():

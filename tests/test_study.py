@@ -110,6 +110,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     text = path.read_text()
     assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
+    assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 

@@ -103,7 +103,7 @@ def latent_cache(tmp_path_factory):
     """A real latent cache (with flips) of 20 toy images, encoded by a random tiny tokenizer."""
     from vavae_lab.config import Config, DataConfig, LatentsConfig, TokenizerConfig, VAEConfig, to_dict
     from vavae_lab.latents import extract_latents
-    from vavae_lab.train.builders import build_autoencoder
+    from vavae_lab.tokenizer.build import build_autoencoder
 
     config = Config(device="cpu", data=DataConfig(source="shapes", resolution=16, num_train=20, num_classes=5),
                     tokenizer=TokenizerConfig(model=VAEConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1,
@@ -165,14 +165,29 @@ def test_heavy_tailed_latents_score_less_uniform_than_a_gaussian():
 def test_uniformity_metrics_is_deterministic_and_averages_runs():
     x = np.random.default_rng(0).standard_normal((500, 6)).astype(np.float32)
     r1 = u.uniformity_metrics(x, n=250, runs=2, seed=5, perplexity=PERPLEXITY)
-    for key in ("density", "gini", "entropy"):
+    for key in u.METRICS:
         assert r1[key]["values"][0] != r1[key]["values"][1]  # the seeds differ between runs
         assert r1[key]["mean"] == pytest.approx(np.mean(r1[key]["values"]))
         assert r1[key]["std"] == pytest.approx(np.std(r1[key]["values"]))
     assert r1["n"] == 250 and r1["runs"] == 2 and r1["seeds"] == [5, 6]
     first = u.single_run(x, n=250, seed=5, perplexity=PERPLEXITY)  # recomputed from scratch: same numbers
-    for key in ("density", "gini", "entropy"):
+    for key in u.METRICS:
         assert first[key] == r1[key]["values"][0]
+
+
+def test_metric_registry_directions_summary_and_proxy_signs():
+    from vavae_lab.analysis.plots import format_metrics
+    from vavae_lab.study.tables import PROXIES
+
+    flat, peaked = np.ones(100), np.r_[np.ones(99), 50.0]
+    for name, m in u.METRICS.items():  # every metric says which way is "more uniform", and means it
+        assert (m.fn(flat) > m.fn(peaked)) == m.higher_is_uniform, name
+        assert PROXIES[f"probe_{name}"] == (-1.0 if m.higher_is_uniform else 1.0)
+    dens = np.random.default_rng(0).random(50) + 0.1
+    assert u.metrics_of(dens) == {k: m.fn(dens) for k, m in u.METRICS.items()}
+    assert list(u.METRICS)[:3] == ["density", "gini", "entropy"]
+    assert format_metrics({"density": 0.263, "gini": 0.145, "entropy": 0.995, **{
+        k: 0.5 for k in list(u.METRICS)[3:]}}).startswith("density 0.263 · Gini 0.145 · H 0.9950")
 
 
 def test_tsne_config_errors():

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError
+from .uniformity import METRICS
 
 # Every function builds a bare matplotlib Figure (no pyplot): safe under Agg, no global figure list to leak,
 # and Jupyter's inline formatter still renders a returned Figure.
@@ -27,7 +28,6 @@ def _enable_notebook_display() -> None:
 
 
 _enable_notebook_display()
-_METRIC_KEYS = ("density", "gini", "entropy")
 _RECON_KEYS = {"rfid": "rFID (lower is better)", "psnr": "PSNR in dB (higher is better)"}
 
 
@@ -72,21 +72,20 @@ def _show(ax, image: np.ndarray, title: str | None = None) -> None:
 
 
 def format_metrics(result: Mapping) -> str:
-    """The three uniformity metrics of a result as one short line, e.g. 'density 0.263 · Gini 0.145 · H 0.9950'."""
-    missing = [k for k in _METRIC_KEYS if k not in result]
+    """The uniformity metrics of a result as one short line, e.g. 'density 0.263 · Gini 0.145 · H 0.9950'."""
+    missing = [k for k in METRICS if k not in result]
     if missing:
-        raise DataError(f"a uniformity result needs the keys {_METRIC_KEYS}, missing {missing}; "
+        raise DataError(f"a uniformity result needs the keys {tuple(METRICS)}, missing {missing}; "
                         "pass the dict returned by uniformity.single_run")
-    return (f"density {float(result['density']):.3f} · Gini {float(result['gini']):.3f} · "
-            f"H {float(result['entropy']):.4f}")
+    return " · ".join(f"{m.short} {float(result[k]):{m.fmt}}" for k, m in METRICS.items())
 
 
 def plot_tsne_density(results: Mapping[str, Mapping], *, point_size: float = 3.0, panel_size: float = 3.4,
                       cmap: str = "viridis") -> Figure:
-    """t-SNE scatters side by side, coloured by KDE density / mean density, with the three metrics in each title.
+    """t-SNE scatters side by side, coloured by KDE density / mean density, with the metrics in each title.
 
-    results maps a tokenizer name to a `uniformity.single_run` result (embedding n x 2, densities n, density,
-    gini, entropy). The figure has one axes per tokenizer plus one shared colour bar.
+    results maps a tokenizer name to a `uniformity.single_run` result (embedding n x 2, densities n, and each
+    key of uniformity.METRICS). The figure has one axes per tokenizer plus one shared colour bar.
     """
     if not results:
         raise DataError("plot_tsne_density needs at least one result; pass {name: uniformity.single_run(...)}")

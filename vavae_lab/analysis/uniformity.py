@@ -3,7 +3,8 @@
 Protocol (NOTES.md §7): sample n latent vectors (one random spatial position per image, channel-normalised),
 embed them in 2-D with scikit-learn's t-SNE (perplexity 30), fit scipy's `gaussian_kde` on the embedding and
 evaluate it at every point -> densities p. Then density = std(p) / mean(p), Gini of p, and the base-2 entropy
-of p / sum(p) divided by log2(n). Lower density and Gini, higher entropy = more uniform.
+of p / sum(p) divided by log2(n). Lower density and Gini, higher entropy = more uniform. `METRICS` registers
+them (key, function, direction, labels); everything that shows or tabulates them iterates it.
 
 Run r of `uniformity_metrics` uses the seed `seed + r` for both the sampled positions and the t-SNE.
 
@@ -16,7 +17,9 @@ a second (scipy evaluates it in compiled code). `max_iter` trades accuracy for t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,6 +63,31 @@ def normalized_entropy(p) -> float:
     q = arr / arr.sum()
     q = q[q > 0]
     return float(-np.sum(q * np.log2(q)) / np.log2(arr.size))
+
+
+@dataclass(frozen=True)
+class UniformityMetric:
+    """One spread metric of the KDE densities: its result key, function, direction and labels."""
+
+    name: str  # key in every result dict and table row ("density"; "density_std", "paper_density", "probe_density")
+    fn: Callable[[np.ndarray], float]  # densities -> value
+    higher_is_uniform: bool  # True when a larger value means more uniform latents
+    label: str  # column header in tables ("density CV")
+    short: str  # name in the one-line summary under a scatter ("density" in "density 0.263 · ...")
+    fmt: str  # number format in tables and summaries (".3f")
+
+
+# The one registry of uniformity metrics: analysis, figures, widgets, study tables and the report iterate it.
+METRICS: dict[str, UniformityMetric] = {m.name: m for m in (
+    UniformityMetric("density", density_cv, False, "density CV", "density", ".3f"),
+    UniformityMetric("gini", gini, False, "Gini", "Gini", ".3f"),
+    UniformityMetric("entropy", normalized_entropy, True, "entropy", "H", ".4f"),
+)}
+
+
+def metrics_of(densities) -> dict[str, float]:
+    """Every registered metric of one density vector, in registry order."""
+    return {name: float(m.fn(densities)) for name, m in METRICS.items()}
 
 
 def _pick(num_images: int, positions: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,11 +242,6 @@ def kde_densities(emb, *, bandwidth: float | str | None = None) -> np.ndarray:
     return kde(e.T)
 
 
-def _metrics_of(densities: np.ndarray) -> dict[str, float]:
-    """The three metrics of one density vector."""
-    return {"density": density_cv(densities), "gini": gini(densities), "entropy": normalized_entropy(densities)}
-
-
 def _embed_and_score(vectors: np.ndarray, seed: int, perplexity: float, bandwidth, max_iter: int,
                      n_jobs: int | None) -> dict:
     """t-SNE, KDE and metrics of already sampled vectors, with the time of each stage."""
@@ -227,13 +250,13 @@ def _embed_and_score(vectors: np.ndarray, seed: int, perplexity: float, bandwidt
     t1 = time.perf_counter()
     dens = kde_densities(emb, bandwidth=bandwidth)
     t2 = time.perf_counter()
-    return {"embedding": emb, "densities": dens, **_metrics_of(dens), "tsne_seconds": t1 - t0,
+    return {"embedding": emb, "densities": dens, **metrics_of(dens), "tsne_seconds": t1 - t0,
             "kde_seconds": t2 - t1}
 
 
 def single_run(source, *, n: int = 10000, seed: int = 0, perplexity: float = 30.0, bandwidth=None,
                max_iter: int = 1000, n_jobs: int | None = None) -> dict:
-    """One run: the sampled vectors, their embedding (n x 2), KDE densities, the three metrics and timings."""
+    """One run: the sampled vectors, their embedding (n x 2), KDE densities, the METRICS values and timings."""
     t0 = time.perf_counter()
     vectors = sample_vectors(source, n, seed=seed)
     result = _embed_and_score(vectors, seed, perplexity, bandwidth, max_iter, n_jobs)
@@ -243,7 +266,7 @@ def single_run(source, *, n: int = 10000, seed: int = 0, perplexity: float = 30.
 
 def uniformity_metrics(source, *, n: int = 10000, runs: int = 3, seed: int = 0, perplexity: float = 30.0,
                        bandwidth=None, max_iter: int = 1000, workers: int = 1, progress: bool = False) -> dict:
-    """Mean, std (population, ddof=0) and per-run values of density CV, Gini and normalised entropy over seeds.
+    """Mean, std (population, ddof=0) and per-run values of every metric in METRICS over seeds.
 
     Run r uses seed + r for the sampled positions and the t-SNE. workers > 1 runs seeds in parallel
     processes (same values, less wall time when cores are free). "n" is the number of vectors actually used.
@@ -266,7 +289,7 @@ def uniformity_metrics(source, *, n: int = 10000, runs: int = 3, seed: int = 0, 
         results = [_embed_and_score(v, s, perplexity, bandwidth, max_iter, None)
                    for v, s in tqdm(list(zip(samples, seeds)), desc="uniformity runs", disable=not progress)]
     out: dict = {}
-    for key in ("density", "gini", "entropy"):
+    for key in METRICS:
         values = [float(r[key]) for r in results]
         out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
     out.update({"n": int(samples[0].shape[0]), "runs": int(runs), "seeds": seeds, "perplexity": perplexity,

@@ -143,14 +143,13 @@ class UniformityExplorerState:
                 raise ConfigError(f"uniformity explorer: {what}={value!r} is not one of {allowed}")
 
     def run(self, tokenizer: str, perplexity: float, bandwidth) -> dict:
-        """A single_run-style result (embedding, densities, density, gini, entropy) for one setting."""
+        """A single_run-style result (embedding, densities and each metric of uniformity.METRICS) for one setting."""
         from . import uniformity
 
         self._check(tokenizer, perplexity, bandwidth)
         emb = self.embedding(tokenizer, perplexity)
         dens = np.asarray(uniformity.kde_densities(emb, bandwidth=bandwidth))
-        return {"embedding": emb, "densities": dens, "density": float(uniformity.density_cv(dens)),
-                "gini": float(uniformity.gini(dens)), "entropy": float(uniformity.normalized_entropy(dens))}
+        return {"embedding": emb, "densities": dens, **uniformity.metrics_of(dens)}
 
     def update(self, *, tokenizer: str | None = None, perplexity: float | None = None, bandwidth=...) -> dict:
         """Change any of the three settings, recompute (t-SNE only if not cached) and return the result dict."""
@@ -161,9 +160,11 @@ class UniformityExplorerState:
         return self.result
 
     def metrics(self) -> dict[str, float]:
-        """The three metrics of the current setting."""
+        """The uniformity metrics (uniformity.METRICS) of the current setting."""
+        from .uniformity import METRICS
+
         res = self.result or self.update()
-        return {k: res[k] for k in ("density", "gini", "entropy")}
+        return {k: res[k] for k in METRICS}
 
     def figure(self, compare: bool = False) -> Figure:
         """The scatter of the current tokenizer, or of every tokenizer side by side when compare=True."""
@@ -189,7 +190,7 @@ def _image_widget(fig: Figure):
 
 def uniformity_explorer(sources: Mapping, *, n: int = 2000, perplexities: Sequence[float] = (10, 30, 50),
                         bandwidths: Sequence = DEFAULT_BANDWIDTHS, seed: int = 0, progress: bool = True):
-    """Pick a tokenizer, perplexity and KDE bandwidth and watch the t-SNE scatter and three metrics update.
+    """Pick a tokenizer, perplexity and KDE bandwidth and watch the t-SNE scatter and the metrics update.
 
     Returns an ipywidgets VBox (with `.state`) when a front end is attached; otherwise the static figure of
     every tokenizer at the default setting (only those embeddings are computed).

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 from . import tables as T
-from . import variants as V
 from .runner import Study
 
 
@@ -87,32 +86,44 @@ def show_table(rows: list[dict], columns: list[tuple[str, str, str]]):
     return Markdown(text)
 
 
-TOKENIZER_COLUMNS = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
-                     ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"), ("gfid_cfg", "gFID CFG 3", ".1f")]
+TOKENIZER_COLUMNS = T.TOKENIZER_COLUMNS  # notebooks import it from vavae_lab.study
 
 
 def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequence[int] = (0,), workers: int = 1,
             device: str | None = None) -> dict:
-    """Every table of the study from the cache (training whatever is missing), as one JSON-able dict."""
+    """Every table of the study (`tables.TABLES`) from the cache (training whatever is missing), as one JSON-able dict."""
     study = Study(preset, overrides, device=device, progress=False)
-    out = {"preset": preset, "overrides": list(overrides), "dilemma": T.dilemma(study), "table2": T.table2(study),
-           "table5": T.table5(study), "table4": T.table4(study), "table6": T.table6(study, workers=workers),
-           "table1": T.table1(study), "sampling": T.sampling(study)}
-    rows, corr = T.proxies(study)
-    out["proxies"], out["spearman"] = rows, corr
+    out = {"preset": preset, "overrides": list(overrides)}
+    for table in T.TABLES:
+        value = table.rows(study, workers=workers) if table.workers else table.rows(study)
+        if table.also:
+            out[table.key], out[table.also] = value
+        else:
+            out[table.key] = value
     for seed in seeds:
         if seed == study.base.seed:
             continue
         other = Study(preset, (*overrides, f"seed={seed}"), device=device, progress=False)
-        for key in ("dilemma", "table2"):
-            extra = {r["name"]: r for r in (T.dilemma(other) if key == "dilemma" else T.table2(other))}
-            for row in out[key]:
-                row[f"gfid_seed{seed}"] = extra[row["name"]]["gfid"]
-                row[f"gfid_cfg_seed{seed}"] = extra[row["name"]]["gfid_cfg"]
-        for key in ("table5", "table4"):
-            for row in out[key]:
-                row[f"gfid_seed{seed}"] = other.generation(row["name"])["fid"]
+        for table in T.TABLES:
+            if not table.seeds:
+                continue
+            extra = {r["name"]: r for r in table.rows(other)}
+            for row in out[table.key]:
+                for key in table.seed_keys():
+                    row[f"{key}_seed{seed}"] = extra[row["name"]][key]
     return out
+
+
+def _seed_columns(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """The columns of the extra seeds' gFIDs that `collect` added to these rows."""
+    return [(k, k.replace("gfid_", "gFID ").replace("_seed", " seed "), ".1f")
+            for k in (rows[0] if rows else {}) if "_seed" in k]
+
+
+def _columns(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """A table's columns with the extra seeds' columns inserted before the paper's."""
+    cut = next((i for i, c in enumerate(columns) if c[0].startswith("paper_")), len(columns))
+    return columns[:cut] + _seed_columns(rows) + columns[cut:]
 
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
@@ -124,8 +135,6 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
     if results.get("preset") == "smoke":
         results = {"note": T.SMOKE_NOTE, **results}
     (out / "report.json").write_text(json.dumps(results, indent=1, default=float))
-    seed_cols = [(k, k.replace("gfid_", "gFID ").replace("_seed", " seed "), ".1f")
-                 for k in (results["dilemma"][0] if results["dilemma"] else {}) if "_seed" in k]
     frontier = plot_frontier([{**r, "recon": r["rfid"]} for r in results["table2"] + results["dilemma"][:1]], "rfid",
                              title="toy frontier: rFID vs gFID")
     frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
@@ -134,32 +143,14 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         md += [f"> **{results['note']}**", ""]
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
-    md += ["## The optimization dilemma (notebook 01)", _md_table(results["dilemma"], TOKENIZER_COLUMNS + seed_cols), "",
-           "## Table 2: VF loss (notebook 02)", _md_table(results["table2"], TOKENIZER_COLUMNS + seed_cols + [
-               ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
-               ("paper_gfid", "paper gFID (B)", ".2f")]), "", "![frontier](frontier.png)", ""]
-    abl = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"),
-           ("paper_gfid", "paper gFID", ".2f")]
-    abl += [c for c in seed_cols if "cfg" not in c[0]]
-    md += ["## Table 5: VF loss ablation", _md_table(results["table5"], abl), "",
-           "## Table 4: which network to align with", _md_table(results["table4"], abl), "",
-           "## Table 6: latent uniformity (notebook 03)", _md_table(results["table6"], [
-               ("tokenizer", "tokenizer", ""), ("density", "density CV", ".3f"), ("density_std", "+-", ".3f"),
-               ("gini", "Gini", ".3f"), ("gini_std", "+-", ".3f"), ("entropy", "entropy", ".4f"),
-               ("entropy_std", "+-", ".4f"), ("gfid", "gFID", ".1f"), ("paper_density", "paper CV", ".3f"),
-               ("paper_gini", "paper Gini", ".3f"), ("paper_entropy", "paper entropy", ".3f")]), "",
-           "## Cheap gFID proxies", _md_table(results["proxies"], [
-               ("tokenizer", "tokenizer", ""), ("gfid", "gFID", ".1f"), ("probe_gfid", "probe gFID", ".1f"),
-               ("probe_density", "density", ".3f"), ("probe_gini", "Gini", ".3f"), ("probe_entropy", "entropy", ".4f")]),
-           "", "Spearman with the full gFID over {n} tokenizers: ".format(n=results["spearman"]["n"]) + ", ".join(
-               f"{k} {v:+.2f}" for k, v in results["spearman"].items() if k != "n"), "",
-           "## Table 1: DiT -> LightningDiT (notebook 04)", _md_table(results["table1"], [
-               ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
-               ("paper_fid", "paper FID", ".2f")]), "", f"({V.TABLE1_PAPER_NOTE})", "",
-           "## Sampling (notebook 05)"]
-    for key, rows in results["sampling"].items():
-        md += [f"### {key}", _md_table(rows, [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
-                                              ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]), ""]
+    for table in T.TABLES:
+        md.append(f"## {table.title}")
+        rows = results[table.key]
+        if isinstance(rows, dict):  # sweeps: one sub-table each
+            for key, sub in rows.items():
+                md += [f"### {key}", _md_table(sub, table.columns), ""]
+        else:
+            md += [_md_table(rows, _columns(rows, table.columns)), *table.notes(results), ""]
     if results.get("timing"):
         t = results["timing"]
         md += ["## Where the time went", f"{len(t['jobs'])} jobs, {t['jobs_total_seconds'] / 60:.1f} min of job time "

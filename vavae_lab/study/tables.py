@@ -1,9 +1,11 @@
 """The toy versions of the paper's tables, as lists of row dicts computed from a `Study` (cached runs)."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 from ..analysis.proxy import spearman
+from ..analysis.uniformity import METRICS
 from . import variants as V
 from .runner import Study
 
@@ -75,26 +77,27 @@ def table4(study: Study) -> list[dict]:
 
 
 def table6(study: Study, *, workers: int = 1) -> list[dict]:
-    """Table 6 at toy scale: density CV, Gini, normalised entropy (mean +- std over t-SNE runs) and gFID."""
+    """Table 6 at toy scale: each uniformity metric (mean +- std over t-SNE runs) and gFID, beside the paper's."""
     rows = []
     for name in V.UNIFORMITY:
         u = study.uniformity(name, workers=workers)
-        paper = V.TABLE6_PAPER.get(name, (None, None, None))
+        paper = V.TABLE6_PAPER.get(name, {})
         rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "gfid": _gen(study, name),
-                     **{f"{k}": u[k]["mean"] for k in ("density", "gini", "entropy")},
-                     **{f"{k}_std": u[k]["std"] for k in ("density", "gini", "entropy")},
-                     "n": u["n"], "runs": u["runs"],
-                     "paper_density": paper[0], "paper_gini": paper[1], "paper_entropy": paper[2]})
+                     **{k: u[k]["mean"] for k in METRICS}, **{f"{k}_std": u[k]["std"] for k in METRICS},
+                     "n": u["n"], "runs": u["runs"], **{f"paper_{k}": paper.get(k) for k in METRICS}})
     return _rows(study, rows)
 
 
-PROXIES = {"probe_gfid": 1.0, "probe_density": 1.0, "probe_gini": 1.0, "probe_entropy": -1.0}
+# proxy -> sign, so that a correlation of +1 means "ranks like gFID": +1 where lower is better (gFID, density CV,
+# Gini), -1 for a uniformity metric where higher is more uniform (entropy)
+PROXIES = {"probe_gfid": 1.0, **{f"probe_{k}": -1.0 if m.higher_is_uniform else 1.0 for k, m in METRICS.items()}}
 
 
 def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict], dict]:
     """Each tokenizer's cheap proxies beside its full gFID, and Spearman's rank correlation of each proxy.
 
-    Returns (rows, {"n": tokenizers, proxy: rho}); entropy is negated so +1 always means "ranks like gFID".
+    Returns (rows, {"n": tokenizers, proxy: rho}); a metric where higher is more uniform (entropy) is negated, so
+    +1 always means "ranks like gFID".
     """
     names = list(names or V.TOKENIZERS)
     rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), **study.probe(n)} for n in names]
@@ -132,6 +135,74 @@ def sampling(study: Study) -> dict[str, list[dict]]:
     return {k: _rows(study, v) for k, v in sweeps.items()}
 
 
+Column = tuple[str, str, str]  # (row key, header, format)
+TOKENIZER_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
+                                   ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"), ("gfid_cfg", "gFID CFG 3", ".1f")]
+ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
+                                  ("gfid", "gFID", ".1f"), ("paper_gfid", "paper gFID", ".2f")]
+SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
+                                  ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the study, declared once: its rows, columns and tokenizers, and its place in report.md.
+
+    `rows(study)` builds it (notebooks call the same functions); `columns` is how report.md (and the notebooks
+    that show the same table) lay it out. `names` are its tokenizers; `guided` tables also hold gFID with CFG 3;
+    `seeds` tables get a gFID column per extra seed of `reproduce --seeds`. `notes(results)` are report lines
+    after the table. A table whose rows are a dict of sweeps is shown as one sub-table per sweep.
+    """
+
+    key: str  # its key in `collect`'s dict and report.json
+    title: str  # the report.md heading
+    rows: Callable
+    columns: list[Column]
+    names: tuple[str, ...] = ()
+    guided: bool = False
+    seeds: bool = False
+    workers: bool = False  # rows(study, workers=...) runs t-SNE seeds in parallel
+    also: str | None = None  # rows returns (rows, extra); extra is stored under this key
+    notes: Callable[[dict], list[str]] = field(default=lambda results: [])
+
+    def seed_keys(self) -> tuple[str, ...]:
+        """The row keys repeated for each extra seed: gFID, and gFID with CFG 3 in a guided table."""
+        return ("gfid", "gfid_cfg") if self.guided else ("gfid",)
+
+
+def _spearman_line(results: dict) -> list[str]:
+    """The proxies' rank correlations with the full gFID, as a report line."""
+    corr = results["spearman"]
+    return ["", f"Spearman with the full gFID over {corr['n']} tokenizers: " + ", ".join(
+        f"{k} {v:+.2f}" for k, v in corr.items() if k != "n")]
+
+
+TABLES: list[Table] = [
+    Table("dilemma", "The optimization dilemma (notebook 01)", dilemma, TOKENIZER_COLUMNS, V.DILEMMA,
+          guided=True, seeds=True),
+    Table("table2", "Table 2: VF loss (notebook 02)", table2, TOKENIZER_COLUMNS + [
+        ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
+        ("paper_gfid", "paper gFID (B)", ".2f")], V.TABLE2, guided=True, seeds=True,
+          notes=lambda results: ["", "![frontier](frontier.png)"]),
+    Table("table5", "Table 5: VF loss ablation", table5, ABLATION_COLUMNS, V.TABLE5, seeds=True),
+    Table("table4", "Table 4: which network to align with", table4, ABLATION_COLUMNS, V.TABLE4, seeds=True),
+    Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
+        ("tokenizer", "tokenizer", ""),
+        *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
+        ("gfid", "gFID", ".1f"), *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
+          V.UNIFORMITY, workers=True),
+    Table("proxies", "Cheap gFID proxies", proxies, [
+        ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), ("probe_gfid", "probe gFID", ".1f"),
+        *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], tuple(V.TOKENIZERS), also="spearman",
+          notes=_spearman_line),
+    Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
+        ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
+        ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"]),
+    Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,)),
+]
+BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
+
+
 def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
          ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
     """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
@@ -141,7 +212,7 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
     `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows.
     """
     ov = tuple(study_overrides)
-    guided = set(V.DILEMMA) | set(V.TABLE2)
+    guided = {n for t in TABLES if t.guided for n in t.names}
     first = [("generation", V.DIT_TOKENIZER, ())]
     out = [(ov, first)]
     for name in V.TOKENIZERS:
@@ -149,7 +220,7 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
         if name in guided:
             calls.append(("generation", name, (CFG,)))
         calls.append(("probe", name, ()))
-        if name in V.UNIFORMITY:
+        if name in BY_KEY["table6"].names:
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
     for i in range(len(V.TABLE1) - 1):
@@ -163,8 +234,9 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
 
 
 def seed_jobs(seed: int) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
-    """The jobs of a repeat with another seed: dilemma and Table 2 (with and without CFG), Tables 5 and 4 (without)."""
+    """The jobs of a repeat with another seed: the `seeds` tables' gFIDs (also with CFG 3 in a guided table)."""
     ov = (f"seed={seed}",)
-    guided = list(dict.fromkeys([*V.DILEMMA, *V.TABLE2]))
+    guided = list(dict.fromkeys(n for t in TABLES if t.seeds and t.guided for n in t.names))
     jobs = [(ov, [("generation", n, ()), ("generation", n, (CFG,))]) for n in guided]
-    return jobs + [(ov, [("generation", n, ())]) for n in dict.fromkeys([*V.TABLE5, *V.TABLE4]) if n not in guided]
+    plain = dict.fromkeys(n for t in TABLES if t.seeds and not t.guided for n in t.names)
+    return jobs + [(ov, [("generation", n, ())]) for n in plain if n not in guided]

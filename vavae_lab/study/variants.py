@@ -94,4 +94,7 @@ TABLE2_PAPER = {  # spec -> (rFID, PSNR, gFID LightningDiT-B)
 TABLE5_PAPER = {"d32": 22.62, "d32_vf": 15.82, "d32_vf_no_mcos": 21.87, "d32_vf_no_mdms": 17.74,
                 "d32_vf_margins": 17.77}  # note: the paper's "full" has margins; its ablation row removes them
 TABLE4_PAPER = {"d32": 22.62, "d32_vf": 15.82, "d32_vf_masked": 19.89, "d32_vf_random": None}
-TABLE6_PAPER = {"d32": (0.263, 0.145, 0.995), "d32_vf": (0.178, 0.096, 0.998)}  # f16d32 none / DINOv2
+TABLE6_PAPER = {  # f16d32 none / DINOv2, by uniformity metric (vavae_lab.analysis.uniformity.METRICS)
+    "d32": {"density": 0.263, "gini": 0.145, "entropy": 0.995},
+    "d32_vf": {"density": 0.178, "gini": 0.096, "entropy": 0.998},
+}

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vavae_lab.analysis import plots, widgets  # noqa: E402
+from vavae_lab.analysis.uniformity import METRICS  # noqa: E402
 from vavae_lab.errors import ConfigError, DataError  # noqa: E402
 from vavae_lab.tokenizer.autoencoder import AutoencoderKL  # noqa: E402
 
@@ -94,7 +95,7 @@ def images():
 def _result(density, gini, entropy, n=50, seed=0):
     rng = np.random.default_rng(seed)
     return {"embedding": rng.normal(size=(n, 2)), "densities": rng.uniform(0.5, 1.5, n),
-            "density": density, "gini": gini, "entropy": entropy}
+            **{k: 0.5 for k in METRICS}, "density": density, "gini": gini, "entropy": entropy}
 
 
 def test_tsne_density_one_panel_per_tokenizer_with_metrics_in_titles():
@@ -200,7 +201,7 @@ def test_explorer_state_caches_tsne_and_reruns_only_kde(uniformity, sources):
     state.update(perplexity=5)
     state.update(tokenizer="d4+clusters")
     assert uniformity.calls == [5, 10, 5]
-    assert set(state.metrics()) == {"density", "gini", "entropy"}
+    assert set(state.metrics()) == set(METRICS)
     with pytest.raises(ConfigError, match="perplexity"):
         state.update(perplexity=7)
 

@@ -131,7 +131,7 @@ def test_channel_stats_match_torch_formulas():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(5, 3, 4, 4, generator=g)
     z[:, 2] = -2.0 * z[:, 0] + 1.0  # perfectly anti-correlated with channel 0
-    stats = plots.channel_stats(z)
+    stats = plots.channel_summary(z)
     torch.testing.assert_close(stats["mean"], z.double().mean(dim=(0, 2, 3)))
     flat1 = z[:, 1].double().flatten()
     assert math.isclose(float(stats["std"][1]), math.sqrt(((flat1 - flat1.mean()) ** 2).sum() / (flat1.numel() - 1)))
@@ -143,14 +143,14 @@ def test_channel_stats_match_torch_formulas():
     assert len(fig.axes) == 3
     assert f"{stats['std'].mean():.3f}" in fig.axes[0].get_title()
     with pytest.raises(DataError, match=r"\(N, C, h, w\)"):
-        plots.channel_stats(torch.zeros(3, 4, 4))
+        plots.channel_summary(torch.zeros(3, 4, 4))
 
 
 def test_image_grid_and_uint8_conversion():
     floats = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3).expand(5, 3, 2, 3)
-    assert plots.to_uint8(floats)[0, 0, :, 0].tolist() == [0, 128, 255]
-    as_uint8 = plots.to_uint8(floats).transpose(0, 3, 1, 2)
-    np.testing.assert_array_equal(plots.to_uint8(as_uint8), plots.to_uint8(floats))
+    assert plots.hwc_uint8(floats)[0, 0, :, 0].tolist() == [0, 128, 255]
+    as_uint8 = plots.hwc_uint8(floats).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(plots.hwc_uint8(as_uint8), plots.hwc_uint8(floats))
     fig = plots.image_grid(floats, nrow=3, titles=list("abcde"))
     assert len(fig.axes) == 5 and [ax.get_title() for ax in fig.axes] == list("abcde")
     with pytest.raises(DataError, match="titles"):

@@ -1,6 +1,6 @@
 """Analysis of latents and tokenizers: uniformity metrics, proxies, figures and interactive views."""
 from .plots import (
-    channel_stats, image_grid, interpolate_latents, plot_channel_stats, plot_frontier, plot_interpolation,
+    channel_summary, image_grid, interpolate_latents, plot_channel_stats, plot_frontier, plot_interpolation,
     plot_latent_channels, plot_reconstructions, plot_tsne_density,
 )
 from .uniformity import (

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..data.images import to_uint8
 from ..errors import ConfigError, DataError
 from .uniformity import METRICS
 
@@ -38,8 +39,11 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_uint8(images) -> np.ndarray:
-    """Images (N, C, H, W) or (N, H, W, C) with C in {1, 3}, float in [-1, 1] or uint8 -> (N, H, W, C) uint8."""
+def hwc_uint8(images) -> np.ndarray:
+    """Images (N, C, H, W) or (N, H, W, C) with C in {1, 3}, float in [-1, 1] or uint8 -> (N, H, W, C) uint8 to draw.
+
+    Floats go through `vavae_lab.data.images.to_uint8`, the one [-1, 1] -> uint8 conversion.
+    """
     arr = _numpy(images)
     if arr.ndim == 3:
         arr = arr[None]
@@ -51,7 +55,7 @@ def to_uint8(images) -> np.ndarray:
     elif arr.shape[-1] not in (1, 3):
         raise DataError(f"images of shape {arr.shape} have neither 1 nor 3 channels in dim 1 or in the last dim")
     if np.issubdtype(arr.dtype, np.floating):
-        return np.clip(np.rint((arr + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        return to_uint8(torch.from_numpy(np.ascontiguousarray(arr))).numpy()
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             raise DataError(f"integer images must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
@@ -163,20 +167,28 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     return fig
 
 
-def channel_stats(latents) -> dict[str, torch.Tensor]:
-    """Per-channel mean and (unbiased) std of latents N x C x h x w over N, h, w, and the C x C correlation."""
+def channel_summary(latents) -> dict[str, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of latents N x C x h x w over N, h, w, and the C x C correlation.
+
+    Mean and std are `vavae_lab.latents.stats.channel_moments`, the moments the DiT's normalisation uses
+    (float64, without its std floor).
+    """
+    from ..latents.stats import channel_moments
+
     z = torch.as_tensor(latents)
     if z.ndim != 4:
-        raise DataError(f"channel_stats expects latents (N, C, h, w), got shape {tuple(z.shape)}")
+        raise DataError(f"channel_summary expects latents (N, C, h, w), got shape {tuple(z.shape)}")
     if z.shape[0] * z.shape[2] * z.shape[3] < 2:
-        raise DataError("channel_stats needs at least two values per channel")
-    flat = z.detach().to("cpu", torch.float64).transpose(0, 1).reshape(z.shape[1], -1)
-    return {"mean": flat.mean(dim=1), "std": flat.std(dim=1), "corr": torch.corrcoef(flat)}
+        raise DataError("channel_summary needs at least two values per channel")
+    z = z.detach().to("cpu", torch.float64)
+    mean, std = channel_moments(lambda idx: z[idx], torch.arange(z.shape[0]))
+    flat = z.transpose(0, 1).reshape(z.shape[1], -1)
+    return {"mean": mean, "std": std, "corr": torch.corrcoef(flat)}
 
 
 def plot_channel_stats(latents, *, title: str | None = None) -> Figure:
     """Per-channel mean and std as bars, next to the channel correlation heatmap (3 axes with its colour bar)."""
-    stats = channel_stats(latents)
+    stats = channel_summary(latents)
     mean, std, corr = stats["mean"].numpy(), stats["std"].numpy(), stats["corr"].numpy()
     c = mean.shape[0]
     off = corr[~np.eye(c, dtype=bool)] if c > 1 else np.zeros(1)
@@ -201,7 +213,7 @@ def plot_channel_stats(latents, *, title: str | None = None) -> Figure:
 
 def image_grid(images, nrow: int = 8, titles: Sequence[str] | None = None, *, cell: float = 1.3) -> Figure:
     """Images ([-1, 1] floats or uint8, N x C x H x W) in a grid of nrow per row: one axes per image."""
-    arr = to_uint8(images)
+    arr = hwc_uint8(images)
     n = arr.shape[0]
     if nrow < 1:
         raise ConfigError(f"image_grid: nrow={nrow} must be at least 1")
@@ -220,11 +232,11 @@ def image_grid(images, nrow: int = 8, titles: Sequence[str] | None = None, *, ce
 
 def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: float = 1.4) -> Figure:
     """Inputs in the first row, each tokenizer's reconstructions below, titled with their PSNR in dB."""
-    inputs = to_uint8(images)
+    inputs = hwc_uint8(images)
     n = inputs.shape[0]
     recons = {}
     for name, rec in recons_by_name.items():
-        recons[name] = to_uint8(rec)
+        recons[name] = hwc_uint8(rec)
         if recons[name].shape != inputs.shape:
             raise DataError(f"reconstructions of {name!r} have shape {recons[name].shape} but the inputs "
                             f"{inputs.shape}; pass one reconstruction per input image")
@@ -275,7 +287,7 @@ def interpolate_latents(z0, z1, steps: int, mode: str = "linear") -> torch.Tenso
 
 def plot_interpolation(frames, *, ts: Sequence[float] | None = None, cell: float = 1.3) -> Figure:
     """Decoded frames of a latent path (steps x C x H x W in [-1, 1]) in one row, titled with t."""
-    arr = to_uint8(frames)
+    arr = hwc_uint8(frames)
     steps = arr.shape[0]
     ts = np.linspace(0.0, 1.0, steps) if ts is None else np.asarray(ts, dtype=float)
     if len(ts) != steps:
@@ -299,7 +311,7 @@ def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float =
     rows = math.ceil(c / cols)
     fig = Figure(figsize=(cell * (cols + 2), cell * rows + 0.5), layout="constrained")
     grid = fig.add_gridspec(rows, cols + 2)
-    _show(fig.add_subplot(grid[:, :2]), to_uint8(image)[0], "input")
+    _show(fig.add_subplot(grid[:, :2]), hwc_uint8(image)[0], "input")
     for k in range(c):
         ax = fig.add_subplot(grid[k // cols, 2 + k % cols])
         lim = max(float(np.abs(z[k]).max()), 1e-8)

@@ -26,13 +26,12 @@ def denormalize(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch
     return z * std.to(z.device, z.dtype) + mean.to(z.device, z.dtype)
 
 
-def channel_stats(read_chunk: Callable[[torch.Tensor], torch.Tensor], indices: torch.Tensor,
-                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and unbiased std (1 x C x 1 x 1, float32) over all pixels of the latents at `indices`.
+def channel_moments(read_chunk: Callable[[torch.Tensor], torch.Tensor], indices: torch.Tensor,
+                    chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased std (two float64 vectors of length C) over all pixels of the latents at `indices`.
 
     `read_chunk(idx)` returns the latents (n x C x h x w) at sorted indices `idx`; two passes in float64
-    (the mean, then the centred squares) keep the result exact for large caches. Equal to
-    `z.mean((0, 2, 3), keepdim=True)` and `z.std((0, 2, 3), keepdim=True)` of the whole selection, as upstream.
+    (the mean, then the centred squares) keep the result exact for large caches.
     """
     if indices.numel() == 0:
         raise DataError("cannot compute latent statistics of an empty selection; the dataset holds no images")
@@ -47,8 +46,18 @@ def channel_stats(read_chunk: Callable[[torch.Tensor], torch.Tensor], indices: t
     for i in range(0, indices.numel(), chunk):
         z = read_chunk(indices[i:i + chunk]).double()
         squares += (z - mean.view(1, -1, 1, 1)).pow(2).sum(dim=(0, 2, 3))
-    std = (squares / max(count - 1, 1)).sqrt().clamp_min(STD_FLOOR)
-    return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
+    return mean, (squares / max(count - 1, 1)).sqrt()
+
+
+def channel_stats(read_chunk: Callable[[torch.Tensor], torch.Tensor], indices: torch.Tensor,
+                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased std (1 x C x 1 x 1, float32; std floored at STD_FLOOR) for normalisation.
+
+    The `channel_moments` of the latents at `indices`. Equal to `z.mean((0, 2, 3), keepdim=True)` and
+    `z.std((0, 2, 3), keepdim=True)` of the whole selection, as upstream.
+    """
+    mean, std = channel_moments(read_chunk, indices, chunk)
+    return mean.float().view(1, -1, 1, 1), std.clamp_min(STD_FLOOR).float().view(1, -1, 1, 1)
 
 
 def stats_subset(num_items: int, count: int, seed: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from ..data.images import check_uint8_images, to_uint8
 from ..errors import CheckpointError, ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
 from .recon import psnr, ssim
@@ -77,28 +78,14 @@ class UInt8Dataset(Dataset):
     """A Dataset over a uint8 N x 3 x H x W tensor yielding one 3 x H x W image per item (torch-fidelity input)."""
 
     def __init__(self, images_uint8: torch.Tensor):
-        if not torch.is_tensor(images_uint8) or images_uint8.dtype != torch.uint8:
-            got = getattr(images_uint8, "dtype", type(images_uint8).__name__)
-            raise DataError(f"UInt8Dataset expects a uint8 tensor, got {got}; convert images in [-1, 1] with "
-                            "vavae_lab.metrics.to_uint8(x)")
-        if images_uint8.dim() != 4 or images_uint8.shape[1] != 3:
-            raise DataError(f"UInt8Dataset expects N x 3 x H x W RGB images, got shape {tuple(images_uint8.shape)}")
-        if len(images_uint8) == 0:
-            raise DataError("UInt8Dataset got no images; FID needs at least two images per set")
-        self.images = images_uint8.cpu().contiguous()
+        self.images = check_uint8_images(images_uint8, "UInt8Dataset images", empty="UInt8Dataset got no images; "
+                                         "FID needs at least two images per set").contiguous()
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.images[index]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] to uint8 in [0, 255]: clamp, scale by 127.5, round to nearest (returned on the CPU)."""
-    if not torch.is_tensor(images) or not images.is_floating_point():
-        raise DataError(f"to_uint8 expects a float tensor in [-1, 1], got {getattr(images, 'dtype', type(images))}")
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
 def _as_dataset(images, role: str) -> Dataset:

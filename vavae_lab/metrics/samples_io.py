@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..atomic import atomic_write
+from ..data.images import check_uint8_images
 from ..errors import DataError
 
 GRID_NAME = "grid.png"
@@ -22,16 +23,8 @@ _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Imag
 
 
 def _check_uint8_images(images) -> torch.Tensor:
-    """Validate a uint8 N x 3 x H x W tensor and return it on the CPU."""
-    if not torch.is_tensor(images) or images.dtype != torch.uint8:
-        got = getattr(images, "dtype", type(images).__name__)
-        raise DataError(f"samples must be a uint8 N x 3 x H x W tensor, got {got}; convert images in [-1, 1] "
-                        "with vavae_lab.metrics.to_uint8(x)")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise DataError(f"samples must be N x 3 x H x W RGB images, got shape {tuple(images.shape)}")
-    if len(images) == 0:
-        raise DataError("got no sample images to save")
-    return images.detach().cpu()
+    """Validate a uint8 N x 3 x H x W tensor of samples and return it on the CPU."""
+    return check_uint8_images(images, "samples", empty="got no sample images to save")
 
 
 def _check_labels(labels, n: int) -> list[int] | None:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
+from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
 
@@ -126,11 +127,6 @@ class ToyFeatureNet(nn.Module):
         """Both outputs from one pass: (penultimate features, logits)."""
         feats = self.features(x)
         return feats, self.classifier(feats)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of a module."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _datasets(config: ToyFeatureConfig):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save
+from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
 
@@ -155,11 +156,6 @@ class ToyVFM(nn.Module):
     def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
         """Predicted pixels B x 3 x R x R from the feature map (masked objective)."""
         return self.decoder(feats)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of a module."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:

@@ -187,3 +187,16 @@ def test_sampler_errors_name_the_setting():
         cfg_velocity(FakeModel(), y, scale=2.0, channels=5, null_class=1)(torch.randn(1, 4, 2, 2), 0.5)
     with pytest.raises(ConfigError, match="sample_steps"):
         sample_ddpm(lambda x, t: x, torch.randn(2, 4), sample_steps=0)
+
+
+def test_one_list_of_samplers_config_and_sample_ode_agree():
+    from vavae_lab.config import ODE_SAMPLERS, SAMPLERS, Config, apply_overrides
+    from vavae_lab.diffusion.samplers import METHODS
+
+    assert METHODS == ODE_SAMPLERS and SAMPLERS == (*ODE_SAMPLERS, "ddpm")
+    for name in SAMPLERS:
+        assert apply_overrides(Config(), [f"sample.sampler={name}"]).sample.sampler == name
+    with pytest.raises(ConfigError, match="one of euler, heun, dopri5, ddpm"):
+        apply_overrides(Config(), ["sample.sampler=rk4"])
+    with pytest.raises(ConfigError, match="unknown ODE method"):
+        sample_ode(lambda x, t: x, torch.zeros(1, 2), method="ddpm")

@@ -223,11 +223,17 @@ class DiTConfig:
     seed: Optional[int] = None
 
 
+# The one list of samplers: sample.sampler takes one of SAMPLERS; diffusion.samplers.sample_ode integrates the
+# ODE_SAMPLERS, and "ddpm" is the DDPM/DDIM sampler of a DiT trained with dit.transport.path=ddpm.
+ODE_SAMPLERS: tuple[str, ...] = ("euler", "heun", "dopri5")
+SAMPLERS: tuple[str, ...] = (*ODE_SAMPLERS, "ddpm")
+
+
 @dataclass
 class SampleConfig:
     """ODE sampling and classifier-free guidance (NOTES §5)."""
 
-    sampler: str = "euler"  # "euler", "heun", "dopri5" (torchdiffeq) or "ddpm" (for the DDPM baseline)
+    sampler: str = "euler"  # one of SAMPLERS: "euler", "heun", "dopri5" (torchdiffeq) or "ddpm" (DDPM baseline)
     steps: int = 250
     cfg_scale: float = 1.0  # 1.0: no guidance
     cfg_interval_start: float = 0.0  # guide only while t >= this (t = 1 is data); paper 0.11
@@ -379,7 +385,7 @@ _RULES = [
     ("dit.transport.path", *_choice("rectified_flow", "ddpm")),
     ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
     ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
-    ("sample.sampler", *_choice("euler", "heun", "dopri5", "ddpm")), ("sample.steps", *_POSITIVE),
+    ("sample.sampler", *_choice(*SAMPLERS)), ("sample.steps", *_POSITIVE),
     ("sample.cfg_scale", lambda v: v >= 0, ">= 0 (1.0 = no guidance; the paper samples with 10.0)"),
     ("sample.cfg_interval_start", lambda v: 0 <= v <= 1, "in [0, 1] (t = 1 is data; the paper uses 0.11)"),
     ("sample.cfg_channels", *_NON_NEGATIVE),

@@ -5,10 +5,11 @@ from typing import Callable
 
 import torch
 
+from vavae_lab.config import ODE_SAMPLERS
 from vavae_lab.diffusion.transport import DDPM, draw
 from vavae_lab.errors import ConfigError
 
-METHODS = ("euler", "heun", "dopri5")
+METHODS = ODE_SAMPLERS  # sample_ode's methods: the config's list of ODE samplers
 
 # velocity_fn(x, t) -> velocity shaped like x; t is a (B,) tensor (t = 0 noise, t = 1 data)
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

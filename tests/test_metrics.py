@@ -157,6 +157,11 @@ def test_toy_feature_config_rejects_bad_values():
         ToyFeatureConfig(width=0)
     with pytest.raises(ConfigError, match="unknown ToyFeatureConfig keys"):
         ToyFeatureConfig.from_dict({"widht": 8})
+    from vavae_lab.config import ToyFeatureSection
+    from vavae_lab.paths import config_hash
+
+    assert issubclass(ToyFeatureConfig, ToyFeatureSection)  # the recipe is declared once, in the config section
+    assert config_hash(ToyFeatureConfig()) == "be57635f0978"  # the cache key of the default network, unchanged
 
 
 # ----------------------------------------------------------------------------- FID

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save
+from ..config import ToyVFMSection
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
@@ -19,38 +20,27 @@ OBJECTIVES = ("supervised", "masked")
 
 
 @dataclass
-class ToyVFMConfig:
-    """Architecture and pretraining recipe of the toy VFM; its hash keys the cache file."""
+class ToyVFMConfig(ToyVFMSection):
+    """Architecture and pretraining recipe of the toy VFM; its hash keys the cache file.
 
-    objective: str = "supervised"  # "supervised" (class + per-cell segmentation) or "masked" (MAE-like)
-    width: int = 64  # channels at the feature grid; the 2x coarser context stage uses 2 * width
-    feature_dim: int = 64  # D, the channel count of the feature map the VF loss aligns to
-    steps: int = 800
-    batch_size: int = 64
-    lr: float = 2e-3
+    The recipe is `config.ToyVFMSection` (the `tokenizer.vf.toy` section, declared once there); this adds what
+    a run derives from its data and tokenizer and settings no preset changes.
+    """
+
     weight_decay: float = 0.05
-    num_images: int = 30000
     resolution: int = 32
-    seed: int = 0
     grid: int = 8  # native feature grid; the feature stride is resolution / grid
     mask_ratio: float = 0.6  # masked objective: fraction of grid cells hidden from the input
     num_classes: int = 10
 
 
-PRESETS = {
-    "smoke": ToyVFMConfig(width=16, feature_dim=32, steps=60, batch_size=64, num_images=2000),
-    "lab": ToyVFMConfig(),
-}
-
-
 def coerce_toy_config(config=None) -> ToyVFMConfig:
-    """A ToyVFMConfig from None (defaults), a preset name, a ToyVFMConfig, another dataclass or a dict."""
+    """A ToyVFMConfig from None (defaults), a ToyVFMConfig, a config.ToyVFMSection (or another dataclass) or a dict."""
     if config is None:
         return ToyVFMConfig()
     if isinstance(config, str):
-        if config not in PRESETS:
-            raise ConfigError(f"unknown toy VFM preset {config!r}; use one of {sorted(PRESETS)}")
-        return PRESETS[config]
+        raise ConfigError(f"toy VFM config {config!r}: pass a ToyVFMConfig, a config.ToyVFMSection or a dict; a "
+                          "preset's is tokenizer.build.toy_vfm_config(get_preset(name))")
     if isinstance(config, ToyVFMConfig):
         cfg = config
     else:

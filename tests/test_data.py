@@ -241,3 +241,18 @@ def test_build_dataset(folder):
         build_dataset("imagefolder")
     with pytest.raises(ConfigError, match="shapes, imagefolder"):
         build_dataset("cifar")
+
+
+def test_image_conversions_round_trip_and_uint8_check():
+    from vavae_lab.data.images import check_uint8_images, from_uint8, to_uint8
+
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
+    assert torch.equal(to_uint8(from_uint8(pixels)), pixels)  # every pixel value survives the round trip
+    assert from_uint8(pixels).min() == -1.0 and from_uint8(pixels).max() == 1.0
+    assert check_uint8_images(pixels) is not None
+    with pytest.raises(DataError, match="samples must be a uint8.*to_uint8"):
+        check_uint8_images(from_uint8(pixels), "samples")
+    with pytest.raises(DataError, match="N x 3 x H x W"):
+        check_uint8_images(pixels[:, :1], "samples")
+    with pytest.raises(DataError, match="nothing here"):
+        check_uint8_images(pixels[:0], empty="nothing here")

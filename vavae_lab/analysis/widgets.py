@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from ..data.images import from_uint8
 from ..errors import ConfigError, DataError
 from . import plots
 
@@ -56,7 +57,7 @@ def as_images(images) -> torch.Tensor:
         raise DataError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}; for a dataset pass "
                         "dataset.get_batch(range(k))[0]")
     if x.dtype == torch.uint8:
-        return x.float() / 127.5 - 1.0
+        return from_uint8(x)
     if not x.is_floating_point():
         raise DataError(f"images of dtype {x.dtype} are not supported; pass float images in [-1, 1] or uint8")
     return x.float()

@@ -1,9 +1,14 @@
-"""Image tensors between the models' [-1, 1] floats and uint8 pixels: the one conversion and the one uint8 check."""
+"""Image tensors between the models' [-1, 1] floats and uint8 pixels: the one conversion each way, the one uint8 check."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import DataError
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] to float in [-1, 1]: x / 127.5 - 1 (the inverse of `to_uint8` on its outputs)."""
+    return images.float() / 127.5 - 1.0
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from .images import from_uint8
 
 CLASS_NAMES: tuple[str, ...] = (
     "disk", "square", "triangle", "ring", "plus", "flower", "crescent",
@@ -246,10 +247,6 @@ def split_seed(seed: int, split: str) -> int:
     return int(np.random.SeedSequence([seed, SPLITS.index(split), 0x5B11]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(127.5).sub_(1.0)
-
-
 class ShapesDataset(Dataset):
     """Shapes images as float tensors in [-1, 1] with class labels; generated once per process and cached."""
 
@@ -272,7 +269,7 @@ class ShapesDataset(Dataset):
     def __getitem__(self, key):
         """Return (image float 3 x H x W in [-1, 1], label int) for an index or an (index, flip) pair."""
         index, flip = key if isinstance(key, tuple) else (key, False)
-        image = _to_unit_range(self.images[index])
+        image = from_uint8(self.images[index])
         if flip:
             image = image.flip(-1)
         return image, int(self.labels[index])
@@ -280,7 +277,7 @@ class ShapesDataset(Dataset):
     def get_batch(self, indices, flips=None, with_masks: bool = False):
         """Return (images B x 3 x H x W in [-1, 1], labels B[, masks B x H x W]), flipping where flips is True."""
         idx = torch.as_tensor(indices).to("cpu", torch.long)
-        images = _to_unit_range(self.images[idx])
+        images = from_uint8(self.images[idx])
         masks = self.masks[idx] if with_masks else None
         if flips is not None:
             flips = torch.as_tensor(flips).to("cpu", torch.bool)

@@ -14,7 +14,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ..data.images import check_uint8_images, to_uint8
+from ..data.images import check_uint8_images, from_uint8, to_uint8
 from ..errors import CheckpointError, ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
 from .recon import psnr, ssim
@@ -65,7 +65,7 @@ class ToyFeatureExtractor(FeatureExtractorBase):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             raise DataError(f"{TOY_EXTRACTOR_NAME} expects uint8 B x 3 x H x W images, got "
                             f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
-        feats, logits = self.net.features_and_logits(x.float() / 127.5 - 1.0)
+        feats, logits = self.net.features_and_logits(from_uint8(x))
         out = {"penultimate": feats.float(), "logits": logits.float()}
         return tuple(out[name] for name in self.features_list)
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
 from ..config import ToyFeatureSection
+from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
@@ -134,7 +135,7 @@ def evaluate_accuracy(net: ToyFeatureNet, images_uint8: torch.Tensor, labels: to
     net.eval()
     correct = 0
     for start in range(0, len(images_uint8), batch_size):
-        x = images_uint8[start:start + batch_size].to(device).float() / 127.5 - 1.0
+        x = from_uint8(images_uint8[start:start + batch_size].to(device))
         pred = net(x).argmax(dim=1).cpu()
         correct += int((pred == labels[start:start + batch_size]).sum())
     net.train(was_training)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save
 from ..config import ToyVFMSection
+from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
@@ -148,11 +149,6 @@ class ToyVFM(nn.Module):
         return self.decoder(feats)
 
 
-def _to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images in [0, 255] -> float in [-1, 1]."""
-    return images.float() / 127.5 - 1.0
-
-
 def _augment(x: torch.Tensor, masks: torch.Tensor, gen: torch.Generator, max_shift: int = 2):
     """Random horizontal flips and integer translations (up to max_shift px, border padding), images and masks alike."""
     b, _, h, w = x.shape
@@ -225,7 +221,7 @@ def pretrain_toy_vfm(config=None, *, device="cpu", progress: bool = True):
     bar = tqdm(range(cfg.steps), desc=f"toy VFM ({cfg.objective})", disable=not progress)
     for _ in bar:
         idx = torch.randint(len(labels), (cfg.batch_size,), generator=gen, device=device)
-        x, m = _augment(_to_float(images[idx]), masks[idx], gen)
+        x, m = _augment(from_uint8(images[idx]), masks[idx], gen)
         if cfg.objective == "supervised":
             feats = model.features(x)
             seg_target = cell_targets(m, labels[idx], model.stride, cfg.num_classes)
@@ -274,7 +270,7 @@ def evaluate_toy_vfm(model: ToyVFM, *, num_train: int = 2000, num_test: int = 10
         data = _shapes(cfg, n, split)
         chunks = []
         for lo in range(0, n, batch_size):
-            x = _to_float(data.images[lo:lo + batch_size]).to(device)
+            x = from_uint8(data.images[lo:lo + batch_size]).to(device)
             feats = model.features(x)
             chunks.append(feats.mean(dim=(2, 3)).cpu())
             if split == "test" and cfg.objective == "supervised":

@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from vavae_lab.checkpoint import atomic_save, latest_checkpoint, list_checkpoints, load_checkpoint
 from vavae_lab.config import apply_overrides, to_dict
 from vavae_lab.latents import extract_latents
-from vavae_lab.latents.cache import read_meta
+from vavae_lab.latents import read_meta
 from vavae_lab.presets import get_preset
-from vavae_lab.train.builders import build_autoencoder
+from vavae_lab.tokenizer.build import build_autoencoder
 from vavae_lab.train.dit import train_dit
 
 CKPT_EVERY = 5

@@ -44,7 +44,7 @@ def toy_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VAVAE_LAB_DATA", str(root))
         from vavae_lab.metrics.toy_features import toy_feature_weights_path
-        from vavae_lab.train.builders import toy_feature_config
+        from vavae_lab.metrics.build import toy_feature_config
 
         toy_feature_weights_path(toy_feature_config(config), progress=False)
         yield root, config

@@ -14,7 +14,7 @@ from vavae_lab.latents import (LatentDataset, channel_stats, denormalize, extrac
                                shard_name)
 from vavae_lab.latents import cache as cache_module
 from vavae_lab.latents.stats import STATS_FILE, save_stats, stats_subset
-from vavae_lab.train.builders import build_autoencoder
+from vavae_lab.tokenizer.build import build_autoencoder
 
 N, SHARD = 42, 16  # shards of 16, 16 and 10 images
 
@@ -48,7 +48,7 @@ def cache(tokenizer_dir, tmp_path_factory):
 
 def _reference(tokenizer_dir):
     """Latents of the training images and of their flips, encoded directly (the posterior mode)."""
-    from vavae_lab.train.artifacts import load_tokenizer
+    from vavae_lab.runs import load_tokenizer
 
     model = load_tokenizer(tokenizer_dir)
     images, labels = ShapesDataset(N, resolution=16, num_classes=5).get_batch(torch.arange(N))
@@ -216,7 +216,7 @@ def test_image_folder_extraction_keeps_folder_order(tokenizer_dir, tmp_path):
     out = extract_latents(config, tokenizer_dir, tmp_path / "cache", progress=False)
     ds = LatentDataset(out, normalize=False, flip=False)
     assert ds.num_classes == 2 and len(ds) == 6 and ds.labels().tolist() == [0, 0, 0, 1, 1, 1]
-    from vavae_lab.train.artifacts import load_tokenizer
+    from vavae_lab.runs import load_tokenizer
 
     images = torch.stack([ImageFolderDataset(tmp_path / "images", 16)[i][0] for i in range(6)])
     with torch.no_grad():

@@ -15,9 +15,10 @@ from vavae_lab.generate import MANIFEST_NAME, generate_images
 from vavae_lab.latents import extract_latents
 from vavae_lab.metrics.samples_io import load_samples, sample_files
 from vavae_lab.presets import get_preset
-from vavae_lab.train.artifacts import load_tokenizer
-from vavae_lab.train.builders import build_autoencoder
-from vavae_lab.train.dit import load_dit, train_dit
+from vavae_lab.runs import load_tokenizer
+from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.runs import load_dit
+from vavae_lab.train.dit import train_dit
 
 TINY = ["data.num_train=96", "data.num_test=16", "device=cpu", "latents.shard_size=64", "latents.stats_count=96",
         "latents.batch_size=32", "tokenizer.model.embed_dim=4", "tokenizer.model.z_channels=4",

@@ -6,6 +6,7 @@ import torch
 
 from vavae_lab.analysis.proxy import probe_config, spearman
 from vavae_lab.config import apply_overrides
+from vavae_lab.pipeline import tokenizer_probe
 from vavae_lab.presets import get_preset
 from vavae_lab.train.tokenizer import train_tokenizer
 
@@ -38,7 +39,8 @@ def test_probe_logs_proxies_without_changing_training(tmp_path, monkeypatch):
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "cache"))
     base = apply_overrides(get_preset("smoke"), TINY + PROBE)
     plain, _ = train_tokenizer(base, tmp_path / "plain")
-    probed, history = train_tokenizer(apply_overrides(base, ["tokenizer.probe.every=4"]), tmp_path / "probed")
+    config = apply_overrides(base, ["tokenizer.probe.every=4"])
+    probed, history = train_tokenizer(config, tmp_path / "probed", probe=tokenizer_probe(config))
     assert [r["step"] for r in history["probe"]] == [4, 8]
     for r in history["probe"]:
         assert math.isfinite(r["probe_gfid"]) and r["probe_gfid"] > 0

@@ -16,8 +16,8 @@ from vavae_lab.generate import global_batches, initial_noise, rank_batches, rank
 from vavae_lab.latents.stats import STATS_FILE, save_stats
 from vavae_lab.metrics.samples_io import GRID_NAME, LABELS_NAME, load_samples, sample_files
 from vavae_lab.presets import get_preset
-from vavae_lab.train.builders import build_autoencoder
-from vavae_lab.train.dit import build_dit_for
+from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.diffusion.build import build_dit_for
 
 TINY = ["device=cpu", "tokenizer.model.embed_dim=4", "tokenizer.model.z_channels=4", "sample.steps=2",
         "sample.num_samples=10", "sample.batch_size=3", "sample.cfg_scale=1.5"]

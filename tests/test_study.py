@@ -132,3 +132,19 @@ def test_seed_jobs_repeat_the_seeded_tables_with_cfg_only_where_shown():
     guided = {n for _, _, n, e in calls if e}
     assert guided == {*V.DILEMMA, *V.TABLE2}
     assert len(calls) == len(set(calls))  # nothing trained or scored twice
+
+
+def test_the_cli_defaults_to_the_study_folders(capsys):
+    """Without folder arguments the CLI stages use the study's cache folders, keyed by pipeline.stage_key."""
+    from vavae_lab import cli
+    from vavae_lab.pipeline import stage_key
+
+    args = cli.build_parser().parse_args(["extract-latents", "--preset", "lab", *V.TOKENIZERS["d32"].overrides])
+    config = cli._config(args)
+    cli._default_folders(args, config, tokenizer="tokenizer", out="latents")
+    s = Study("lab", progress=False)
+    dirs = s._dirs(s.config("d32"))
+    assert (args.tokenizer, args.out) == (str(dirs["tokenizer"]), str(dirs["latents"]))
+    assert args.tokenizer.endswith("a3c29c2f8971") and stage_key(config, "dit") == "75d8899d1df2"
+    with pytest.raises(ValueError, match="sample count"):
+        stage_key(config, "generation")

@@ -11,8 +11,9 @@ from vavae_lab.checkpoint import latest_checkpoint, load_checkpoint
 from vavae_lab.config import apply_overrides, to_dict
 from vavae_lab.errors import NonFiniteLossError
 from vavae_lab.presets import get_preset
-from vavae_lab.train.builders import build_autoencoder
-from vavae_lab.train.dit import load_dit, train_dit
+from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.runs import load_dit
+from vavae_lab.train.dit import train_dit
 
 TINY = ["data.num_train=96", "data.num_test=16", "device=cpu", "latents.shard_size=64",
         "latents.stats_count=96", "latents.batch_size=32", "tokenizer.model.embed_dim=4",

@@ -104,17 +104,18 @@ def test_two_process_gloo_ddp_run(tmp_path):
     assert [r["step"] for r in log if "img_per_s" in r] == [2, 4, 6, 8]  # only rank 0 logs
 
 
-def test_cached_tokenizer_trains_once_then_loads(tiny_config, monkeypatch):
-    from vavae_lab.train import artifacts, tokenizer
+def test_cached_tokenizer_trains_once_then_loads(tiny_config, monkeypatch, tmp_path):
+    from vavae_lab import pipeline
+    from vavae_lab.train import tokenizer
 
-    model, history = artifacts.cached_tokenizer(tiny_config)
+    model, history = pipeline.tokenizer(tiny_config, tmp_path)
     monkeypatch.setattr(tokenizer, "train_tokenizer", lambda *a, **k: pytest.fail("retrained a cached run"))
-    again, history2 = artifacts.cached_tokenizer(apply_overrides(tiny_config, ["tokenizer.train.progress=true"]))
+    again, history2 = pipeline.tokenizer(apply_overrides(tiny_config, ["tokenizer.train.progress=true"]), tmp_path)
     for k, v in model.state_dict().items():
         assert torch.equal(v.cpu(), again.state_dict()[k]), k
     assert history2["eval"][-1]["psnr"] == pytest.approx(history["eval"][-1]["psnr"])
     other = apply_overrides(tiny_config, ["tokenizer.model.embed_dim=4"])
-    assert artifacts.tokenizer_run_dir(other) != artifacts.tokenizer_run_dir(tiny_config)
+    assert pipeline.stage_dir(other, "tokenizer", tmp_path) != pipeline.stage_dir(tiny_config, "tokenizer", tmp_path)
 
 
 def test_load_tokenizer_from_an_empty_folder_says_how_to_train(tmp_path):

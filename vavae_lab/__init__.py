@@ -11,7 +11,7 @@ _EXPORTS = {
     "get_preset": "presets", "PRESETS": "presets",
     "resolve_device": "device",
     "train_tokenizer": "train.tokenizer",
-    "load_tokenizer": "train.artifacts",
+    "load_tokenizer": "runs",
     "AutoencoderKL": "tokenizer.autoencoder",
     "load_official_vavae": "tokenizer.official",
     "VFLoss": "tokenizer.vf_loss",
@@ -19,7 +19,7 @@ _EXPORTS = {
     "ShapesDataset": "data", "ImageFolderDataset": "data", "build_dataset": "data",
     "reconstruction_metrics": "metrics", "compute_fid": "metrics",
     "extract_latents": "latents", "LatentDataset": "latents",
-    "train_dit": "train.dit", "load_dit": "train.dit",
+    "train_dit": "train.dit", "load_dit": "runs",
     "load_official_lightningdit": "diffusion.official", "build_dit": "diffusion.lightningdit",
     "generate_images": "generate", "generation_fid": "generate",
 }

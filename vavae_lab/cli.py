@@ -32,11 +32,27 @@ def _config(args, fallback=None, overrides=None):
     raise ConfigError(f"{args.command} needs --preset ({', '.join(PRESETS)}) or --config FILE; there is no default")
 
 
-def _run_config(args):
-    """For --resume without --preset/--config: the run's own config.yaml (plus overrides); else `_config`."""
+def _run_config(args, stage: str):
+    """For --resume without --preset/--config: the run's own config.yaml (plus overrides); else `_config`.
+
+    Without --out the run goes to the stage's cache folder, keyed as the study keys it (vavae_lab.pipeline),
+    so `train-tokenizer --preset lab ...` finds or fills the same folder `reproduce` and the notebooks use.
+    """
     from pathlib import Path
 
-    return _config(args, Path(args.out) / "config.yaml" if args.resume else None)
+    config = _config(args, Path(args.out) / "config.yaml" if (args.resume and args.out) else None)
+    _default_folders(args, config, out=stage)
+    return config
+
+
+def _default_folders(args, config, **stages) -> None:
+    """Fill each unset folder argument (attribute name -> stage) with that stage's cache folder for `config`."""
+    from .pipeline import stage_dir
+
+    for attr, stage in stages.items():
+        if getattr(args, attr) is None:
+            setattr(args, attr, str(stage_dir(config, stage)))
+            print(f"{attr.replace('_', '-')}: {getattr(args, attr)} (the {stage} cache folder of this config)")
 
 
 def _changed_keys(config, saved_path, ignore) -> list[str]:
@@ -84,12 +100,14 @@ def _check_resume(args, config, stage: str) -> bool:
 
 
 def _train_tokenizer(args) -> None:
+    from .pipeline import tokenizer_probe
     from .train.tokenizer import train_tokenizer
 
-    config = _run_config(args)
+    config = _run_config(args, "tokenizer")
     if _check_resume(args, config, "tokenizer"):
         return
-    _, history = train_tokenizer(config, args.out, resume=args.resume)
+    probe = tokenizer_probe(config) if config.tokenizer.probe.every else None  # the tiny-DiT probe, if asked for
+    _, history = train_tokenizer(config, args.out, resume=args.resume, probe=probe)
     if history.get("eval"):
         final = history["eval"][-1]
         print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))
@@ -100,14 +118,17 @@ def _extract_latents(args) -> None:
 
     from pathlib import Path
 
-    path = extract_latents(_config(args, Path(args.tokenizer) / "config.yaml"), args.tokenizer, args.out)
+    config = _config(args, Path(args.tokenizer) / "config.yaml" if args.tokenizer else None)
+    _default_folders(args, config, tokenizer="tokenizer", out="latents")
+    path = extract_latents(config, args.tokenizer, args.out)
     print(f"latent cache: {path}")
 
 
 def _train_dit(args) -> None:
     from .train.dit import train_dit
 
-    config = _run_config(args)
+    config = _run_config(args, "dit")
+    _default_folders(args, config, latents="latents")
     if _check_resume(args, config, "dit"):
         return
     _, history = train_dit(config, args.latents, args.out, resume=args.resume)
@@ -130,7 +151,8 @@ def _sample(args) -> None:
         overrides.append(f"sample.num_samples={args.n}")
     if args.cfg is not None:
         overrides.append(f"sample.cfg_scale={args.cfg}")
-    config = _config(args, Path(args.dit) / "config.yaml", overrides)
+    config = _config(args, Path(args.dit) / "config.yaml" if args.dit else None, overrides)
+    _default_folders(args, config, dit="dit", tokenizer="tokenizer")
     out = sample_to_folder(config, args.dit, args.tokenizer, args.out, npz=args.npz_path or args.npz,
                            force=args.force, force_hint="--force")
     if os.environ.get("RANK", "0") == "0":
@@ -203,29 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-tokenizer", help="train a VA-VAE / KL-VAE tokenizer")
     _add_config_args(p, "no default; with --resume, the run's own config.yaml")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, config.yaml)")
+    p.add_argument("--out", default=None, help="run directory (checkpoints, metrics.jsonl, config.yaml); default: "
+                   "the tokenizer cache folder of this config, as the study keys it")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out (refused if there is none)")
     p.set_defaults(func=_train_tokenizer)
 
     p = sub.add_parser("extract-latents", help="encode the dataset (and its flips) into a latent cache")
     _add_config_args(p, "default: the tokenizer run's config.yaml")
-    p.add_argument("--tokenizer", required=True, help="tokenizer run directory (holds tokenizer.pt)")
-    p.add_argument("--out", required=True, help="latent cache directory (resumes shard by shard)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer run directory (holds tokenizer.pt); default: this config's tokenizer cache folder")
+    p.add_argument("--out", default=None, help="latent cache directory (resumes shard by shard); default: this "
+                   "config's latents cache folder")
     p.set_defaults(func=_extract_latents)
 
     p = sub.add_parser("train-dit", help="train a LightningDiT on a latent cache")
     _add_config_args(p, "no default; with --resume, the run's own config.yaml")
-    p.add_argument("--latents", required=True, help="latent cache directory from extract-latents")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--latents", default=None,
+                   help="latent cache directory from extract-latents; default: this config's latents cache folder")
+    p.add_argument("--out", default=None, help="run directory; default: this config's DiT cache folder")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out (refused if there is none)")
     p.set_defaults(func=_train_dit)
 
     p = sub.add_parser("sample", help="sample class-conditional images: PNGs and grid.png")
     _add_config_args(p, "default: the DiT run's config.yaml")
-    p.add_argument("--dit", required=True, help="DiT run directory (holds dit.pt)")
-    p.add_argument("--tokenizer", required=True, help="tokenizer run directory")
+    p.add_argument("--dit", default=None, help="DiT run directory (holds dit.pt); default: this config's DiT cache folder")
+    p.add_argument("--tokenizer", default=None, help="tokenizer run directory; default: this config's tokenizer cache "
+                   "folder")
     p.add_argument("--out", required=True,
                    help="folder for the PNG samples (rerunning resumes: PNGs already there are kept)")
     p.add_argument("--n", type=int, default=None,

@@ -127,18 +127,17 @@ def generate_images(tokenizer, dit, stats, config: Config, *, n: int | None = No
     return torch.cat(parts), class_balanced_labels(n, num_classes)
 
 
-def _load_pair(dit_dir, tokenizer_dir, device):
-    """The DiT (EMA, with its sampling_record), its config and the tokenizer from run folders."""
-    from .train.artifacts import load_tokenizer
-    from .train.dit import load_dit
+def _source(model_or_folder) -> str:
+    """How a sampling manifest names a model: its run folder's absolute path, or its weights' sha256."""
+    if isinstance(model_or_folder, torch.nn.Module):
+        from .latents.cache import weights_fingerprint
 
-    dit, dit_config = load_dit(dit_dir, device=device)
-    tokenizer = load_tokenizer(tokenizer_dir, device=device)
-    return dit, dit_config, tokenizer
+        return f"sha256:{weights_fingerprint(model_or_folder)}"
+    return str(Path(model_or_folder).expanduser().resolve())
 
 
 def dit_stats(dit) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (mean, std) of the latents a DiT loaded with `load_dit` was trained on (recorded in its dit.pt)."""
+    """The (mean, std) of the latents a DiT was trained on (recorded in its dit.pt; `runs.load_dit` reads it)."""
     from .errors import CheckpointError
 
     record = getattr(dit, "sampling_record", None)
@@ -180,8 +179,8 @@ def _manifest(config: Config, dit_dir, tokenizer_dir, num_classes: int, latent_s
               "cfg_interval_start": s.cfg_interval_start, "cfg_channels": s.cfg_channels,
               "timestep_shift": s.timestep_shift, "atol": s.atol, "rtol": s.rtol,
               "transport_path": config.dit.transport.path, "num_classes": int(num_classes),
-              "latent_shape": [int(v) for v in latent_shape], "dit": str(Path(dit_dir).expanduser().resolve()),
-              "tokenizer": str(Path(tokenizer_dir).expanduser().resolve())}
+              "latent_shape": [int(v) for v in latent_shape], "dit": _source(dit_dir),
+              "tokenizer": _source(tokenizer_dir)}
     if s.sampler == "ddpm":  # its per-step noise is drawn per batch
         record.update(batch_size=s.batch_size, ddpm_steps=config.dit.transport.ddpm_steps)
     return record
@@ -238,6 +237,9 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
                      force: bool = False, force_hint: str = "force=True") -> Path:
     """Write config.sample.num_samples class-balanced PNGs plus grid.png; torchrun-aware and resumable.
 
+    `dit_dir` and `tokenizer_dir` are run folders or models (a DiT model needs the `sampling_record` that
+    `vavae_lab.runs.load_dit` or training gives it, else `stats` are unknown).
+
     Under torchrun each rank samples a contiguous run of the global batches still missing (rank_share) and
     names PNGs by global index, so any number of ranks writes the same files; PNGs already present are kept,
     so an interrupted run continues, with any world size. Rank 0 writes labels.json and grid.png once all
@@ -251,9 +253,13 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
     info = dist.setup(config.device)
     s = config.sample
     check_sampler(s, config.dit.transport.path)
-    dit, _, tokenizer = _load_pair(dit_dir, tokenizer_dir, info.device)
-    check_pair(tokenizer, dit, dit_name=f"the DiT in {dit_dir}", tokenizer_name=f"the tokenizer in {tokenizer_dir}",
-               force=force, force_hint=force_hint)
+    from .runs import as_dit, as_tokenizer
+
+    dit, tokenizer = as_dit(dit_dir, device=info.device), as_tokenizer(tokenizer_dir, device=info.device)
+    dit_name = "the DiT" if isinstance(dit_dir, torch.nn.Module) else f"the DiT in {dit_dir}"
+    tokenizer_name = ("the tokenizer passed" if isinstance(tokenizer_dir, torch.nn.Module)
+                      else f"the tokenizer in {tokenizer_dir}")
+    check_pair(tokenizer, dit, dit_name=dit_name, tokenizer_name=tokenizer_name, force=force, force_hint=force_hint)
     stats = dit_stats(dit)
     shape = (dit.in_channels, dit.input_size, dit.input_size)
     n, num_classes = s.num_samples, dit.num_classes

@@ -1,37 +1,188 @@
-"""The whole lab pipeline in one call: tokenizer -> latent cache -> LightningDiT -> samples -> gFID."""
+"""The lab pipeline as cached stages: tokenizer -> latent cache -> LightningDiT -> gFID, one key per stage.
+
+`stage_key(config, stage)` is the one rule for which config fields a stage's result depends on: each
+stage hashes exactly its own sections (STAGES) chained with the key of the stage it consumes, minus the
+fields that change speed or display but no result (IGNORED). The study, the benchmarks and the command
+line's defaults all key and chain runs through here, so a run any of them trained is found by the others.
+
+    root/tokenizers/<key>/   tokenizer.pt, history.json, config.yaml, checkpoints
+    root/latents/<key>/      shards, stats.safetensors, meta.json
+    root/dits/<key>/         dit.pt (self-contained: latent shape, classes, mean/std, tokenizer sha256)
+    root/results/<key>.json  a gFID evaluation
+"""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from .config import Config
-from .device import resolve_device
+import torch
+
+from .config import Config, to_dict
+from .paths import cache_dir, config_hash
+
+# stage -> (the stage it consumes, the config sections it reads); "seed" is the top-level seed
+STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "tokenizer": (None, ("seed", "data", "tokenizer", "metrics")),
+    "latents": ("tokenizer", ("latents",)),
+    "dit": ("latents", ("dit", "seed")),
+    "generation": ("dit", ("sample", "metrics")),  # plus the number of samples n
+    # analyses of a stage's output
+    "uniformity": ("latents", ()),  # plus the number of vectors n and of t-SNE runs
+    "probe": ("tokenizer", ()),  # plus the probe settings
+}
+# dotted fields (relative to their section) that change no result: speed, display, safety caps
+IGNORED = {
+    "data": ("num_workers",),
+    "tokenizer": ("train.progress",),
+    "latents": ("batch_size",),
+    "dit": ("train.progress",),
+    "sample": ("batch_size", "max_nfe"),  # max_nfe only stops a runaway dopri5
+}
+FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
 
 
-def run_pipeline(config: Config, work_dir: str | Path, *, progress: bool = False) -> dict:
-    """Train (or resume) every stage under `work_dir` and return reconstruction and generation metrics.
+def stage_fields(config: Config, section: str) -> dict | int:
+    """A config section as keyed: without its IGNORED fields; dit.seed only when set (unset, the top-level
+    seed decides, as before the field existed, so older keys stay valid)."""
+    if section == "seed":
+        return config.seed
+    d = to_dict(getattr(config, section))
+    for dotted in IGNORED.get(section, ()):
+        *parents, leaf = dotted.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    if section == "dit" and d.get("seed") is None:
+        d.pop("seed", None)
+    return d
 
-    The dict holds psnr, ssim, rfid (tokenizer, held-out images), gfid, is, precision, recall (samples
-    without or with guidance as config.sample says), the DiT's final loss, any tokenizer probe values, and
-    the wall time in minutes.
+
+def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | None = None) -> str:
+    """The cache key of `stage` ("tokenizer", "latents", "dit", "generation", "uniformity", "probe") of `config`.
+
+    It hashes the stage's own sections (STAGES) and the key of the stage it consumes, so a change reaches
+    every stage downstream of it and none upstream. "generation" needs the sample count `n`; "uniformity"
+    the vector count `n` and the number of t-SNE `runs`.
     """
-    from .generate import generation_fid
-    from .latents import STATS_FILE, extract_latents, load_stats
-    from .train.dit import train_dit
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    parent, sections = STAGES[stage]
+    if stage == "uniformity":
+        return config_hash([stage_key(config, parent), n, runs])
+    if stage == "probe":
+        return config_hash([stage_key(config, parent), to_dict(config.tokenizer.probe)])
+    record = {s: stage_fields(config, s) for s in sections}
+    if parent is not None:
+        record[parent] = stage_key(config, parent)
+    if stage == "generation":
+        if n is None:
+            raise ValueError("the generation key needs the sample count n")
+        record["n"] = n
+    return config_hash(record)
+
+
+def stage_dir(config: Config, stage: str, root: str | Path | None = None) -> Path:
+    """The run folder of a tokenizer, latents or dit stage under `root` (default data/cache/study)."""
+    root = Path(root) if root is not None else cache_dir("study")
+    return root / FOLDERS[stage] / stage_key(config, stage)
+
+
+def result_path(config: Config, stage: str, root: str | Path | None = None, **kw) -> Path:
+    """The JSON file of a cached generation, uniformity or probe result under `root` (default data/cache/study)."""
+    root = Path(root) if root is not None else cache_dir("study")
+    folder = {"generation": "results", "uniformity": "uniformity", "probe": "probes"}[stage]
+    path = root / folder / f"{stage_key(config, stage, **kw)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tokenizer_probe(config: Config):
+    """The callback `train_tokenizer(..., probe=...)` takes: the tiny-DiT probe of the model in memory."""
+    from .analysis.proxy import run_probe
+
+    return lambda model: run_probe(model, config)
+
+
+# -- the cached chain ---------------------------------------------------------------------------------
+def tokenizer(config: Config, root: str | Path | None = None):
+    """(tokenizer in eval mode on CPU, history): loaded if trained before, else trained (resuming) and saved.
+
+    With config.tokenizer.probe.every set, the tiny-DiT probe runs inside training (history["probe"]).
+    """
+    from .runs import load_tokenizer
     from .train.tokenizer import train_tokenizer
 
-    work = Path(work_dir)
-    device = resolve_device(config.device)
+    run = stage_dir(config, "tokenizer", root)
+    if not ((run / "tokenizer.pt").exists() and (run / "history.json").exists()):
+        train_tokenizer(config, run, resume=True,
+                        probe=tokenizer_probe(config) if config.tokenizer.probe.every else None)
+    return load_tokenizer(run), json.loads((run / "history.json").read_text())
+
+
+def latents(config: Config, root: str | Path | None = None, *, progress: bool = False) -> Path:
+    """The latent cache folder of the config's tokenizer (extracted on a miss; resumes shard by shard)."""
+    from .latents import extract_latents
+    from .runs import latents_complete
+
+    folder = stage_dir(config, "latents", root)
+    tokenizer(config, root)
+    if not latents_complete(folder):
+        extract_latents(config, stage_dir(config, "tokenizer", root), folder, progress=progress)
+    return folder
+
+
+def dit(config: Config, root: str | Path | None = None, *, progress: bool = False):
+    """(DiT with EMA weights and its sampling_record, history) on the config's latents; trained on a miss."""
+    from .runs import load_dit
+    from .train.dit import train_dit
+
+    run = stage_dir(config, "dit", root)
+    if not ((run / "dit.pt").exists() and (run / "history.json").exists()):
+        train_dit(config, latents(config, root, progress=progress), run, resume=True)
+    model, _ = load_dit(run)
+    return model, json.loads((run / "history.json").read_text())
+
+
+def generation(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None,
+               progress: bool = False) -> dict:
+    """gFID, IS, precision and recall of the config's DiT (n samples, default sample.num_samples), cached as
+    JSON with the sample count, the seconds it took and the DiT's final loss. KID is not kept."""
+    from .device import resolve_device
+    from .generate import dit_stats, generation_fid
+
+    n = n or config.sample.num_samples
+    path = result_path(config, "generation", root, n=n)
+    if path.exists():
+        return json.loads(path.read_text())
+    tok, _ = tokenizer(config, root)
+    model, history = dit(config, root, progress=progress)
+    device = torch.device(device) if device is not None else resolve_device(config.device)
     t0 = time.perf_counter()
-    tokenizer, tok_hist = train_tokenizer(config, work / "tokenizer", resume=True)
-    extract_latents(config, work / "tokenizer", work / "latents", progress=progress)
-    dit, dit_hist = train_dit(config, work / "latents", work / "dit", resume=True)
-    stats = load_stats(work / "latents" / STATS_FILE)
-    gen = generation_fid(tokenizer.to(device), dit.to(device), stats, config, device=device, progress=progress)
+    res = generation_fid(tok.to(device), model.to(device), dit_stats(model), config, n=n, device=device,
+                         progress=progress, kid=False)
+    out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
+    out.update({"n": n, "seconds": time.perf_counter() - t0,
+                "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
+    from .atomic import atomic_write_json
+
+    atomic_write_json(path, out, default=float)
+    return out
+
+
+def run_pipeline(config: Config, root: str | Path | None = None, *, progress: bool = False) -> dict:
+    """Every stage of `config` under `root` (cached: only what is missing is trained); returns one flat dict.
+
+    psnr, ssim, rfid (tokenizer, held-out images), gfid, is, precision, recall (samples without or with
+    guidance as config.sample says), the DiT's final loss, any tokenizer probe values, and the minutes.
+    """
+    t0 = time.perf_counter()
+    _, tok_hist = tokenizer(config, root)
+    gen = generation(config, root, progress=progress)
     recon = tok_hist["eval"][-1] if tok_hist["eval"] else {}
     probe = tok_hist.get("probe", [])
     return {**{k: recon.get(k) for k in ("psnr", "ssim", "rfid")}, "gfid": gen["fid"], "is": gen["is"],
-            "precision": gen["precision"], "recall": gen["recall"],
-            "dit_loss": dit_hist["train"][-1]["loss"] if dit_hist["train"] else None,
+            "precision": gen["precision"], "recall": gen["recall"], "dit_loss": gen["dit_loss"],
             **({k: v for k, v in probe[-1].items() if k.startswith("probe_")} if probe else {}),
             "minutes": (time.perf_counter() - t0) / 60}

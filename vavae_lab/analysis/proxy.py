@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_save
-from ..config import Config, apply_overrides, to_dict
+from ..config import Config, apply_overrides
 
 
 def probe_config(config: Config) -> Config:
@@ -40,29 +39,33 @@ def spearman(x, y) -> float:
     return float(spearmanr(np.asarray(x, float), np.asarray(y, float)).statistic)
 
 
-def run_probe(model: torch.nn.Module, config: Config, *, device="cpu", work_dir: str | Path | None = None) -> dict:
+def run_probe(model: torch.nn.Module, config: Config, *, device=None, work_dir: str | Path | None = None) -> dict:
     """Uniformity metrics of the current latents and the tiny-DiT probe gFID, as a flat dict for the log.
 
-    Runs under a forked RNG, so calling it inside training does not change the training run.
+    Works on the model in memory (its weights are read, never changed; its train/eval mode is restored):
+    extraction encodes with it directly into a temporary latent cache under `work_dir`. Runs under a forked
+    RNG, so calling it inside training does not change the training run. `device`: the model's, by default.
     """
-    from ..analysis.uniformity import uniformity_metrics
     from ..generate import generation_fid
     from ..latents import LatentDataset, extract_latents
     from ..train.dit import train_dit
+    from .uniformity import uniformity_metrics
 
     p, pc = config.tokenizer.probe, probe_config(config)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    pc = apply_overrides(pc, {"device": str(device)})  # extraction and the DiT run where the model is
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        tmp = Path(tmp)
-        atomic_save({"model": model.state_dict(), "config": to_dict(config)}, tmp / "tok" / "tokenizer.pt")
-        extract_latents(pc, tmp / "tok", tmp / "lat", progress=False)
-        latents = LatentDataset(tmp / "lat", flip=False)
-        uni = uniformity_metrics(latents, n=min(p.uniformity_n, latents.num_images), runs=p.uniformity_runs,
-                                 seed=config.seed)
-        dit, _ = train_dit(pc, tmp / "lat", None)
-        gen = generation_fid(model, dit.to(device), (latents.mean, latents.std), pc, device=device, progress=False,
-                             kid=False)
-    model.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+            extract_latents(pc, model, Path(tmp) / "lat", progress=False)
+            latents = LatentDataset(Path(tmp) / "lat", flip=False)
+            uni = uniformity_metrics(latents, n=min(p.uniformity_n, latents.num_images), runs=p.uniformity_runs,
+                                     seed=config.seed)
+            dit, _ = train_dit(pc, Path(tmp) / "lat", None)
+            gen = generation_fid(model, dit.to(device), (latents.mean, latents.std), pc, device=device,
+                                 progress=False, kid=False)
+    finally:
+        model.train(was_training)
     return {"probe_gfid": gen["fid"], "probe_density": uni["density"]["mean"], "probe_gini": uni["gini"]["mean"],
             "probe_entropy": uni["entropy"]["mean"]}

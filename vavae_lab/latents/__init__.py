@@ -1,13 +1,30 @@
-"""The latent cache: extract_latents writes shards, stats and meta.json; LatentDataset reads them for the DiT."""
+"""The latent cache: extract_latents writes shards, stats and meta.json; LatentDataset reads them for the DiT.
+
+Names are imported on first use, so reading the file format (shards, stats, the dataset) never loads
+extraction, which sits above the run-folder loaders of `vavae_lab.runs`.
+"""
 from __future__ import annotations
 
-from .cache import META_FILE, encode_batch, extract_latents, latents_cache_dir, read_meta, weights_fingerprint
-from .dataset import LatentDataset
-from .shards import ShardView, shard_name, shard_ranges
-from .stats import STATS_FILE, channel_stats, check_stats, denormalize, load_stats, normalize
+import importlib
 
-__all__ = [
-    "META_FILE", "STATS_FILE", "LatentDataset", "ShardView", "channel_stats", "check_stats", "denormalize",
-    "encode_batch", "extract_latents", "latents_cache_dir", "load_stats", "normalize", "read_meta",
-    "shard_name", "shard_ranges", "weights_fingerprint",
-]
+_EXPORTS = {
+    "META_FILE": "shards", "read_meta": "shards", "ShardView": "shards", "shard_name": "shards",
+    "shard_ranges": "shards",
+    "STATS_FILE": "stats", "channel_stats": "stats", "check_stats": "stats", "denormalize": "stats",
+    "load_stats": "stats", "normalize": "stats",
+    "LatentDataset": "dataset",
+    "encode_batch": "cache", "extract_latents": "cache", "weights_fingerprint": "cache",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vavae_lab.latents' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

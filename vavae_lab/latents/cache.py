@@ -13,11 +13,12 @@ from ..atomic import atomic_write_json
 from ..config import Config, to_dict
 from ..data import build_dataset
 from ..errors import ConfigError
-from ..paths import cache_dir, config_hash
-from .shards import SHARD_FORMAT, ShardView, gather_rows, shard_name, shard_problem, shard_ranges, write_shard
+from ..paths import config_hash
+from ..runs import as_tokenizer
+from .shards import (META_FILE, SHARD_FORMAT, ShardView, gather_rows, read_meta, shard_name, shard_problem,
+                     shard_ranges, write_shard)
 from .stats import STATS_FILE, channel_stats, save_stats, stats_subset
 
-META_FILE = "meta.json"
 LATENT_DTYPE = torch.float32  # bf16 would halve the disk, but toy latents are small and fp32 keeps stats exact
 
 
@@ -48,26 +49,6 @@ def _identity(config: Config, model, fingerprint: str) -> dict:
     return {"format": SHARD_FORMAT, "tokenizer_weights_sha256": fingerprint,
             "tokenizer_arch": json.loads(json.dumps(model.config)), "data": data, "latents": latents,
             "seed": config.seed if config.latents.sample_posterior else None}  # the seed only draws posterior noise
-
-
-def latents_cache_dir(config: Config, tokenizer_dir: str | Path) -> Path:
-    """A cache folder for the latents of `tokenizer_dir` under this config's data and latents sections."""
-    key = {"tokenizer_dir": str(Path(tokenizer_dir).resolve()), "data": to_dict(config.data),
-           "latents": to_dict(config.latents), "seed": config.seed if config.latents.sample_posterior else None}
-    key["data"].pop("num_workers")
-    key["latents"].pop("batch_size")
-    return cache_dir("latents") / config_hash(key)
-
-
-def read_meta(out_dir: str | Path) -> dict | None:
-    """The meta.json of a latent cache, or None if there is none."""
-    path = Path(out_dir) / META_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # an interrupted write of the in-progress marker; it is rewritten
 
 
 def _write_meta(out_dir: Path, meta: dict) -> None:
@@ -116,20 +97,30 @@ def _batches(dataset, start: int, stop: int, batch_size: int, num_workers: int):
     yield from torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-def extract_latents(config: Config, tokenizer_dir: str | Path, out_dir: str | Path, *, progress: bool = True) -> Path:
-    """Encode config.data's training set with the tokenizer of `tokenizer_dir` into a latent cache at `out_dir`.
+def extract_latents(config: Config, tokenizer, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Encode config.data's training set with `tokenizer` (a model, or a run folder) into a latent cache at `out_dir`.
 
     Writes shard_00000.safetensors, ... (`latents`, `latents_flip` when config.latents.flip, both N x C x h x w
     float32, and int64 `labels`, in dataset order), stats.safetensors (per-channel `mean` and `std`,
     1 x C x 1 x 1, on up to config.latents.stats_count unflipped latents) and meta.json, whose last key
     `complete` turns true at the very end. Resumable: complete shards are kept, missing or corrupt ones are
     re-encoded. Under torchrun, rank r encodes shards r, r + W, ... and rank 0 writes the stats and meta.
+    A model passed in is used as it is (moved to the device, in eval mode while encoding, then put back).
     """
-    from ..train.artifacts import load_tokenizer
-
     info = dist.setup(config.device)
     out_dir = Path(out_dir)
-    model = load_tokenizer(tokenizer_dir, device=info.device).eval()
+    model = as_tokenizer(tokenizer, device=info.device)
+    was_training = model.training
+    model.eval()
+    try:
+        return _extract(config, model, tokenizer, out_dir, info, progress)
+    finally:
+        model.train(was_training)
+
+
+def _extract(config: Config, model, tokenizer, out_dir: Path, info, progress: bool) -> Path:
+    """extract_latents with the tokenizer model in hand (`tokenizer` is what the caller passed)."""
+    tokenizer_dir = None if isinstance(tokenizer, torch.nn.Module) else str(Path(tokenizer).resolve())
     d = config.data
     if d.source == "imagefolder" and not d.root:
         raise ConfigError("data.source=imagefolder needs data.root=/path/to/imagenet/train "
@@ -153,7 +144,7 @@ def extract_latents(config: Config, tokenizer_dir: str | Path, out_dir: str | Pa
         return out_dir  # nothing to do
     _check_identity(out_dir, identity)  # every rank checks before anyone writes
     dist.barrier()
-    meta = {"format": SHARD_FORMAT, "identity": identity, "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
+    meta = {"format": SHARD_FORMAT, "identity": identity, "tokenizer_dir": tokenizer_dir,
             "tokenizer_config_hash": config_hash(identity["tokenizer_arch"]), "data": to_dict(d),
             "latents": to_dict(lc), "num_images": num_items, "num_classes": int(dataset.num_classes),
             "latent_shape": list(latent_shape), "dtype": str(LATENT_DTYPE).replace("torch.", ""), "flip": lc.flip,

@@ -10,8 +10,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from . import stats as _stats
-from .cache import META_FILE, read_meta
-from .shards import ShardView, gather_rows, shard_problem
+from .shards import META_FILE, ShardView, gather_rows, read_meta, shard_problem
 from .stats import CHECK_SAMPLES, STATS_FILE, load_stats
 
 _RUN_EXTRACT = ("run `python -m vavae_lab extract-latents --preset <preset> --tokenizer <run dir> --out {dir}` "

@@ -12,12 +12,24 @@ from safetensors.torch import save_file
 from ..atomic import atomic_write
 
 SHARD_FORMAT = "vavae_lab.latents/1"
+META_FILE = "meta.json"  # a cache's record: identity, shape, classes, shards, stats; `complete` last
 _NUMPY_DTYPES = {  # safetensors dtype -> (numpy dtype to map the bytes as, torch dtype to view them as)
     "F32": (np.float32, torch.float32), "F16": (np.float16, torch.float16), "F64": (np.float64, torch.float64),
     "BF16": (np.uint16, torch.bfloat16), "I64": (np.int64, torch.int64), "I32": (np.int32, torch.int32),
     "U8": (np.uint8, torch.uint8),
 }
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors limit; a larger value means the file is not a shard
+
+
+def read_meta(out_dir: str | Path) -> dict | None:
+    """The meta.json of a latent cache, or None if there is none."""
+    path = Path(out_dir) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # an interrupted write of the in-progress marker; it is rewritten
 
 
 def shard_name(index: int) -> str:

@@ -144,7 +144,7 @@ def _read_npz_stats(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
 def _make_extractor(extractor: str, config, device: torch.device, progress: bool, fid_layer: str | None = None):
     """Create a torch-fidelity feature extractor; return it, its FID and IS layers, and an identity for caches."""
     if extractor == "toy":
-        from ..train.builders import toy_feature_config
+        from .build import toy_feature_config
         from .toy_features import toy_feature_weights_path
 
         name, weights = TOY_EXTRACTOR_NAME, toy_feature_weights_path(toy_feature_config(config), device=device,

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from .. import pipeline
 from ..atomic import atomic_write_json
-from ..config import Config, load_config, to_dict
+from ..config import Config, load_config
 from ..errors import ConfigError
-from ..paths import cache_dir, config_hash
+from ..pipeline import result_path, stage_dir, stage_key
 from .variants import TOKENIZERS
 
 
@@ -24,20 +24,6 @@ SMOKE_STUDY = (
     "tokenizer.probe.images=256", "tokenizer.probe.dit_steps=10", "tokenizer.probe.dit_batch=32",
     "tokenizer.probe.samples=64", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
 )
-
-
-def _section(config: Config, name: str) -> dict:
-    """A config section as a dict, without the fields that change speed or display but no result."""
-    d = to_dict(getattr(config, name))
-    if name == "dit" and d.get("seed") is None:
-        d.pop("seed", None)  # unset: the top-level seed decides, as before the field existed (caches stay valid)
-    train = d.get("train")
-    if isinstance(train, dict):
-        train.pop("progress", None)
-    d.pop("num_workers", None)
-    if name == "sample":
-        d.pop("max_nfe", None)  # only stops a runaway dopri5; keys from before the field existed stay valid
-    return d
 
 
 class Study:
@@ -72,118 +58,66 @@ class Study:
         return load_config(self.preset, [*self.overrides, *TOKENIZERS[name].overrides, *extra,
                                          f"tokenizer.train.progress={progress}", f"dit.train.progress={progress}"])
 
+    # Every key and folder comes from vavae_lab.pipeline: one rule for which fields a stage depends on.
     @staticmethod
     def tokenizer_key(config: Config) -> str:
         """Cache key of the tokenizer stage (its data, model, losses, training and evaluation settings)."""
-        return config_hash({"seed": config.seed, "data": _section(config, "data"),
-                            "tokenizer": _section(config, "tokenizer"), "metrics": _section(config, "metrics")})
+        return stage_key(config, "tokenizer")
 
-    def latents_key(self, config: Config) -> str:
+    @staticmethod
+    def latents_key(config: Config) -> str:
         """Cache key of the latent cache (the tokenizer's key plus the latents section)."""
-        latents = _section(config, "latents")
-        latents.pop("batch_size")
-        return config_hash({"tokenizer": self.tokenizer_key(config), "latents": latents})
+        return stage_key(config, "latents")
 
-    def dit_key(self, config: Config) -> str:
-        """Cache key of the DiT stage (latents key plus the DiT section)."""
-        return config_hash({"latents": self.latents_key(config), "dit": _section(config, "dit"), "seed": config.seed})
+    @staticmethod
+    def dit_key(config: Config) -> str:
+        """Cache key of the DiT stage (latents key plus the DiT section and the seed)."""
+        return stage_key(config, "dit")
 
-    def generation_key(self, config: Config, n: int) -> str:
+    @staticmethod
+    def generation_key(config: Config, n: int) -> str:
         """Cache key of a gFID evaluation (DiT key, sampler settings, metrics, sample count)."""
-        sample = _section(config, "sample")
-        sample.pop("batch_size")
-        return config_hash({"dit": self.dit_key(config), "sample": sample, "metrics": _section(config, "metrics"),
-                            "n": n})
+        return stage_key(config, "generation", n=n)
 
-    def _dirs(self, config: Config) -> dict[str, Path]:
+    @staticmethod
+    def _dirs(config: Config) -> dict[str, Path]:
         """The cache folders of every stage of this config."""
-        return {"tokenizer": cache_dir("study", "tokenizers") / self.tokenizer_key(config),
-                "latents": cache_dir("study", "latents") / self.latents_key(config),
-                "dit": cache_dir("study", "dits") / self.dit_key(config)}
+        return {stage: stage_dir(config, stage) for stage in ("tokenizer", "latents", "dit")}
 
     def _device(self, config: Config) -> torch.device:
         from ..device import resolve_device
 
         return self.device or resolve_device(config.device)
 
-    # -- stages ---------------------------------------------------------------------------------------
+    # -- stages (each cached by vavae_lab.pipeline) -------------------------------------------------------
     def tokenizer(self, name: str):
         """(trained tokenizer in eval mode on CPU, history) of a variant; trains it (resuming) on a cache miss."""
-        from ..train.artifacts import load_tokenizer
-        from ..train.tokenizer import train_tokenizer
-
-        config = self.config(name)
-        run = self._dirs(config)["tokenizer"]
-        if not ((run / "tokenizer.pt").exists() and (run / "history.json").exists()):
-            train_tokenizer(config, run, resume=True)
-        return load_tokenizer(run), json.loads((run / "history.json").read_text())
+        return pipeline.tokenizer(self.config(name))
 
     def latents(self, name: str, *extra: str) -> Path:
         """The latent cache folder of a variant (extracted on a miss; resumes shard by shard)."""
-        from ..latents import extract_latents
-
-        config = self.config(name, *extra)
-        dirs = self._dirs(config)
-        self.tokenizer(name)
-        if not (dirs["latents"] / "meta.json").exists() or not self._latents_complete(dirs["latents"]):
-            extract_latents(config, dirs["tokenizer"], dirs["latents"], progress=self.progress)
-        return dirs["latents"]
-
-    @staticmethod
-    def _latents_complete(path: Path) -> bool:
-        """Whether a latent cache finished (its meta.json says so and the stats exist)."""
-        from ..latents import STATS_FILE
-        from ..latents.cache import read_meta
-
-        meta = read_meta(path) or {}
-        return bool(meta.get("complete", False)) and (path / STATS_FILE).exists()
+        return pipeline.latents(self.config(name, *extra), progress=self.progress)
 
     def stats(self, name: str, *extra: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) of a variant's latents: from the DiT's saved copy if present, else the latent cache."""
+        """(mean, std) of a variant's latents: the ones its DiT recorded if it was trained, else the latent cache's."""
+        from ..generate import dit_stats
         from ..latents import STATS_FILE, load_stats
+        from ..runs import load_dit
 
         config = self.config(name, *extra)
-        saved = self._dirs(config)["dit"] / STATS_FILE
-        if saved.exists():
-            return load_stats(saved)
+        run = stage_dir(config, "dit")
+        if (run / "dit.pt").exists():
+            return dit_stats(load_dit(run)[0])
         return load_stats(self.latents(name, *extra) / STATS_FILE)
 
     def dit(self, name: str, *extra: str):
         """(trained DiT with EMA weights, history) on a variant's latents, `extra` overriding the DiT settings."""
-        import shutil
-
-        from ..latents import STATS_FILE
-        from ..train.dit import load_dit, train_dit
-
-        config = self.config(name, *extra)
-        run = self._dirs(config)["dit"]
-        if not ((run / "dit.pt").exists() and (run / "history.json").exists()):
-            latents = self.latents(name, *extra)
-            train_dit(config, latents, run, resume=True)
-            shutil.copy2(latents / STATS_FILE, run / STATS_FILE)  # the DiT folder stands alone without the latents
-        model, _ = load_dit(run)
-        return model, json.loads((run / "history.json").read_text())
+        return pipeline.dit(self.config(name, *extra), progress=self.progress)
 
     def generation(self, name: str, *extra: str, n: int | None = None) -> dict:
         """gFID, IS, precision and recall of a variant's DiT (sampling settings in `extra`), cached as JSON."""
-        from ..generate import generation_fid
-
         config = self.config(name, *extra)
-        n = n or config.sample.num_samples
-        path = cache_dir("study", "results") / f"{self.generation_key(config, n)}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        tokenizer, _ = self.tokenizer(name)
-        dit, history = self.dit(name, *extra)
-        device = self._device(config)
-        t0 = time.perf_counter()
-        res = generation_fid(tokenizer.to(device), dit.to(device), self.stats(name, *extra), config, n=n,
-                             device=device, progress=self.progress, kid=False)  # KID is not kept
-        out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
-        out.update({"n": n, "seconds": time.perf_counter() - t0,
-                    "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
-        atomic_write_json(path, out, default=float)
-        return out
+        return pipeline.generation(config, n=n, device=self._device(config), progress=self.progress)
 
     def samples(self, name: str, *extra: str, n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images, labels): n class-balanced samples of a variant's DiT (not cached; seconds)."""
@@ -194,8 +128,7 @@ class Study:
         tokenizer, _ = self.tokenizer(name)
         dit, _ = self.dit(name, *extra)
         shape = (dit.in_channels, dit.input_size, dit.input_size)
-        return generate_images(tokenizer, dit, self.stats(name, *extra), config, n=n, latent_shape=shape,
-                               progress=False)
+        return generate_images(tokenizer, dit, None, config, n=n, latent_shape=shape, progress=False)
 
     def recon(self, name: str) -> dict:
         """The tokenizer's held-out reconstruction metrics (PSNR, SSIM, rFID) from its training history."""
@@ -210,7 +143,7 @@ class Study:
 
         config = self.config(name)
         n, runs = n or self.uniformity_n, runs or self.uniformity_runs
-        path = cache_dir("study", "uniformity") / f"{config_hash([self.latents_key(config), n, runs])}.json"
+        path = result_path(config, "uniformity", n=n, runs=runs)
         if path.exists():
             return json.loads(path.read_text())
         data = LatentDataset(self.latents(name), flip=False)
@@ -224,7 +157,7 @@ class Study:
         from ..analysis.proxy import run_probe
 
         config = self.config(name)
-        path = cache_dir("study", "probes") / f"{config_hash([self.tokenizer_key(config), to_dict(config.tokenizer.probe)])}.json"
+        path = result_path(config, "probe")
         if path.exists():
             return json.loads(path.read_text())
         tokenizer, _ = self.tokenizer(name)

@@ -10,9 +10,9 @@ import torch
 from ..errors import DataError
 from ..paths import cache_dir
 
-# everything a notebook reads from a finished study; latent caches (hundreds of MB) are re-extracted on demand
-_KEEP = {"tokenizer.pt", "history.json", "config.yaml", "metrics.jsonl", "stats.safetensors", "dit.pt",
-         "latents.txt"}
+# everything a notebook reads from a finished study; latent caches (hundreds of MB) are re-extracted on demand.
+# A dit.pt carries its latent stats; stats.safetensors travels only for DiTs trained before it did.
+_KEEP = {"tokenizer.pt", "history.json", "config.yaml", "metrics.jsonl", "stats.safetensors", "dit.pt"}
 _SHARED = ("toy_vfm", "fid_features", "generation_reference")
 
 

@@ -16,31 +16,10 @@ from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
 from ..errors import CheckpointError, NonFiniteLossError
 from ..weights import mismatch_summary
+from ..diffusion.build import build_dit_for, build_transport_for
 from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, backward_in_micro_batches,
                      batch_plan, ema_update, learning_rate, make_optimizer, set_lr)
 from .tokenizer import TrainResult
-
-
-def build_dit_for(config: Config, latent_shape, num_classes: int):
-    """The LightningDiT of config.dit.model for latents of shape (C, h, w) and `num_classes` classes."""
-    from ..diffusion.lightningdit import build_dit
-
-    m = config.dit.model
-    c, h, w = latent_shape
-    return build_dit(m.size, input_size=h, in_channels=c, num_classes=num_classes, mlp=m.mlp, norm=m.norm,
-                     pos=m.pos, qk_norm=m.qk_norm, adaln_shift=m.adaln_shift, class_dropout=m.class_dropout,
-                     mlp_ratio=m.mlp_ratio)
-
-
-def build_transport_for(config: Config):
-    """The training path (rectified flow or DDPM) of config.dit.transport."""
-    from ..diffusion.transport import build_transport
-
-    t = config.dit.transport
-    if t.path == "ddpm":
-        return build_transport("ddpm", num_steps=t.ddpm_steps)
-    return build_transport(t.path, t_sampling=t.t_sampling, logit_mean=t.logit_mean, logit_std=t.logit_std,
-                           cos_weight=t.cos_weight)
 
 
 def _restore(path: Path, model, ema, opt, scaler, device) -> int:
@@ -178,7 +157,9 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     dist.barrier()
     model.eval()
-    return TrainResult(ema if dc.ema_decay > 0 else model, history)
+    trained = ema if dc.ema_decay > 0 else model
+    trained.sampling_record = dict(artifact)  # like runs.load_dit's: the stats travel with the model
+    return TrainResult(trained, history)
 
 
 def sampling_record(data) -> dict:
@@ -187,70 +168,3 @@ def sampling_record(data) -> dict:
             "latent_mean": data.mean.clone(), "latent_std": data.std.clone(),
             "tokenizer_sha256": (data.meta.get("identity") or {}).get("tokenizer_weights_sha256"),
             "tokenizer_dir": data.meta.get("tokenizer_dir")}
-
-
-def latents_dir_of(run_dir: str | Path) -> Path:
-    """The latent cache an old-layout DiT run was trained on (recorded in its latents.txt)."""
-    record = Path(run_dir) / "latents.txt"
-    if not record.is_file():
-        raise CheckpointError(f"{Path(run_dir) / 'dit.pt'} predates self-contained DiT files (no latent stats inside) "
-                              f"and {record} is missing; re-run `python -m vavae_lab train-dit --latents CACHE "
-                              f"--out {run_dir} --resume`, or write the latent cache folder's path into {record}")
-    return Path(record.read_text().strip())
-
-
-def _legacy_record(run_dir: Path, state: dict) -> dict:
-    """The sampling record of a DiT file written before dit.pt held one: stats beside it or via latents.txt."""
-    from ..latents import STATS_FILE, LatentDataset, load_stats
-    from ..latents.cache import read_meta
-
-    record = {k: state.get(k) for k in ("latent_shape", "num_classes")}
-    beside = run_dir / STATS_FILE  # Study copies the stats next to its DiT
-    try:
-        latents = latents_dir_of(run_dir) if not (beside.is_file() and record["latent_shape"]) else None
-    except CheckpointError as exc:
-        if record["latent_shape"] is None:
-            raise
-        return {**record, "latent_mean": None, "latent_std": None, "tokenizer_sha256": None,
-                "tokenizer_dir": None, "missing": str(exc)}  # loads; sampling says what to re-run
-    if record["latent_shape"] is None:  # an intermediate checkpoint: read the shape off the latent cache
-        data = LatentDataset(latents)
-        record.update(latent_shape=list(data.latent_shape), num_classes=data.num_classes)
-    mean, std = load_stats(beside if beside.is_file() else latents / STATS_FILE)
-    meta = (read_meta(latents) if latents is not None else None) or {}
-    return {**record, "latent_mean": mean, "latent_std": std, "tokenizer_dir": meta.get("tokenizer_dir"),
-            "tokenizer_sha256": (meta.get("identity") or {}).get("tokenizer_weights_sha256")}
-
-
-def load_dit(run_dir: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"):
-    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode.
-
-    The model's `sampling_record` attribute holds what sampling needs: latent_shape, num_classes,
-    latent_mean/latent_std (1 x C x 1 x 1) and tokenizer_sha256 / tokenizer_dir (None when unknown).
-    """
-    from ..config import from_dict
-
-    run_dir = Path(run_dir)
-    path = run_dir / "dit.pt" if (run_dir / "dit.pt").exists() else latest_checkpoint(run_dir)
-    if path is None:
-        raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
-                              f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
-    state = load_checkpoint(path, map_location="cpu")
-    if not isinstance(state, dict) or not {"model", "ema", "config"} <= set(state):
-        raise CheckpointError(f"{path} is not a vavae_lab DiT file (it lacks 'model', 'ema' or 'config'; a "
-                              "tokenizer?); pass the folder train-dit wrote, or load released weights with "
-                              "vavae_lab.load_official_lightningdit")
-    config = from_dict(state["config"])
-    if "latent_mean" in state:
-        record = {k: state.get(k) for k in ("latent_shape", "num_classes", "latent_mean", "latent_std",
-                                            "tokenizer_sha256", "tokenizer_dir")}
-    else:
-        record = _legacy_record(run_dir, state)
-    model = build_dit_for(config, tuple(record["latent_shape"]), int(record["num_classes"]))
-    try:
-        model.load_state_dict(state["ema" if use_ema else "model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the DiT in its own config: "
-                              f"{mismatch_summary(model, state['ema' if use_ema else 'model'], exc)}") from exc
-    model.sampling_record = record
-    return model.to(device).eval(), config

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -52,11 +52,17 @@ def _restore(path: Path, model, loss_fn, opt_ae, opt_disc, scaler, device) -> in
     return int(state["step"])
 
 
-def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume: bool = False) -> TrainResult:
+def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
+                    probe: Callable[[torch.nn.Module], dict] | None = None) -> TrainResult:
     """Train a KL-VAE tokenizer (with the VF loss when config.tokenizer.vf.enabled); returns model and history.
 
     With `out_dir`, writes config.yaml, metrics.jsonl, atomic checkpoints every `ckpt_every` steps and the
     final `tokenizer.pt`; `resume=True` continues from the newest checkpoint there.
+
+    `probe`, when given, is called with the model (in train mode, on the training device) every
+    config.tokenizer.probe.every steps and at the last; the flat dict it returns is logged and kept in
+    history["probe"]. It must leave the model's weights and the RNG as it found them
+    (`vavae_lab.pipeline.tokenizer_probe(config)` builds the tiny-DiT probe that does).
     """
     validate(config)  # a Config built in Python skips load_config's range checks
     info = dist.setup(config.device)
@@ -114,6 +120,9 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         from ..estimate import describe_estimate
 
         print(describe_estimate(config, "tokenizer", start_step=start))
+    if config.tokenizer.probe.every and probe is None and info.is_main:
+        print("note: tokenizer.probe.every is set but no probe was passed to train_tokenizer; nothing is probed "
+              "(pass probe=vavae_lab.pipeline.tokenizer_probe(config))")
     meter, t_start = Throughput(), time.perf_counter()
     bar = tqdm(total=tc.steps, initial=start, desc=f"tokenizer[{config.name}]",
                disable=not (tc.progress and info.is_main), dynamic_ncols=True)
@@ -165,15 +174,13 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         bar.update(1)
         if tc.eval_every and done % tc.eval_every == 0 and done != tc.steps and info.is_main:
             logger.log({"step": done, **parts.evaluate(model, eval_images)})
-        probe = config.tokenizer.probe
-        if probe.every and (done % probe.every == 0 or done == tc.steps):
+        every = config.tokenizer.probe.every
+        if probe is not None and every and (done % every == 0 or done == tc.steps):
             if info.enabled:  # the probe trains a DiT in this process; under torchrun it would deadlock
-                if info.is_main and done == probe.every:
+                if info.is_main and done == every:
                     print("tokenizer.probe is skipped under torchrun; run it on a saved tokenizer instead")
             else:
-                from ..analysis.proxy import run_probe
-
-                logger.log({"step": done, **run_probe(model, config, device=info.device)})
+                logger.log({"step": done, **probe(model)})
                 model.train()
         if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):
             if info.is_main:

@@ -1,0 +1,175 @@
+"""The package's layering, read off its source with `ast`: no module imports one of a higher layer, no cycles.
+
+Every `import` and `from ... import` counts, at module level and inside functions alike (a lazy import is
+still a dependency). Importing `a.b.c` also runs the packages `a` and `a.b`, so those count too. The one
+cycle allowed is config <-> presets (a preset is a Config; a config file may name a preset).
+"""
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "vavae_lab"
+PACKAGE = "vavae_lab"
+
+# Lowest layer first. A module belongs to the longest prefix listed; it may import its own layer and below.
+LAYERS: list[tuple[str, ...]] = [
+    # the foundation: no model, no training
+    ("errors", "paths", "atomic", "device", "dist", "checkpoint", "weights", "config", "presets", "download"),
+    # what the lab is made of: data, the two models, metrics (each with its builders beside it)
+    ("data", "tokenizer", "diffusion", "metrics"),
+    # run-time estimates from a config and the model sizes
+    ("estimate",),
+    # the latent file format: shards, statistics, the dataset that reads them
+    ("latents.shards", "latents.stats", "latents.dataset"),
+    # run folders: load a tokenizer, a DiT, a latent cache
+    ("runs",),
+    # extraction writes a latent cache from a model (or a run folder)
+    ("latents",),
+    # sampling and gFID from models (or run folders)
+    ("generate",),
+    # the training loops
+    ("train",),
+    # analysis of trained artifacts (uniformity, the tiny-DiT probe, plots, widgets)
+    ("analysis",),
+    # orchestration: stage keys and the cached chain, the study, the command line, the tools around them
+    ("pipeline", "study", "doctor", "launch_commands", "launch", "cli", "__main__", ""),
+]
+ALLOWED_CYCLES = [{"config", "presets"}]
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name (without the package prefix; '' for the package itself) -> file."""
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute dotted name an ImportFrom refers to, relative to `module`."""
+    if node.level == 0:
+        return node.module or ""
+    base = f"{PACKAGE}.{module}".rstrip(".").split(".")
+    if not is_package:
+        base = base[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+@lru_cache(maxsize=None)
+def _eager(path: Path) -> bool:
+    """Whether a package's __init__ imports package modules when it runs (a lazy one only names them)."""
+    return any(isinstance(node, ast.Import) and any(a.name.startswith(PACKAGE + ".") for a in node.names)
+               or isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith(PACKAGE))
+               for node in ast.parse(path.read_text()).body)
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the package modules it imports (and the packages that importing them runs)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(name, path.name == "__init__.py", node)
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for full in names:
+                if full != PACKAGE and not full.startswith(PACKAGE + "."):
+                    continue
+                rel = full[len(PACKAGE) + 1:]
+                parts = rel.split(".") if rel else []
+                for i in range(1, len(parts) + 1):  # a.b.c also runs a and a.b (already running if they hold `name`)
+                    target = ".".join(parts[:i])
+                    if target not in modules or name.startswith(target + "."):
+                        continue
+                    if i == len(parts) or _eager(modules[target]):  # a lazy package costs its submodules nothing
+                        targets.add(target)
+        targets.discard(name)
+        targets.discard("")  # `from .. import dist` names a module; the package's lazy __init__ is light
+        graph[name] = targets
+    return graph
+
+
+def _layer(module: str) -> int:
+    best, rank = -1, None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (p == "" and module == "") or (p and (module == p or module.startswith(p + "."))):
+                if len(p) > best:
+                    best, rank = len(p), i
+    if rank is None:
+        raise AssertionError(f"vavae_lab.{module} is in no layer; add it to LAYERS in {__file__}")
+    return rank
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_module_has_a_layer():
+    for module in _modules():
+        _layer(module)
+
+
+def test_no_module_imports_a_higher_layer():
+    graph = _imports(_modules())
+    uphill = sorted(f"vavae_lab.{m} (layer {_layer(m)}) imports vavae_lab.{t} (layer {_layer(t)})"
+                    for m, targets in graph.items() for t in targets if _layer(t) > _layer(m))
+    assert not uphill, "uphill imports:\n" + "\n".join(uphill)
+
+
+def test_no_import_cycles_but_config_and_presets():
+    cycles = [c for c in _cycles(_imports(_modules())) if c not in ALLOWED_CYCLES]
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)
+
+
+def test_the_checks_can_fail():
+    """The graph sees function-level and relative imports, and both checks flag a planted violation."""
+    graph = _imports(_modules())
+    assert "latents.shards" in graph["latents.dataset"]  # relative, module level
+    assert "runs" in graph["generate"]  # inside a function
+    assert _layer("latents.cache") > _layer("runs") > _layer("latents.stats") > _layer("tokenizer.build")
+    planted = {**graph, "tokenizer.build": graph.get("tokenizer.build", set()) | {"train.tokenizer"},
+               "train.tokenizer": graph["train.tokenizer"] | {"tokenizer.build"}}
+    assert any({"tokenizer.build", "train.tokenizer"} <= c for c in _cycles(planted))
+    assert _layer("train.tokenizer") > _layer("tokenizer.build")
+    with pytest.raises(AssertionError, match="no layer"):
+        _layer("brand_new_module")

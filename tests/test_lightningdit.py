@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from vavae_lab.diffusion import dit_blocks
 from vavae_lab.diffusion.dit_blocks import (
     LabelEmbedder,
     RMSNorm,
@@ -266,3 +267,100 @@ def test_official_loading_errors_name_the_problem_and_the_right_size(tmp_path):
         load_official_lightningdit(only_model, size="toy-XS/1", **TOY)
     with pytest.raises(ConfigError, match="unknown switches"):
         load_official_lightningdit(only_model, size="toy-XS/1", use_rope=True)
+
+
+def _grads(fn, *tensors):
+    """Output of fn and the gradients of its inputs for a fixed random upstream gradient."""
+    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
+    out = fn(*tensors)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(7)))
+    return [out.detach()] + [t.grad for t in tensors]
+
+
+def _assert_all_close(got, want, atol=1e-5):
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=atol, rtol=1e-5), (a - b).abs().max()
+
+
+def test_fast_rmsnorm_and_modulation_match_the_llama_formula_forward_and_backward():
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(3, 5, 16, generator=gen), 1 + 0.1 * torch.randn(16, generator=gen)
+    shift, scale = torch.randn(3, 16, generator=gen), torch.randn(3, 16, generator=gen)
+    norm = RMSNorm(16)
+
+    def formula(x, w):
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)) * w
+
+    def fast(x, w, shift, scale):
+        return dit_blocks._RMSNormModulate.apply(x, w, shift, scale, norm.eps)
+
+    want = _grads(lambda x, w, sh, sc: formula(x, w) * (1 + sc[:, None]) + sh[:, None], x, weight, shift, scale)
+    _assert_all_close(_grads(fast, x, weight, shift, scale), want)
+    no_shift = _grads(lambda x, w, sc: fast(x, w, None, sc), x, weight, scale)
+    _assert_all_close(no_shift, _grads(lambda x, w, sc: formula(x, w) * (1 + sc[:, None]), x, weight, scale))
+    plain = _grads(lambda x, w: fast(x, w, None, None), x, weight)
+    _assert_all_close(plain, _grads(formula, x, weight))
+    # the module's fast path, the module's fallback (F.rms_norm or the formula) and the functional all agree
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    assert torch.allclose(norm(x), formula(x, weight), atol=1e-6)
+    assert torch.allclose(dit_blocks.rms_norm(x, weight, norm.eps), formula(x, weight), atol=1e-6)
+    assert torch.allclose(norm.modulated(x, shift, scale), want[0], atol=1e-6)
+    assert torch.allclose(dit_blocks.rms_norm(x.double(), weight, 1e-6), formula(x, weight).double(), atol=1e-6)
+
+
+def _rotate_half_formula(x, cos, sin):
+    """The official EVA rotation: x * cos + rotate_half(x) * sin with (-x_odd, x_even) interleaved."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return x * cos + torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2) * sin
+
+
+def test_fast_rope_and_qkv_split_match_the_rotate_half_formula_forward_and_backward():
+    rope = RotaryEmbedding2D(head_dim=8, side=3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 9, 8, generator=gen)
+    want = _grads(lambda x: _rotate_half_formula(x, rope.freqs_cos, rope.freqs_sin), x)
+    _assert_all_close(_grads(rope, x), want)
+    batch, tokens, heads = 2, 9, 3
+    qkv = torch.randn(batch, tokens, 3 * heads * 8, generator=gen)
+
+    def reference(qkv):
+        q, k, v = qkv.reshape(batch, tokens, 3, heads, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        rot = [_rotate_half_formula(t, rope.freqs_cos, rope.freqs_sin) for t in (q, k)]
+        return torch.stack(rot + [v])
+
+    _assert_all_close(_grads(lambda t: torch.stack(rope.split_heads(t, heads)), qkv), _grads(reference, qkv))
+    # a gradient that reaches only v (q and k unused) still comes back complete
+    v_only = _grads(lambda t: rope.split_heads(t, heads)[2], qkv)
+    _assert_all_close(v_only, _grads(lambda t: reference(t)[2], qkv))
+
+
+def test_fast_swiglu_matches_the_formula_forward_and_backward():
+    from vavae_lab.diffusion.dit_blocks import SwiGLUFFN
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 12, generator=gen)
+
+    def formula(h):
+        gate, value = h.chunk(2, dim=-1)
+        return torch.nn.functional.silu(gate) * value
+
+    _assert_all_close(_grads(dit_blocks._SwiGLU.apply, hidden), _grads(formula, hidden))
+    ffn = SwiGLUFFN(8, 6)
+    x = torch.randn(2, 5, 8, generator=gen)
+    assert torch.allclose(ffn(x), ffn.w3(formula(ffn.w12(x))), atol=1e-6)
+
+
+@pytest.mark.parametrize("switches", [dict(), dict(qk_norm=True), dict(adaln_shift=False, learn_sigma=True),
+                                      dict(norm="layernorm", mlp="gelu", pos="abs")])
+def test_fast_paths_match_the_plain_formulas_for_the_whole_model(switches, monkeypatch):
+    x, t, y = _inputs()
+    runs = []
+    for fast in (True, False):
+        monkeypatch.setattr(dit_blocks, "FAST_PATHS", fast)
+        model = _toy(class_dropout=0.0, **switches).train()
+        out = model(x, t, y)
+        out.square().mean().backward()
+        runs.append([out.detach()] + [p.grad for p in model.parameters() if p.grad is not None])
+    assert len(runs[0]) == len(runs[1])
+    _assert_all_close(runs[0], runs[1], atol=1e-6)

@@ -14,8 +14,74 @@ LAYERNORM_EPS = 1e-6
 
 def modulate(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation x * (1 + scale) + shift, with (B, D) shift/scale broadcast over the N tokens of x."""
-    x = x * (1 + scale.unsqueeze(1))
-    return x if shift is None else x + shift.unsqueeze(1)
+    factor = (1 + scale).unsqueeze(1)
+    return x * factor if shift is None else torch.addcmul(shift.unsqueeze(1), x, factor)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """adaLN-Zero residual x + gate * y in one kernel, with a (B, D) gate broadcast over the N tokens."""
+    return torch.addcmul(x, gate.unsqueeze(1), y)
+
+
+# Eager fast paths (custom autograd Functions) run for these dtypes; others use the plain formulas, which
+# keep the official mixed-precision behaviour under autocast. FAST_PATHS = False forces the plain formulas.
+_FAST_DTYPES = (torch.float32, torch.float64)
+FAST_PATHS = True
+
+
+def _fast(*tensors: torch.Tensor) -> bool:
+    """True when the hand-written kernels apply: fast paths enabled, full-precision tensors, not under tracing."""
+    return (FAST_PATHS and all(t.dtype in _FAST_DTYPES for t in tensors)
+            and not torch.compiler.is_compiling())
+
+
+class _RMSNormModulate(torch.autograd.Function):
+    """x / rms(x) * weight, then optionally * (1 + scale) + shift, with a hand-written backward (no composite ops).
+
+    Forward is 1 reduction and 2 elementwise passes; backward 5 passes, against about twice that for autograd
+    through the formula. The weight is folded into the (B, D) modulation factor, which changes rounding only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, shift, scale, eps):
+        """x (..., D) or (B, N, D) with (B, D) shift/scale; returns the normalised, scaled (and modulated) x."""
+        dim = x.shape[-1]
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(dim).add_(eps).rsqrt_()
+        xhat = x * rstd
+        factor = weight if scale is None else weight * (1 + scale).unsqueeze(1)  # (D,) or (B, 1, D)
+        out = xhat * factor if shift is None else torch.addcmul(shift.unsqueeze(1), xhat, factor)
+        ctx.save_for_backward(xhat, rstd, weight, scale, factor)
+        ctx.has_shift = shift is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        """Gradients for x, weight, shift and scale from the saved normalised input and inverse rms."""
+        xhat, rstd, weight, scale, factor = ctx.saved_tensors
+        need_x, need_w, need_shift, need_scale, _ = ctx.needs_input_grad
+        grad_x = grad_w = grad_shift = grad_scale = None
+        if need_shift and ctx.has_shift:
+            grad_shift = grad.sum(1)
+        if need_w or need_scale:
+            if scale is None:
+                grad_w = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(0)
+            else:
+                per_sample = (grad * xhat).sum(1)  # (B, D): gradient of the folded factor
+                grad_w = (per_sample * (1 + scale)).sum(0) if need_w else None
+                grad_scale = per_sample * weight if need_scale else None
+        if need_x:
+            grad_xhat = grad * factor
+            dot = (grad_xhat * xhat).mean(-1, keepdim=True)
+            grad_x = torch.addcmul(grad_xhat, xhat, dot, value=-1.0).mul_(rstd)
+        return grad_x, grad_w, grad_shift, grad_scale, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of the last dimension: torch's built-in F.rms_norm when it has one, else the LLaMA formula."""
+    if x.dtype == torch.float32 and hasattr(F, "rms_norm"):
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)).type_as(x) * weight
 
 
 class TimestepEmbedder(nn.Module):
@@ -91,9 +157,22 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise over the last dimension and scale by the learnable weight."""
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        if _fast(x, self.weight):
+            return _RMSNormModulate.apply(x, self.weight, None, None, self.eps)
+        return rms_norm(x, self.weight, self.eps)
+
+    def modulated(self, x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+        """modulate(self(x), shift, scale) for x (B, N, D), fused into one autograd node on the fast path."""
+        if _fast(x, self.weight, scale):
+            return _RMSNormModulate.apply(x, self.weight, shift, scale, self.eps)
+        return modulate(self(x), shift, scale)
+
+
+def norm_modulate(norm: nn.Module, x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+    """modulate(norm(x), shift, scale), fused when the norm is an RMSNorm."""
+    if isinstance(norm, RMSNorm):
+        return norm.modulated(x, shift, scale)
+    return modulate(norm(x), shift, scale)
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
@@ -118,8 +197,34 @@ class SwiGLUFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gated MLP token-wise."""
-        gate, value = self.w12(x).chunk(2, dim=-1)
+        hidden = self.w12(x)
+        if _fast(hidden):
+            return self.w3(_SwiGLU.apply(hidden))
+        gate, value = hidden.chunk(2, dim=-1)
         return self.w3(F.silu(gate) * value)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(a) * b for [a, b] = h.chunk(2, -1); the backward writes both halves into one buffer (no torch.cat)."""
+
+    @staticmethod
+    def forward(ctx, hidden):
+        """(..., 2H) -> (..., H)."""
+        gate, value = hidden.chunk(2, dim=-1)
+        activated = F.silu(gate)
+        ctx.save_for_backward(hidden, activated)
+        return activated * value
+
+    @staticmethod
+    def backward(ctx, grad):
+        """Gradient of the fused projection output, laid out like it."""
+        hidden, activated = ctx.saved_tensors
+        gate, value = hidden.chunk(2, dim=-1)
+        out = torch.empty_like(hidden)
+        grad_gate, grad_value = out.chunk(2, dim=-1)
+        torch.mul(grad, activated, out=grad_value)
+        torch.ops.aten.silu_backward.grad_input(grad * value, gate, grad_input=grad_gate)
+        return out
 
 
 class GeluMlp(nn.Module):
@@ -164,7 +269,72 @@ class RotaryEmbedding2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate queries or keys shaped (..., N, head_dim); returns the same shape and dtype."""
+        if _fast(x, self.freqs_cos) and _complex_view_ok(x):
+            pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+            return torch.view_as_real(pairs * self.rotation()).flatten(-2)
         return (x * self.freqs_cos + rotate_pairs(x) * self.freqs_sin).to(x.dtype)
+
+    def rotation(self) -> torch.Tensor:
+        """The (N, head_dim / 2) unit complex numbers cos + i sin of the tables (each pair shares one angle)."""
+        return torch.complex(self.freqs_cos[:, 0::2], self.freqs_sin[:, 0::2])
+
+    def split_heads(self, qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused qkv projection (B, N, 3 * D) -> rotated q, rotated k and v, each (B, heads, N, head_dim)."""
+        batch, tokens, width = qkv.shape
+        qkv = qkv.view(batch, tokens, 3, num_heads, width // (3 * num_heads))
+        if _fast(qkv, self.freqs_cos) and _complex_view_ok(qkv):
+            return _RopeSplit.apply(qkv, self.rotation())
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return self(q), self(k), v
+
+
+def _complex_view_ok(x: torch.Tensor) -> bool:
+    """Whether the last dimension of x can be viewed as complex pairs (CPU/CUDA, even strides and offset)."""
+    return (x.device.type in ("cpu", "cuda") and x.stride(-1) == 1 and x.storage_offset() % 2 == 0
+            and all(stride % 2 == 0 for stride in x.stride()[:-1]))
+
+
+def _as_pairs(x: torch.Tensor) -> torch.Tensor:
+    """View a real (..., 2P) tensor as (..., P) complex pairs, copying first only when its layout forbids it."""
+    if not _complex_view_ok(x):
+        x = x.contiguous()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
+class _RopeSplit(torch.autograd.Function):
+    """Split a (B, N, 3, heads, head_dim) qkv into heads and rotate q and k by RoPE, as complex products.
+
+    One complex multiply rotates q and k together; the backward writes the three gradients straight into one
+    buffer laid out like the qkv projection output, so no stack, no cat and no permute copy is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, rotation):
+        """Returns q, k (rotated) and v, each (B, heads, N, head_dim); v is a view of qkv."""
+        pairs = torch.view_as_complex(qkv[:, :, :2].unflatten(-1, (-1, 2)))  # (B, N, 2, heads, head_dim / 2)
+        rotated = torch.view_as_real(pairs * rotation[:, None, None]).flatten(-2)
+        ctx.save_for_backward(rotation)
+        ctx.shape = qkv.shape
+        q, k = rotated.transpose(1, 3).unbind(2)  # each (B, heads, N, head_dim)
+        return q, k, qkv[:, :, 2].transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k, grad_v):
+        """Gradient of qkv from the three head-split gradients."""
+        (rotation,) = ctx.saved_tensors
+        out = torch.empty(ctx.shape, dtype=rotation.real.dtype, device=rotation.device)
+        back = rotation.conj()[:, None]
+        for index, grad in ((0, grad_q), (1, grad_k)):
+            target = torch.view_as_complex(out[:, :, index].unflatten(-1, (-1, 2)))
+            if grad is None:
+                target.zero_()
+            else:
+                torch.mul(_as_pairs(grad.transpose(1, 2)), back, out=target)
+        if grad_v is None:
+            out[:, :, 2].zero_()
+        else:
+            out[:, :, 2].copy_(grad_v.transpose(1, 2))
+        return out, None
 
 
 def sincos_pos_embed_2d(dim: int, side: int) -> torch.Tensor:
@@ -204,11 +374,15 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding2D | None = None) -> torch.Tensor:
         """Attend over the N tokens of x (B, N, dim)."""
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = rope(q), rope(k)
+        qkv = self.qkv(x)
+        if rope is not None and isinstance(self.q_norm, nn.Identity):
+            q, k, v = rope.split_heads(qkv, self.num_heads)
+        else:
+            qkv = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+            q, k = self.q_norm(q), self.k_norm(k)
+            if rope is not None:
+                q, k = rope(q), rope(k)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
@@ -240,8 +414,8 @@ class LightningDiTBlock(nn.Module):
         else:
             scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
             shift_msa = shift_mlp = None
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=rope)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = gated_residual(x, gate_msa, self.attn(norm_modulate(self.norm1, x, shift_msa, scale_msa), rope=rope))
+        return gated_residual(x, gate_mlp, self.mlp(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -256,7 +430,7 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """(B, N, D) tokens -> (B, N, p * p * out_channels) patch values."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return self.linear(norm_modulate(self.norm_final, x, shift, scale))
 
 
 class PatchEmbed(nn.Module):

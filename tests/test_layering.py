@@ -25,8 +25,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("estimate",),
     # the latent file format: shards, statistics, the dataset that reads them
     ("latents.shards", "latents.stats", "latents.dataset"),
-    # run folders: load a tokenizer, a DiT, a latent cache
-    ("runs",),
+    # run folders: load a tokenizer, a DiT, a latent cache; restore one from the pretrained pack
+    ("runs", "pack"),
     # extraction writes a latent cache from a model (or a run folder)
     ("latents",),
     # sampling and gFID from models (or run folders)

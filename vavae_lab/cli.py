@@ -208,6 +208,27 @@ def _reproduce(args) -> None:
     print(f"report: {path}")
 
 
+def _pack(args) -> None:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .pack import pack_dir, pack_size
+    from .study.packing import build_pack, stale_entries
+
+    cache = Path(args.cache).expanduser()
+    if not (cache / "tokenizers").is_dir():
+        raise ConfigError(f"--cache {args.cache} holds no tokenizers/ folder; pass a study cache root such as "
+                          "data/cache/study (or $VAVAE_LAB_DATA/cache/study)")
+    root = Path(args.out).expanduser() if args.out else pack_dir()
+    command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
+    manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype)
+    print(f"packed {len(manifest['artifacts'])} {args.preset} artifacts into {root}: "
+          f"{pack_size(root) / 2**20:.1f} MiB")
+    stale = stale_entries(root)
+    if stale:
+        print(f"warning: {len(stale)} entries do not match the current configs: {stale[:3]}", file=sys.stderr)
+
+
 def _doctor(args) -> None:
     from .doctor import run_doctor
 
@@ -296,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("pack", help="write the pretrained pack (data/pack) from a study cache the notebooks filled")
+    p.add_argument("--cache", required=True, help="a study cache root, e.g. data/cache/study")
+    p.add_argument("--preset", required=True, help="pack only this preset's artifacts, e.g. lab")
+    p.add_argument("--out", default=None, help="pack folder (default data/pack, or $VAVAE_LAB_PACK)")
+    p.add_argument("--dit-dtype", default="float16", choices=["float16", "float32"],
+                   help="precision of the packed DiT weights (tokenizers are always float32, exact)")
+    p.add_argument("--command", default=None, help="the command that trained the cache, for the manifest")
+    p.set_defaults(func=_pack)
 
     p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")
     p.set_defaults(func=_doctor)

@@ -40,6 +40,7 @@ IGNORED = {
     "sample": ("batch_size", "max_nfe"),  # max_nfe only stops a runaway dopri5
 }
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
+RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes"}
 
 
 def stage_fields(config: Config, section: str) -> dict | int:
@@ -92,10 +93,40 @@ def stage_dir(config: Config, stage: str, root: str | Path | None = None) -> Pat
 def result_path(config: Config, stage: str, root: str | Path | None = None, **kw) -> Path:
     """The JSON file of a cached generation, uniformity or probe result under `root` (default data/cache/study)."""
     root = Path(root) if root is not None else cache_dir("study")
-    folder = {"generation": "results", "uniformity": "uniformity", "probe": "probes"}[stage]
-    path = root / folder / f"{stage_key(config, stage, **kw)}.json"
+    path = root / RESULT_FOLDERS[stage] / f"{stage_key(config, stage, **kw)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cached_result(config: Config, stage: str, root: str | Path | None = None, **kw) -> tuple[Path, dict | None]:
+    """(path, result) of a generation, uniformity or probe result: from the cache, else the pack, else None."""
+    from . import pack
+
+    path = result_path(config, stage, root, **kw)
+    if not path.exists():
+        pack.restore(stage, path.stem, path)
+    return path, (json.loads(path.read_text()) if path.exists() else None)
+
+
+def save_result(config: Config, stage: str, path: Path, result: dict, **kw) -> dict:
+    """Write a result JSON and, beside it, the config and key arguments that made it (what the pack records)."""
+    from .atomic import atomic_write_json
+
+    atomic_write_json(path, result, default=float)
+    atomic_write_json(path.with_name(f"{path.stem}.config.json"), {"config": to_dict(config), "key_args": kw})
+    return result
+
+
+def _restore_or_say(config: Config, stage: str, run: Path) -> bool:
+    """Restore a missing tokenizer/DiT run from the pack (True), else print that it will be trained (False)."""
+    from . import pack
+
+    key = stage_key(config, stage)
+    if pack.restore(stage, key, run):
+        return True
+    why = f"{pack.RETRAIN_ENV} is set" if pack.retraining() else "not in the pack"
+    print(f"training {stage} {key} ({why})")
+    return False
 
 
 def tokenizer_probe(config: Config):
@@ -115,7 +146,8 @@ def tokenizer(config: Config, root: str | Path | None = None):
     from .train.tokenizer import train_tokenizer
 
     run = stage_dir(config, "tokenizer", root)
-    if not ((run / "tokenizer.pt").exists() and (run / "history.json").exists()):
+    done = (run / "tokenizer.pt").exists() and (run / "history.json").exists()
+    if not done and not _restore_or_say(config, "tokenizer", run):
         train_tokenizer(config, run, resume=True,
                         probe=tokenizer_probe(config) if config.tokenizer.probe.every else None)
     return load_tokenizer(run), json.loads((run / "history.json").read_text())
@@ -139,7 +171,8 @@ def dit(config: Config, root: str | Path | None = None, *, progress: bool = Fals
     from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
-    if not ((run / "dit.pt").exists() and (run / "history.json").exists()):
+    done = (run / "dit.pt").exists() and (run / "history.json").exists()
+    if not done and not _restore_or_say(config, "dit", run):
         train_dit(config, latents(config, root, progress=progress), run, resume=True)
     model, _ = load_dit(run)
     return model, json.loads((run / "history.json").read_text())
@@ -153,9 +186,9 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
     from .generate import dit_stats, generation_fid
 
     n = n or config.sample.num_samples
-    path = result_path(config, "generation", root, n=n)
-    if path.exists():
-        return json.loads(path.read_text())
+    path, cached = cached_result(config, "generation", root, n=n)
+    if cached is not None:
+        return cached
     tok, _ = tokenizer(config, root)
     model, history = dit(config, root, progress=progress)
     device = torch.device(device) if device is not None else resolve_device(config.device)
@@ -165,10 +198,7 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
     out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
     out.update({"n": n, "seconds": time.perf_counter() - t0,
                 "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
-    from .atomic import atomic_write_json
-
-    atomic_write_json(path, out, default=float)
-    return out
+    return save_result(config, "generation", path, out, n=n)
 
 
 def run_pipeline(config: Config, root: str | Path | None = None, *, progress: bool = False) -> dict:

@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 
 from .. import pipeline
-from ..atomic import atomic_write_json
 from ..config import Config, load_config
 from ..errors import ConfigError
-from ..pipeline import result_path, stage_dir, stage_key
+from ..pipeline import cached_result, save_result, stage_dir, stage_key
 from .variants import TOKENIZERS
 
 
@@ -143,28 +142,25 @@ class Study:
 
         config = self.config(name)
         n, runs = n or self.uniformity_n, runs or self.uniformity_runs
-        path = result_path(config, "uniformity", n=n, runs=runs)
-        if path.exists():
-            return json.loads(path.read_text())
+        path, cached = cached_result(config, "uniformity", n=n, runs=runs)
+        if cached is not None:
+            return cached
         data = LatentDataset(self.latents(name), flip=False)
         out = uniformity_metrics(data, n=min(n, data.num_images), runs=runs, seed=config.seed, workers=workers,
                                  progress=self.progress)
-        atomic_write_json(path, out, default=float)
-        return out
+        return save_result(config, "uniformity", path, out, n=n, runs=runs)
 
     def probe(self, name: str) -> dict:
         """The cheap gFID proxies (tiny-DiT probe gFID, uniformity on few vectors) of a trained tokenizer."""
         from ..analysis.proxy import run_probe
 
         config = self.config(name)
-        path = result_path(config, "probe")
-        if path.exists():
-            return json.loads(path.read_text())
+        path, cached = cached_result(config, "probe")
+        if cached is not None:
+            return cached
         tokenizer, _ = self.tokenizer(name)
         device = self._device(config)
-        out = run_probe(tokenizer.to(device), config, device=device)
-        atomic_write_json(path, out, default=float)
-        return out
+        return save_result(config, "probe", path, run_probe(tokenizer.to(device), config, device=device))
 
     def dit_history(self, name: str, *extra: str) -> dict:
         """The DiT's training history (loss and loss per t-bin over steps) without loading its weights."""

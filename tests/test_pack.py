@@ -1,0 +1,157 @@
+"""The pretrained pack: built from a study cache, restored by key instead of training, hash-checked, never stale."""
+import json
+
+import pytest
+import torch
+
+from vavae_lab import cli, pack, pipeline
+from vavae_lab.runs import load_dit, load_tokenizer
+from vavae_lab.study import Study
+from vavae_lab.study.packing import build_pack, stale_entries
+
+TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",
+        "tokenizer.train.eval_images=32", "tokenizer.train.ckpt_every=4", "dit.train.steps=4",
+        "dit.train.batch_size=16", "dit.train.ckpt_every=4", "sample.num_samples=32", "sample.batch_size=32",
+        "sample.steps=2", "metrics.num_images=32", "latents.shard_size=128", "latents.stats_count=128")
+ENTRY_FIELDS = {"stage", "key", "preset", "overrides", "files", "command", "commit", "machine", "date", "wall_s"}
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """A smoke study (one tokenizer, its DiT, one gFID) trained in a temp cache and packed."""
+    tmp = tmp_path_factory.mktemp("pack")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAVAE_LAB_DATA", str(tmp / "trained"))
+        mp.setenv(pack.PACK_ENV, str(tmp / "no_pack"))
+        study = Study("smoke", TINY, progress=False)
+        result = study.generation("d4")
+        config = study.config("d4")
+        cache = tmp / "trained" / "cache" / "study"
+        manifest = build_pack(cache, command="pytest tests/test_pack.py", preset="smoke", root=tmp / "pack")
+    return {"tmp": tmp, "root": tmp / "pack", "cache": cache, "manifest": manifest, "result": result,
+            "config": config}
+
+
+def _fresh(monkeypatch, packed, name="fresh"):
+    """Point the cache at an empty folder and the pack at the built one."""
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(packed["tmp"] / name))
+    monkeypatch.setenv(pack.PACK_ENV, str(packed["root"]))
+    monkeypatch.delenv(pack.RETRAIN_ENV, raising=False)
+
+
+def _no_training(monkeypatch):
+    """Make any training call fail the test."""
+    import vavae_lab.train.dit as train_dit
+    import vavae_lab.train.tokenizer as train_tok
+
+    monkeypatch.setattr(train_tok, "train_tokenizer", lambda *a, **k: pytest.fail("a packed tokenizer was trained"))
+    monkeypatch.setattr(train_dit, "train_dit", lambda *a, **k: pytest.fail("a packed DiT was trained"))
+
+
+@pytest.mark.slow
+def test_manifest_records_every_artifact_with_its_provenance(packed):
+    config, arts = packed["config"], packed["manifest"]["artifacts"]
+    keys = {f"tokenizer/{pipeline.stage_key(config, 'tokenizer')}", f"dit/{pipeline.stage_key(config, 'dit')}",
+            f"generation/{pipeline.stage_key(config, 'generation', n=config.sample.num_samples)}"}
+    assert keys <= set(arts)
+    for entry in arts.values():
+        assert ENTRY_FIELDS <= set(entry) and entry["preset"] == "smoke" and entry["command"].startswith("pytest")
+        for name, rec in entry["files"].items():
+            assert pack.sha256_file(packed["root"] / name) == rec["sha256"]
+    assert arts[next(k for k in keys if k.startswith("dit/"))]["dtype"] == "float16"
+    assert stale_entries(packed["root"]) == []
+    assert json.loads((packed["root"] / pack.MANIFEST).read_text()) == packed["manifest"]
+
+
+@pytest.mark.slow
+def test_a_fresh_cache_loads_the_pack_instead_of_training(packed, monkeypatch, capsys):
+    _fresh(monkeypatch, packed)
+    _no_training(monkeypatch)
+    study = Study("smoke", TINY, progress=False)
+    assert study.generation("d4") == packed["result"]
+    tokenizer, _ = study.tokenizer("d4")
+    original = load_tokenizer(packed["cache"] / "tokenizers" / pipeline.stage_key(packed["config"], "tokenizer"))
+    assert all(torch.equal(a, b) for a, b in zip(tokenizer.state_dict().values(), original.state_dict().values()))
+    dit, history = study.dit("d4")  # fp16 in the pack, fp32 again after loading
+    trained, _ = load_dit(packed["cache"] / "dits" / pipeline.stage_key(packed["config"], "dit"))
+    for a, b in zip(dit.state_dict().values(), trained.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    assert history["train"] and "pack: tokenizer" in capsys.readouterr().out
+    images, _ = study.samples("d4", n=4)  # the restored DiT passes the tokenizer check and samples
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_retrain_ignores_the_pack(packed, monkeypatch, capsys):
+    _fresh(monkeypatch, packed, "retrain")
+    monkeypatch.setenv(pack.RETRAIN_ENV, "1")
+    config = Study("smoke", TINY, progress=False).config("d4")
+    assert not pack.restore("tokenizer", pipeline.stage_key(config, "tokenizer"), packed["tmp"] / "x")
+    calls = []
+    import vavae_lab.train.tokenizer as train_tok
+
+    def record(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(train_tok, "train_tokenizer", record)
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.tokenizer(config)
+    assert calls and f"{pack.RETRAIN_ENV} is set" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_corrupt_pack_file_is_one_line_naming_the_file_and_the_fix(packed, monkeypatch, tmp_path):
+    import shutil
+
+    root = tmp_path / "pack"
+    shutil.copytree(packed["root"], root)
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv(pack.PACK_ENV, str(root))
+    name = next(n for n in (root / "tokenizer").iterdir() if n.suffix == ".safetensors")
+    data = bytearray(name.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    name.write_bytes(bytes(data))
+    with pytest.raises(pack.PackError) as err:
+        pipeline.tokenizer(packed["config"])
+    message = str(err.value)
+    assert "\n" not in message and name.name in message and "sha256" in message and pack.RETRAIN_ENV in message
+    (root / pack.MANIFEST).write_text("{not json")
+    with pytest.raises(pack.PackError, match="not a pack manifest"):
+        pack.read_manifest(root)
+
+
+@pytest.mark.slow
+def test_an_entry_whose_preset_changed_is_stale(packed, monkeypatch, tmp_path):
+    import shutil
+
+    from vavae_lab import presets
+
+    root = tmp_path / "pack"
+    shutil.copytree(packed["root"], root)
+    smoke = presets.PRESETS["smoke"]
+
+    def changed():
+        config = smoke()
+        config.tokenizer.train.lr = 1e-3  # a preset edit the pack was not regenerated for
+        return config
+
+    monkeypatch.setitem(presets.PRESETS, "smoke", changed)
+    stale = stale_entries(root)
+    assert any(s.startswith("tokenizer/") for s in stale) and any(s.startswith("dit/") for s in stale)
+
+
+def test_pack_command_refuses_a_folder_that_is_not_a_study_cache(tmp_path, capsys):
+    assert cli.main(["pack", "--cache", str(tmp_path), "--preset", "lab", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--cache" in err and "data/cache/study" in err
+
+
+def test_shipped_pack_matches_the_current_configs_and_its_hashes():
+    """The pack in data/pack (if any) was trained by today's configs: no stale key, no edited file, <= 40 MB."""
+    root = pack.pack_dir()
+    assert stale_entries(root) == [], "the shipped pack is stale: regenerate it (README, 'The pretrained pack')"
+    for entry in pack.read_manifest(root)["artifacts"].values():
+        for name, rec in entry["files"].items():
+            assert pack.sha256_file(root / name) == rec["sha256"], f"{name} differs from its manifest"
+    assert pack.pack_size(root) <= 40 * 2**20

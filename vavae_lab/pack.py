@@ -1,0 +1,142 @@
+"""The pretrained pack: trained toy artifacts shipped under data/pack, found by their stage key, hash-checked.
+
+A study stage (`vavae_lab.pipeline`) that misses its cache first asks the pack: a tokenizer or DiT whose key
+is packed is restored into the cache folder (weights from safetensors, checked against the manifest's
+sha256) instead of being trained; a packed result (a gFID, a Table 6 row, a probe) is copied as it is.
+`VAVAE_LAB_RETRAIN=1` ignores the pack, so everything is trained from scratch by the same code.
+
+    data/pack/manifest.json                one entry per artifact: stage, key, preset + overrides, files with
+                                           sha256 and bytes, the command, commit, machine, date, wall time
+    data/pack/<stage>/<key>.safetensors    weights (tokenizer: fp32, exact; DiT: EMA weights, fp32 or fp16)
+    data/pack/<stage>/<key>.json           what the run folder needs besides weights (config, history, ...)
+
+`vavae_lab.study.packing.build_pack` fills it from a study cache root (`python -m vavae_lab pack --cache DIR`);
+`stale_entries` there lists artifacts whose preset + overrides no longer give their key (a test keeps it empty).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .atomic import atomic_write_json
+from .config import from_dict
+from .errors import CheckpointError
+
+PACK_ENV, RETRAIN_ENV = "VAVAE_LAB_PACK", "VAVAE_LAB_RETRAIN"
+MANIFEST, FORMAT = "manifest.json", 1
+WEIGHTS_STAGES = ("tokenizer", "dit")
+RESULT_STAGES = ("generation", "uniformity", "probe")
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class PackError(CheckpointError):
+    """A pack file that is missing, corrupt or does not match its manifest."""
+
+
+def pack_dir() -> Path:
+    """The pack folder: $VAVAE_LAB_PACK, else the repository's data/pack."""
+    env = os.environ.get(PACK_ENV)
+    return Path(env).expanduser() if env else _REPO / "data" / "pack"
+
+
+def retraining() -> bool:
+    """Whether VAVAE_LAB_RETRAIN asks to ignore the pack and train everything."""
+    return os.environ.get(RETRAIN_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(root: Path | None = None) -> dict:
+    """The pack's manifest ({"format", "artifacts": {"stage/key": entry}}); empty when there is no pack."""
+    path = (root or pack_dir()) / MANIFEST
+    if not path.is_file():
+        return {"format": FORMAT, "artifacts": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["artifacts"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PackError(f"{path} is not a pack manifest ({exc}); `git checkout {path}` restores it, or set "
+                        f"{RETRAIN_ENV}=1 to train everything instead") from exc
+    return manifest
+
+
+def _verified(root: Path, entry: dict, name: str) -> Path:
+    """The path of one packed file after checking its sha256 against the manifest."""
+    path = root / name
+    if not path.is_file():
+        raise PackError(f"{path} is missing from the pack; `git checkout {root}` restores it, or set "
+                        f"{RETRAIN_ENV}=1 to train instead")
+    if sha256_file(path) != entry["files"][name]["sha256"]:
+        raise PackError(f"{path} fails its sha256 check (corrupt or edited); `git checkout {path}` restores it, "
+                        f"or set {RETRAIN_ENV}=1 to train instead")
+    return path
+
+
+def _read_pair(root: Path, entry: dict) -> tuple[dict, dict]:
+    """(tensors, metadata) of a weights entry, both hash-checked."""
+    from safetensors.torch import load_file
+
+    names = sorted(entry["files"])
+    tensors = {}
+    meta = json.loads(_verified(root, entry, next(n for n in names if n.endswith(".json"))).read_text())
+    for name in names:
+        if name.endswith(".safetensors"):
+            try:
+                tensors = load_file(str(_verified(root, entry, name)))
+            except Exception as exc:  # safetensors raises its own types for a truncated header
+                raise PackError(f"{root / name} is not a readable safetensors file ({exc}); "
+                                f"`git checkout {root / name}` restores it") from exc
+    return {k: v.float() for k, v in tensors.items()}, meta
+
+
+def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet: bool = False) -> bool:
+    """Write packed artifact `stage`/`key` to `dest` (a run folder, or a result's JSON path); False if not packed.
+
+    Also False when VAVAE_LAB_RETRAIN is set. A packed file that fails its hash raises PackError.
+    """
+    from .checkpoint import atomic_save
+    from .config import save_config
+
+    if retraining():
+        return False
+    root = root or pack_dir()
+    entry = read_manifest(root)["artifacts"].get(f"{stage}/{key}")
+    if entry is None:
+        return False
+    if stage in RESULT_STAGES:
+        name = next(iter(entry["files"]))
+        atomic_write_json(dest, json.loads(_verified(root, entry, name).read_text()))
+    else:
+        tensors, meta = _read_pair(root, entry)
+        dest.mkdir(parents=True, exist_ok=True)
+        config = from_dict(meta["config"])
+        save_config(config, dest / "config.yaml")
+        if stage == "tokenizer":
+            atomic_save({"model": tensors, "config": meta["config"]}, dest / "tokenizer.pt")
+        else:
+            weights = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+            tokenizer_dir = dest.parent.parent / "tokenizers" / meta["tokenizer_key"]
+            atomic_save({"model": weights, "ema": weights, "config": meta["config"],
+                         "latent_shape": meta["latent_shape"], "num_classes": meta["num_classes"],
+                         "latent_mean": tensors["stats.mean"], "latent_std": tensors["stats.std"],
+                         "tokenizer_sha256": meta["tokenizer_sha256"], "tokenizer_dir": str(tokenizer_dir)},
+                        dest / "dit.pt")
+        atomic_write_json(dest / "history.json", meta["history"])
+    if not quiet:
+        print(f"pack: {stage} {key} loaded from {root} (trained by `{entry['command']}`, "
+              f"{entry['wall_s'] / 60:.1f} min on {entry['machine']}); {RETRAIN_ENV}=1 trains it instead")
+    return True
+
+
+def pack_size(root: Path | None = None) -> int:
+    """Total bytes of the pack's files, as the manifest records them."""
+    return sum(f["bytes"] for e in read_manifest(root)["artifacts"].values() for f in e["files"].values())

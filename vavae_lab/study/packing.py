@@ -1,0 +1,165 @@
+"""Building the pretrained pack from a study cache, and checking that its keys match the current configs."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..atomic import atomic_write_json
+from ..config import Config, from_dict, load_config, to_dict
+from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
+from ..pipeline import FOLDERS, RESULT_FOLDERS, stage_key
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def overrides_of(config: Config) -> dict:
+    """The {dotted key: value} overrides that turn the config's preset into `config` (what the pack records)."""
+    from ..presets import get_preset
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    base, mine = flat(to_dict(get_preset(config.name))), flat(to_dict(config))
+    return {k: v for k, v in sorted(mine.items()) if base.get(k) != v}
+
+
+def _provenance() -> dict:
+    """Commit (with -dirty), machine and date of a pack build."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    cpu = f"{os.cpu_count()} CPU cores"
+    if torch.cuda.is_available():
+        cpu = f"{torch.cuda.get_device_name(0)} + {cpu}"
+    return {"commit": commit, "machine": f"{cpu}, {platform.system()} {platform.machine()}, torch {torch.__version__}",
+            "date": datetime.date.today().isoformat()}
+
+
+def yaml_config(run: Path) -> dict:
+    """The config a run folder was trained with (its config.yaml) as a dict."""
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def _write(root: Path, name: str, write) -> dict:
+    """Write one pack file with `write(path)`; returns its manifest record (sha256, bytes)."""
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.dtype) -> tuple[dict, Config, float]:
+    """Pack a tokenizer or DiT run folder; returns (files, config, wall seconds)."""
+    from safetensors.torch import save_file
+
+    from ..checkpoint import load_checkpoint
+
+    history = json.loads((run / "history.json").read_text())
+    if stage == "tokenizer":
+        state = load_checkpoint(run / "tokenizer.pt", map_location="cpu")
+        tensors = {k: v.contiguous() for k, v in state["model"].items()}
+        meta = {"config": state["config"], "history": history}
+    else:
+        state = load_checkpoint(run / "dit.pt", map_location="cpu")
+        tensors = {f"ema.{k}": v.to(dit_dtype if v.is_floating_point() else v.dtype).contiguous()
+                   for k, v in state["ema"].items()}
+        tensors.update({"stats.mean": state["latent_mean"].float().contiguous(),
+                        "stats.std": state["latent_std"].float().contiguous()})
+        config = from_dict(state["config"])
+        meta = {"config": state["config"], "history": history, "latent_shape": list(state["latent_shape"]),
+                "num_classes": int(state["num_classes"]), "tokenizer_sha256": state["tokenizer_sha256"],
+                "tokenizer_key": stage_key(config, "tokenizer")}
+    files = {f"{stage}/{key}.safetensors": _write(root, f"{stage}/{key}.safetensors",
+                                                  lambda p: save_file(tensors, str(p))),
+             f"{stage}/{key}.json": _write(root, f"{stage}/{key}.json",
+                                           lambda p: p.write_text(json.dumps(meta, default=float)))}
+    return files, from_dict(meta["config"]), float(history.get("wall_time_s") or 0.0)
+
+
+def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = None, dit_dtype: str = "float16",
+               stages=WEIGHTS_STAGES + RESULT_STAGES) -> dict:
+    """Pack every finished tokenizer, DiT and result of `preset` in the study cache root `cache` into `root`.
+
+    Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
+    gives their folder name (older code), are left out. Results are packed when their config sidecar says
+    which config made them (`pipeline.save_result` writes one beside each result).
+    """
+    root = root or pack_dir()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    prov, entries = _provenance(), {}
+    dtype = {"float16": torch.float16, "float32": torch.float32}[dit_dtype]
+    for stage in stages:
+        if stage in WEIGHTS_STAGES:
+            done = "tokenizer.pt" if stage == "tokenizer" else "dit.pt"
+            for run in sorted((cache / FOLDERS[stage]).glob("*")):
+                if not ((run / done).is_file() and (run / "history.json").is_file()):
+                    continue
+                config = from_dict(yaml_config(run))
+                if config.name != preset or stage_key(config, stage) != run.name:
+                    continue
+                files, config, wall = _add_weights(stage, run.name, run, root, dtype)
+                entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,
+                                                       dit_dtype if stage == "dit" else "float32")
+        else:
+            folder = RESULT_FOLDERS[stage]
+            for sidecar in sorted((cache / folder).glob("*.config.json")):
+                key = sidecar.name[: -len(".config.json")]
+                result = cache / folder / f"{key}.json"
+                if not result.is_file():
+                    continue
+                side = json.loads(sidecar.read_text())
+                config = from_dict(side["config"])
+                if config.name != preset or stage_key(config, stage, **side.get("key_args", {})) != key:
+                    continue
+                name = f"{stage}/{key}.json"
+                files = {name: _write(root, name, lambda p: shutil.copyfile(result, p))}
+                wall = float(json.loads(result.read_text()).get("seconds") or 0.0)
+                entries[f"{stage}/{key}"] = _entry(stage, key, config, files, command, wall, prov, None,
+                                                  key_args=side.get("key_args", {}))
+    manifest = {"format": FORMAT, "artifacts": entries}
+    atomic_write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+def _entry(stage, key, config: Config, files, command, wall, prov, dtype, key_args=None) -> dict:
+    """One manifest entry."""
+    entry = {"stage": stage, "key": key, "preset": config.name, "overrides": overrides_of(config),
+             "files": files, "command": command, "wall_s": wall, **prov}
+    if dtype:
+        entry["dtype"] = dtype
+    if key_args:
+        entry["key_args"] = key_args
+    return entry
+
+
+def stale_entries(root: Path | None = None) -> list[str]:
+    """Pack entries whose preset + recorded overrides no longer give their key under the current code."""
+    stale = []
+    for name, entry in read_manifest(root)["artifacts"].items():
+        config = load_config(entry["preset"], entry["overrides"])
+        if stage_key(config, entry["stage"], **entry.get("key_args", {})) != entry["key"]:
+            changed = " ".join(f"{k}={v}" for k, v in entry["overrides"].items()) or "no overrides"
+            stale.append(f"{name} ({entry['preset']}, {changed})")
+    return stale

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import Config, apply_overrides
+from .uniformity import METRICS
 
 
 def probe_config(config: Config) -> Config:
@@ -67,5 +68,4 @@ def run_probe(model: torch.nn.Module, config: Config, *, device=None, work_dir: 
                                  progress=False, kid=False)
     finally:
         model.train(was_training)
-    return {"probe_gfid": gen["fid"], "probe_density": uni["density"]["mean"], "probe_gini": uni["gini"]["mean"],
-            "probe_entropy": uni["entropy"]["mean"]}
+    return {"probe_gfid": gen["fid"], **{f"probe_{name}": uni[name]["mean"] for name in METRICS}}

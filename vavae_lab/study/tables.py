@@ -10,8 +10,8 @@ from . import variants as V
 from .runner import Study
 
 CFG = "sample.cfg_scale=3.0"  # the guided column: CFG 3 (the toy's useful range, see notebook 05)
-SMOKE_NOTE = ("smoke preset: this checks the plumbing only; its FID feature network is at chance accuracy, so "
-              "its numbers mean nothing (the lab preset gives the study's numbers)")
+SMOKE_NOTE = ("smoke preset: this checks the plumbing only; every model, the FID feature network included (near "
+              "chance accuracy), trains for seconds, so its numbers mean nothing (the lab preset gives the study's numbers)")
 
 
 class Rows(list):

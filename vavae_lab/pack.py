@@ -95,7 +95,7 @@ def _read_pair(root: Path, entry: dict) -> tuple[dict, dict]:
             except Exception as exc:  # safetensors raises its own types for a truncated header
                 raise PackError(f"{root / name} is not a readable safetensors file ({exc}); "
                                 f"`git checkout {root / name}` restores it") from exc
-    return {k: v.float() for k, v in tensors.items()}, meta
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta
 
 
 def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet: bool = False) -> bool:

@@ -18,7 +18,7 @@ PACKAGE = "vavae_lab"
 # Lowest layer first. A module belongs to the longest prefix listed; it may import its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
     # the foundation: no model, no training
-    ("errors", "paths", "atomic", "device", "dist", "checkpoint", "weights", "config", "presets", "download"),
+    ("errors", "lazy", "paths", "atomic", "device", "dist", "checkpoint", "weights", "config", "presets", "download"),
     # what the lab is made of: data, the two models, metrics (each with its builders beside it)
     ("data", "tokenizer", "diffusion", "metrics"),
     # run-time estimates from a config and the model sizes
@@ -65,9 +65,16 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 @lru_cache(maxsize=None)
 def _eager(path: Path) -> bool:
-    """Whether a package's __init__ imports package modules when it runs (a lazy one only names them)."""
+    """Whether a package's __init__ imports package modules when it runs (a lazy one only names them).
+
+    The lazy-export helper itself (vavae_lab.lazy, lowest layer, no package imports) does not count.
+    """
+    def lazy_helper(node) -> bool:
+        return isinstance(node, ast.ImportFrom) and node.module == "lazy" and node.level > 0
+
     return any(isinstance(node, ast.Import) and any(a.name.startswith(PACKAGE + ".") for a in node.names)
-               or isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith(PACKAGE))
+               or isinstance(node, ast.ImportFrom) and not lazy_helper(node)
+               and (node.level > 0 or (node.module or "").startswith(PACKAGE))
                for node in ast.parse(path.read_text()).body)
 
 

@@ -1,7 +1,7 @@
 """vavae_lab: VA-VAE and LightningDiT from a laptop CPU to multi-GPU ImageNet."""
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,13 +32,4 @@ from .launch import attach, launch  # noqa: E402
 __all__ = sorted([*_EXPORTS, "launch", "attach", "download", "official_file"]) + ["__version__"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vavae_lab' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

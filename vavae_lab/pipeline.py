@@ -30,6 +30,7 @@ STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     # analyses of a stage's output
     "uniformity": ("latents", ()),  # plus the number of vectors n and of t-SNE runs
     "probe": ("tokenizer", ()),  # plus the probe settings
+    "floor": (None, ("data", "metrics")),  # real-vs-real FID, plus the number of images n
 }
 # dotted fields (relative to their section) that change no result: speed, display, safety caps
 IGNORED = {
@@ -40,7 +41,7 @@ IGNORED = {
     "sample": ("batch_size", "max_nfe"),  # max_nfe only stops a runaway dopri5
 }
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
-RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes"}
+RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors"}
 
 
 def stage_fields(config: Config, section: str) -> dict | int:
@@ -77,9 +78,9 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
     record = {s: stage_fields(config, s) for s in sections}
     if parent is not None:
         record[parent] = stage_key(config, parent)
-    if stage == "generation":
+    if stage in ("generation", "floor"):
         if n is None:
-            raise ValueError("the generation key needs the sample count n")
+            raise ValueError(f"the {stage} key needs the sample count n")
         record["n"] = n
     return config_hash(record)
 
@@ -195,10 +196,34 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
     t0 = time.perf_counter()
     res = generation_fid(tok.to(device), model.to(device), dit_stats(model), config, n=n, device=device,
                          progress=progress, kid=False)
-    out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
+    out = {k: res[k] for k in ("fid", "is", "precision", "recall", "class_acc") if k in res}
     out.update({"n": n, "seconds": time.perf_counter() - t0,
                 "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
     return save_result(config, "generation", path, out, n=n)
+
+
+def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
+    """FID (and IS, precision, recall) of n held-out real test images scored exactly like n generated samples:
+    the gFID a perfect generator would get at this sample count (n defaults to sample.num_samples), cached."""
+    from .data import build_dataset
+    from .data.images import to_uint8
+    from .metrics.generation import evaluate_samples
+
+    n = n or config.sample.num_samples
+    path, cached = cached_result(config, "floor", root, n=n)
+    if cached is not None:
+        return cached
+    d = config.data
+    if d.source != "shapes":
+        raise ValueError(f"the real-vs-real floor is computed for the toy shapes data, not data.source={d.source!r}")
+    test = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(n, d.num_test), seed=d.seed,
+                         split="test", num_classes=d.num_classes)
+    images = to_uint8(torch.stack([test[i][0] for i in range(len(test))]))
+    t0 = time.perf_counter()
+    res = evaluate_samples(images, reference="shapes", config=config, device=device or "cpu", kid=False)
+    out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
+    out.update({"n": len(images), "seconds": time.perf_counter() - t0})
+    return save_result(config, "floor", path, out, n=n)
 
 
 def run_pipeline(config: Config, root: str | Path | None = None, *, progress: bool = False) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import tables as T
+from . import variants as V
 from .runner import Study
 
 
@@ -67,6 +68,8 @@ def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
             return "-"
         if isinstance(value, bool):
             return "yes" if value else "no"
+        if isinstance(value, (list, tuple)):  # one value per DiT seed
+            return " / ".join(format(v, fmt) if fmt else str(v) for v in value)
         return format(value, fmt) if fmt else str(value)
 
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
@@ -89,41 +92,21 @@ def show_table(rows: list[dict], columns: list[tuple[str, str, str]]):
 TOKENIZER_COLUMNS = T.TOKENIZER_COLUMNS  # notebooks import it from vavae_lab.study
 
 
-def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequence[int] = (0,), workers: int = 1,
-            device: str | None = None) -> dict:
-    """Every table of the study (`tables.TABLES`) from the cache (training whatever is missing), as one JSON-able dict."""
-    study = Study(preset, overrides, device=device, progress=False)
-    out = {"preset": preset, "overrides": list(overrides)}
+def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequence[int] | None = None,
+            workers: int = 1, device: str | None = None, tables: Sequence[str] | None = None) -> dict:
+    """The study's tables (`tables.TABLES`, or the keys in `tables`) from the cache (training whatever is missing),
+    every gFID of the tokenizer tables over the DiT `seeds` (default `variants.SEEDS`), as one JSON-able dict."""
+    study = Study(preset, overrides, device=device, progress=False, seeds=seeds or V.SEEDS)
+    out = {"preset": preset, "overrides": list(overrides), "seeds": list(study.seeds)}
     for table in T.TABLES:
+        if tables and table.key not in tables:
+            continue
         value = table.rows(study, workers=workers) if table.workers else table.rows(study)
         if table.also:
             out[table.key], out[table.also] = value
         else:
             out[table.key] = value
-    for seed in seeds:
-        if seed == study.base.seed:
-            continue
-        other = Study(preset, (*overrides, f"seed={seed}"), device=device, progress=False)
-        for table in T.TABLES:
-            if not table.seeds:
-                continue
-            extra = {r["name"]: r for r in table.rows(other)}
-            for row in out[table.key]:
-                for key in table.seed_keys():
-                    row[f"{key}_seed{seed}"] = extra[row["name"]][key]
     return out
-
-
-def _seed_columns(rows: list[dict]) -> list[tuple[str, str, str]]:
-    """The columns of the extra seeds' gFIDs that `collect` added to these rows."""
-    return [(k, k.replace("gfid_", "gFID ").replace("_seed", " seed "), ".1f")
-            for k in (rows[0] if rows else {}) if "_seed" in k]
-
-
-def _columns(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """A table's columns with the extra seeds' columns inserted before the paper's."""
-    cut = next((i for i, c in enumerate(columns) if c[0].startswith("paper_")), len(columns))
-    return columns[:cut] + _seed_columns(rows) + columns[cut:]
 
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
@@ -135,22 +118,23 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
     if results.get("preset") == "smoke":
         results = {"note": T.SMOKE_NOTE, **results}
     (out / "report.json").write_text(json.dumps(results, indent=1, default=float))
-    frontier = plot_frontier([{**r, "recon": r["rfid"]} for r in results["table2"] + results["dilemma"][:1]], "rfid",
-                             title="toy frontier: rFID vs gFID")
-    frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
+    if "table2" in results and "dilemma" in results:
+        frontier = plot_frontier([{**r, "recon": r["rfid"]} for r in results["table2"] + results["dilemma"][:1]],
+                                 "rfid", title="toy frontier: rFID vs gFID")
+        frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
     md = [f"# Toy study report (preset `{results['preset']}`)", ""]
     if results.get("note"):
         md += [f"> **{results['note']}**", ""]
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
-    for table in T.TABLES:
+    for table in (t for t in T.TABLES if t.key in results):
         md.append(f"## {table.title}")
         rows = results[table.key]
         if isinstance(rows, dict):  # sweeps: one sub-table each
             for key, sub in rows.items():
                 md += [f"### {key}", _md_table(sub, table.columns), ""]
         else:
-            md += [_md_table(rows, _columns(rows, table.columns)), *table.notes(results), ""]
+            md += [_md_table(rows, table.columns), *table.notes(results), ""]
     if results.get("timing"):
         t = results["timing"]
         md += ["## Where the time went", f"{len(t['jobs'])} jobs, {t['jobs_total_seconds'] / 60:.1f} min of job time "
@@ -161,15 +145,14 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
 
 
 def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides: Sequence[str] = (), *,
-              jobs: int = 1, seeds: Sequence[int] = (0,), device: str | None = None, progress: bool = True) -> Path:
-    """Run (or load from the cache) the whole toy study and write the report; returns the report.md path."""
+              jobs: int = 1, seeds: Sequence[int] | None = None, device: str | None = None, progress: bool = True,
+              tables: Sequence[str] | None = None) -> Path:
+    """Run (or load from the cache) the toy study (or only `tables`) and write the report; returns report.md's path."""
     t0 = time.perf_counter()
-    job_list = T.jobs(family=Study(preset, overrides, progress=False).dit_family)
-    for seed in seeds:
-        if seed != 0:
-            job_list += T.seed_jobs(seed)
+    study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
+    job_list = T.jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables)
     timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
-    results = collect(preset, overrides, seeds=seeds, workers=max(1, jobs), device=device)
+    results = collect(preset, overrides, seeds=study.seeds, workers=max(1, jobs), device=device, tables=tables)
     results["timing"] = {"jobs": timing, "jobs_total_seconds": round(sum(t["seconds"] for t in timing), 1),
                          "wall_seconds": round(time.perf_counter() - t0, 1), "jobs_in_parallel": jobs}
     return write_report(results, out_dir, minutes=(time.perf_counter() - t0) / 60)

@@ -10,7 +10,7 @@ from .. import pipeline
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
-from .variants import TOKENIZERS
+from .variants import SEEDS, TOKENIZERS, seed_overrides
 
 
 # The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI
@@ -33,14 +33,20 @@ class Study:
     name from `vavae_lab.study.TOKENIZERS` and optional extra overrides for the DiT or the sampler.
     """
 
-    def __init__(self, preset: str = "lab", overrides=(), *, device: str | None = None, progress: bool = True):
+    def __init__(self, preset: str = "lab", overrides=(), *, device: str | None = None, progress: bool = True,
+                 seeds=SEEDS):
         self.preset, self.progress = preset, progress
+        self.seeds = tuple(seeds)  # the DiT seeds of every gFID in the tokenizer tables (see `seeded`)
         self.overrides = (SMOKE_STUDY if preset == "smoke" else ()) + tuple(overrides)
         # Table 6 sampling: the paper's 10,000 vectors and >= 3 t-SNE runs in lab, a token amount in smoke
         self.uniformity_n, self.uniformity_runs = (300, 2) if preset == "smoke" else (10000, 3)
         self.base = load_config(preset, list(self.overrides))
         self.dit_family = self.base.dit.model.size.rsplit("/", 1)[0]  # Table 1 switches its patch size
         self.device = torch.device(device) if device else None
+
+    def seeded(self, seed: int) -> tuple[str, ...]:
+        """Extra overrides that repeat a variant's DiT (training and sampling) with `seed`; its tokenizer stays."""
+        return seed_overrides(seed, self.base.seed)
 
     def table1(self, row: int) -> tuple[str, ...]:
         """The DiT overrides of Table 1 row `row` for this preset's DiT size (pass them as `extra`)."""
@@ -117,6 +123,10 @@ class Study:
         """gFID, IS, precision and recall of a variant's DiT (sampling settings in `extra`), cached as JSON."""
         config = self.config(name, *extra)
         return pipeline.generation(config, n=n, device=self._device(config), progress=self.progress)
+
+    def floor(self) -> dict:
+        """FID of held-out real images scored like the study's samples (same count): the best a gFID can be."""
+        return pipeline.real_floor(self.base, device=self._device(self.base))
 
     def samples(self, name: str, *extra: str, n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images, labels): n class-balanced samples of a variant's DiT (not cached; seconds)."""

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Sequence
 from ..analysis.proxy import spearman
 from ..analysis.uniformity import METRICS
 from . import variants as V
+from ..errors import ConfigError
 from .runner import Study
 
 CFG = "sample.cfg_scale=3.0"  # the guided column: CFG 3 (the toy's useful range, see notebook 05)
@@ -32,15 +33,21 @@ def _gen(study: Study, name: str, *extra: str) -> float:
     return study.generation(name, *extra)["fid"]
 
 
+def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
+    """`key`: the mean gFID over the study's DiT seeds; `key`_seeds: each seed's; `key`_spread: max - min."""
+    fids = [_gen(study, name, *extra, *study.seeded(s)) for s in study.seeds]
+    return {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
+
+
 def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) -> list[dict]:
-    """One row per tokenizer: d, VF, PSNR, SSIM, rFID, gFID (and gFID with CFG 3 if `guided`)."""
+    """One row per tokenizer: d, VF, PSNR, SSIM, rFID, gFID over the DiT seeds (and with CFG 3 if `guided`)."""
     rows = []
     for name in names:
         v = V.TOKENIZERS[name]
         row = {"name": name, "tokenizer": v.label, "d": v.d, "vf": v.vf, **study.recon(name),
-               "gfid": _gen(study, name)}
+               **seeded_gfid(study, name)}
         if guided:
-            row["gfid_cfg"] = _gen(study, name, CFG)
+            row.update(seeded_gfid(study, name, "gfid_cfg", CFG))
         rows.append(row)
     return _rows(study, rows)
 
@@ -82,7 +89,7 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
     for name in V.UNIFORMITY:
         u = study.uniformity(name, workers=workers)
         paper = V.TABLE6_PAPER.get(name, {})
-        rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "gfid": _gen(study, name),
+        rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, **seeded_gfid(study, name),
                      **{k: u[k]["mean"] for k in METRICS}, **{f"{k}_std": u[k]["std"] for k in METRICS},
                      "n": u["n"], "runs": u["runs"], **{f"paper_{k}": paper.get(k) for k in METRICS}})
     return _rows(study, rows)
@@ -136,10 +143,14 @@ def sampling(study: Study) -> dict[str, list[dict]]:
 
 
 Column = tuple[str, str, str]  # (row key, header, format)
+# a list value (one per DiT seed) is shown as "a / b"
+GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT seed", ".1f"),
+                              ("gfid_spread", "seed spread", ".1f")]
 TOKENIZER_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
-                                   ("rfid", "rFID", ".2f"), ("gfid", "gFID", ".1f"), ("gfid_cfg", "gFID CFG 3", ".1f")]
+                                   ("rfid", "rFID", ".2f"), *GFID_COLUMNS, ("gfid_cfg", "gFID CFG 3", ".1f"),
+                                   ("gfid_cfg_seeds", "per DiT seed", ".1f")]
 ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
-                                  ("gfid", "gFID", ".1f"), ("paper_gfid", "paper gFID", ".2f")]
+                                  *GFID_COLUMNS, ("paper_gfid", "paper gFID", ".2f")]
 SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
                                   ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]
 
@@ -150,7 +161,7 @@ class Table:
 
     `rows(study)` builds it (notebooks call the same functions); `columns` is how report.md (and the notebooks
     that show the same table) lay it out. `names` are its tokenizers; `guided` tables also hold gFID with CFG 3;
-    `seeds` tables get a gFID column per extra seed of `reproduce --seeds`. `notes(results)` are report lines
+    `seeds` tables measure every gFID with each of the study's DiT seeds. `notes(results)` are report lines
     after the table. A table whose rows are a dict of sweeps is shown as one sub-table per sweep.
     """
 
@@ -164,10 +175,6 @@ class Table:
     workers: bool = False  # rows(study, workers=...) runs t-SNE seeds in parallel
     also: str | None = None  # rows returns (rows, extra); extra is stored under this key
     notes: Callable[[dict], list[str]] = field(default=lambda results: [])
-
-    def seed_keys(self) -> tuple[str, ...]:
-        """The row keys repeated for each extra seed: gFID, and gFID with CFG 3 in a guided table."""
-        return ("gfid", "gfid_cfg") if self.guided else ("gfid",)
 
 
 def _spearman_line(results: dict) -> list[str]:
@@ -189,8 +196,8 @@ TABLES: list[Table] = [
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
         ("tokenizer", "tokenizer", ""),
         *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
-        ("gfid", "gFID", ".1f"), *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
-          V.UNIFORMITY, workers=True),
+        *GFID_COLUMNS, *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
+          V.UNIFORMITY, seeds=True, workers=True),
     Table("proxies", "Cheap gFID proxies", proxies, [
         ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), ("probe_gfid", "probe gFID", ".1f"),
         *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], tuple(V.TOKENIZERS), also="spearman",
@@ -203,40 +210,46 @@ TABLES: list[Table] = [
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
 
 
-def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS"
+def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: Sequence[int] = V.SEEDS,
+         base_seed: int = 0, tables: Sequence[str] | None = None
          ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
     """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
 
     A job is (study overrides, [(method, tokenizer, extra), ...]); calls inside a job run in order, jobs in any
-    order once the first job (the DiT tokenizer's pipeline, which also trains the shared toy networks) is done.
-    `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows.
+    order once the first job (a tokenizer's pipeline, which also trains the shared toy networks) is done.
+    `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows; `seeds` are
+    the DiT seeds of the `seeds` tables (`base_seed`: the run's own); `tables` (keys of TABLES) keeps only the
+    jobs those tables need, tokenizers in the order the tables name them.
     """
+    unknown = [k for k in tables or () if k not in BY_KEY]
+    if unknown:
+        raise ConfigError(f"--tables {' '.join(unknown)}: no such table; choose from {', '.join(BY_KEY)}")
+    chosen = [BY_KEY[k] for k in tables] if tables else TABLES
+    keys = {t.key for t in chosen}
     ov = tuple(study_overrides)
-    guided = {n for t in TABLES if t.guided for n in t.names}
-    first = [("generation", V.DIT_TOKENIZER, ())]
-    out = [(ov, first)]
-    for name in V.TOKENIZERS:
-        calls = [("generation", name, ())]
+    per_name = [t for t in chosen if t.key not in ("table1", "sampling")]
+    names = list(dict.fromkeys(n for t in per_name for n in t.names))
+    guided = {n for t in per_name if t.guided for n in t.names}
+    seeded = {n for t in per_name if t.seeds for n in t.names}
+    out = []
+    for name in names:
+        runs = [V.seed_overrides(s, base_seed) for s in seeds] if name in seeded else [()]
+        calls = [("generation", name, r) for r in runs]
         if name in guided:
-            calls.append(("generation", name, (CFG,)))
-        calls.append(("probe", name, ()))
-        if name in BY_KEY["table6"].names:
+            calls += [("generation", name, (CFG, *r)) for r in runs]
+        if "proxies" in keys:
+            calls.append(("probe", name, ()))
+        if "table6" in keys and name in BY_KEY["table6"].names:
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
-    for i in range(len(V.TABLE1) - 1):
-        out.append((ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]))
-    sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
-        [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
-        [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
-    for k in range(0, len(sweeps), 4):
-        out.append((ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]]))
-    return out
-
-
-def seed_jobs(seed: int) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
-    """The jobs of a repeat with another seed: the `seeds` tables' gFIDs (also with CFG 3 in a guided table)."""
-    ov = (f"seed={seed}",)
-    guided = list(dict.fromkeys(n for t in TABLES if t.seeds and t.guided for n in t.names))
-    jobs = [(ov, [("generation", n, ()), ("generation", n, (CFG,))]) for n in guided]
-    plain = dict.fromkeys(n for t in TABLES if t.seeds and not t.guided for n in t.names)
-    return jobs + [(ov, [("generation", n, ())]) for n in plain if n not in guided]
+    if "table1" in keys:
+        out += [(ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
+    if "sampling" in keys:
+        sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
+            [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
+            [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
+        out += [(ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]])
+                for k in range(0, len(sweeps), 4)]
+    seen: set = set()  # e.g. the CFG sweep's scale 3 is the guided column: run each call once
+    out = [(o, [c for c in calls if not (c in seen or seen.add(c))]) for o, calls in out]
+    return [job for job in out if job[1]]

@@ -39,6 +39,16 @@ TOKENIZERS: dict[str, TokenizerVariant] = {v.name: v for v in [
                      _tok(32, True, "tokenizer.vf.foundation=toy_random")),
 ]}
 
+# Every gFID of the tokenizer tables is measured with these DiT seeds on the same tokenizer (training and sampling
+# noise; the tokenizers stay fixed), and shown as the mean, each seed, and the spread between them.
+SEEDS = (0, 1)
+
+
+def seed_overrides(seed: int, base: int = 0) -> tuple[str, ...]:
+    """Overrides that repeat a DiT and its sampling with `seed` on the same tokenizer (none for the run's own seed)."""
+    return () if seed == base else (f"dit.seed={seed}", f"sample.seed={seed}")
+
+
 DILEMMA = ("d4", "d16", "d32")  # notebook 01
 TABLE2 = ("d16", "d16_vf", "d32", "d32_vf")  # notebook 02
 TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from vavae_lab.errors import ConfigError
 from vavae_lab.study import Study, write_report
@@ -59,7 +60,8 @@ def test_generation_is_cached_and_survives_export_import(tmp_path, monkeypatch):
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "a"))
     s = Study("smoke", TINY, progress=False)
     first = s.generation("d4")
-    assert set(first) >= {"fid", "is", "precision", "recall", "n", "dit_loss"} and first["n"] == 32
+    assert set(first) >= {"fid", "is", "precision", "recall", "n", "dit_loss", "class_acc"} and first["n"] == 32
+    assert 0.0 <= first["class_acc"] <= 1.0
     run = s._dirs(s.config("d4"))["dit"] / "dit.pt"
     stamp = run.stat().st_mtime_ns
     assert s.generation("d4", "sample.steps=3")["fid"] != first["fid"]  # new sampler settings, same DiT
@@ -74,6 +76,19 @@ def test_generation_is_cached_and_survives_export_import(tmp_path, monkeypatch):
     assert not (again._dirs(again.config("d4"))["latents"]).joinpath("meta.json").exists()
     images, labels = again.samples("d4", n=4)  # the slimmed DiT still samples
     assert images.shape[0] == 4 and images.dtype.is_floating_point is False
+
+
+@pytest.mark.slow
+def test_real_floor_is_real_images_scored_like_samples_and_cached(tmp_path, monkeypatch):
+    from vavae_lab.metrics import evaluate_samples
+
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path))
+    s = Study("smoke", TINY, progress=False)
+    floor = s.floor()
+    assert floor["n"] == 32 and (tmp_path / "cache" / "study" / "floors").is_dir()
+    noise = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert evaluate_samples(noise, reference="shapes", config=s.base, kid=False)["fid"] > 2 * floor["fid"]
+    assert s.floor() == floor  # read back from the cache
 
 
 def test_import_rejects_a_foreign_archive(tmp_path, monkeypatch):
@@ -96,7 +111,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     tok = {"tokenizer": "f4d16", "psnr": 25.0, "ssim": 0.8, "rfid": 30.0, "gfid": 100.0, "gfid_seeds": [90.0, 110.0],
            "gfid_spread": 20.0, "gfid_cfg": 60.0}
     rows2 = [{**tok, "name": "d16", "d": 16, "vf": False}, {**tok, "name": "d16_vf", "d": 16, "vf": True, "gfid": 60.0}]
-    results = {"preset": "smoke", "dilemma": [{**rows2[0], "name": "d4", "d": 4}], "table2": rows2,
+    results = {"preset": "smoke", "seeds": [0, 1], "floor": {"fid": 0.25, "n": 32}, "dilemma": [{**rows2[0], "name": "d4", "d": 4}], "table2": rows2,
                "table5": rows2, "table4": rows2,
                "table6": [{"tokenizer": "f4d16", "density": 0.2, "density_std": 0.01, "gini": 0.1, "gini_std": 0.0,
                            "entropy": 0.99, "entropy_std": 0.0, "gfid": 100.0}],
@@ -111,6 +126,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     text = path.read_text()
     assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
     assert "| 100.0 | 90.0 / 110.0 | 20.0 |" in text  # mean, each DiT seed, spread
+    assert "32 held-out real images scored like the samples give FID 0.25" in text
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"

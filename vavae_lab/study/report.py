@@ -97,7 +97,7 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
     """The study's tables (`tables.TABLES`, or the keys in `tables`) from the cache (training whatever is missing),
     every gFID of the tokenizer tables over the DiT `seeds` (default `variants.SEEDS`), as one JSON-able dict."""
     study = Study(preset, overrides, device=device, progress=False, seeds=seeds or V.SEEDS)
-    out = {"preset": preset, "overrides": list(overrides), "seeds": list(study.seeds)}
+    out = {"preset": preset, "overrides": list(overrides), "seeds": list(study.seeds), "floor": study.floor()}
     for table in T.TABLES:
         if tables and table.key not in tables:
             continue
@@ -127,6 +127,13 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         md += [f"> **{results['note']}**", ""]
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
+    if results.get("seeds"):
+        md.append(f"Every gFID of the tokenizer tables is the mean over DiT seeds {results['seeds']} (same tokenizer), "
+                  "with each seed and the spread beside it.\n")
+    if results.get("floor"):
+        f = results["floor"]
+        md.append(f"Real-vs-real floor: {f['n']} held-out real images scored like the samples give FID {f['fid']:.2f} "
+                  "(the best any gFID here can be).\n")
     for table in (t for t in T.TABLES if t.key in results):
         md.append(f"## {table.title}")
         rows = results[table.key]

@@ -34,9 +34,15 @@ def _gen(study: Study, name: str, *extra: str) -> float:
 
 
 def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
-    """`key`: the mean gFID over the study's DiT seeds; `key`_seeds: each seed's; `key`_spread: max - min."""
-    fids = [_gen(study, name, *extra, *study.seeded(s)) for s in study.seeds]
-    return {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
+    """`key`: the mean gFID over the study's DiT seeds; `key`_seeds: each seed's; `key`_spread: max - min; and
+    the mean class accuracy of the samples under the toy classifier (class_acc, or class_acc_cfg for gfid_cfg)."""
+    results = [study.generation(name, *extra, *study.seeded(s)) for s in study.seeds]
+    fids = [r["fid"] for r in results]
+    out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
+    accs = [r.get("class_acc") for r in results]
+    if None not in accs:
+        out[key.replace("gfid", "class_acc")] = sum(accs) / len(accs)
+    return out
 
 
 def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) -> list[dict]:
@@ -145,7 +151,7 @@ def sampling(study: Study) -> dict[str, list[dict]]:
 Column = tuple[str, str, str]  # (row key, header, format)
 # a list value (one per DiT seed) is shown as "a / b"
 GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT seed", ".1f"),
-                              ("gfid_spread", "seed spread", ".1f")]
+                              ("gfid_spread", "seed spread", ".1f"), ("class_acc", "class acc.", ".2f")]
 TOKENIZER_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
                                    ("rfid", "rFID", ".2f"), *GFID_COLUMNS, ("gfid_cfg", "gFID CFG 3", ".1f"),
                                    ("gfid_cfg_seeds", "per DiT seed", ".1f")]

@@ -113,6 +113,8 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     rows2 = [{**tok, "name": "d16", "d": 16, "vf": False}, {**tok, "name": "d16_vf", "d": 16, "vf": True, "gfid": 60.0}]
     results = {"preset": "smoke", "seeds": [0, 1], "floor": {"fid": 0.25, "n": 32}, "dilemma": [{**rows2[0], "name": "d4", "d": 4}], "table2": rows2,
                "table5": rows2, "table4": rows2,
+               "claims": [T.claim("x", {"gfid_seeds": [1.0, 2.0], "gfid_spread": 1.0},
+                                  {"gfid_seeds": [5.0, 4.0], "gfid_spread": 1.0})],
                "table6": [{"tokenizer": "f4d16", "density": 0.2, "density_std": 0.01, "gini": 0.1, "gini_std": 0.0,
                            "entropy": 0.99, "entropy_std": 0.0, "gfid": 100.0}],
                "proxies": [{"tokenizer": "f4d16", "gfid": 100.0, "probe_gfid": 200.0, "probe_density": 0.2,
@@ -131,6 +133,16 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
+    row = lambda *v: {"gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
+    assert T.claim("c", row(10.0, 12.0), row(20.0, 19.0))["verdict"] == "shown"  # +10, +7 > spread 2
+    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"].startswith("same sign")  # +3, +7 < spread 6
+    assert T.claim("c", row(10.0, 12.0), row(13.0, 11.0))["verdict"].startswith("not shown")
+    assert T.claim("c", row(20.0, 19.0), row(10.0, 12.0))["verdict"] == "reversed"
+    rows = [{"rfid": 40.0}, {"rfid": 20.0}, {"rfid": 18.0}]
+    assert T.recon_claim("r", rows)["verdict"].startswith("shown") and T.recon_claim("r", rows[::-1])["verdict"] == "not shown"
 
 
 def test_jobs_cover_every_table_entry():

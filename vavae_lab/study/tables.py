@@ -58,6 +58,56 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
     return _rows(study, rows)
 
 
+def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
+    """Does `high` have the larger `key` (gFID) than `low` in every DiT seed, each time by more than the seed spread?
+
+    The study's rule for a difference: its sign holds in every seed and it exceeds the larger of the two
+    rows' seed spreads. Returns a table row: the claim, the difference per seed, the spread and the verdict.
+    """
+    diffs = [h - l for l, h in zip(low[f"{key}_seeds"], high[f"{key}_seeds"])]
+    spread = max(low[f"{key}_spread"], high[f"{key}_spread"])
+    if all(d > spread for d in diffs):
+        verdict = "shown"
+    elif all(d > 0 for d in diffs):
+        verdict = "same sign in every seed, within the seed spread"
+    elif all(d < -spread for d in diffs):
+        verdict = "reversed"
+    else:
+        verdict = "not shown (the sign changes between seeds)"
+    return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict}
+
+
+def recon_claim(text: str, rows: Sequence[dict], key: str = "rfid") -> dict:
+    """Does `key` (rFID) fall at every step along `rows` (one tokenizer seed: no spread to compare with)?"""
+    values = [r[key] for r in rows]
+    diffs = [b - a for a, b in zip(values, values[1:])]
+    return {"claim": text, "diff_seeds": diffs, "spread": None,
+            "verdict": "shown (one tokenizer seed)" if all(d < 0 for d in diffs) else "not shown"}
+
+
+def dilemma_claims(rows: Sequence[dict]) -> list[dict]:
+    """The dilemma's two sides on notebook 01's rows (d4, d16, d32): rFID falls with d, gFID rises with d."""
+    by = {r["name"]: r for r in rows}
+    return [recon_claim("(a) rFID improves with d (d4 -> d16 -> d32; change per step)", [by[n] for n in V.DILEMMA]),
+            claim("(b) gFID worsens with d: d4 -> d32", by["d4"], by["d32"]),
+            claim("    d4 -> d16", by["d4"], by["d16"]), claim("    d16 -> d32", by["d16"], by["d32"])]
+
+
+def vf_claims(rows: Sequence[dict]) -> list[dict]:
+    """The VF loss's effect on notebook 02's Table 2 rows: gFID without VF minus gFID with VF, per d."""
+    by = {r["name"]: r for r in rows}
+    out = [claim("(c) VF improves d32's gFID: d32 + VF -> d32", by["d32_vf"], by["d32"])]
+    if "d16_vf" in by:
+        out.append(claim("    VF at d16: d16 + VF -> d16", by["d16_vf"], by["d16"]))
+    if "gfid_cfg_seeds" in by["d32"]:
+        out.append(claim("    with CFG 3: d32 + VF -> d32", by["d32_vf"], by["d32"], "gfid_cfg"))
+    return out
+
+
+CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
+                 ("spread", "seed spread", ".1f"), ("verdict", "verdict", "")]
+
+
 def dilemma(study: Study) -> list[dict]:
     """Notebook 01: reconstruction and generation against latent size d (no VF)."""
     return tokenizer_rows(study, V.DILEMMA, guided=True)
@@ -69,6 +119,11 @@ def table2(study: Study) -> list[dict]:
     for row in rows:
         row["paper_rfid"], row["paper_psnr"], row["paper_gfid"] = V.TABLE2_PAPER[row["name"]]
     return rows
+
+
+def claims(study: Study) -> list[dict]:
+    """The paper's three central claims checked on notebook 01's and 02's rows by the study's seed rule."""
+    return _rows(study, dilemma_claims(dilemma(study)) + vf_claims(table2(study)))
 
 
 def _ablation(study: Study, names: Sequence[str], paper: dict) -> list[dict]:
@@ -197,6 +252,7 @@ TABLES: list[Table] = [
         ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
         ("paper_gfid", "paper gFID (B)", ".2f")], V.TABLE2, guided=True, seeds=True,
           notes=lambda results: ["", "![frontier](frontier.png)"]),
+    Table("claims", "Does it show the paper? Each claim over the DiT seeds (notebooks 01, 02)", claims, CLAIM_COLUMNS),
     Table("table5", "Table 5: VF loss ablation", table5, ABLATION_COLUMNS, V.TABLE5, seeds=True),
     Table("table4", "Table 4: which network to align with", table4, ABLATION_COLUMNS, V.TABLE4, seeds=True),
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [

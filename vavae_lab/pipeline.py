@@ -203,11 +203,13 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
 
 
 def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
-    """FID (and IS, precision, recall) of n held-out real test images scored exactly like n generated samples:
-    the gFID a perfect generator would get at this sample count (n defaults to sample.num_samples), cached."""
+    """FID (and IS, precision, recall, class accuracy) of n held-out real test images scored exactly like n
+    generated samples: what a perfect generator would get at this sample count (n: sample.num_samples), cached."""
     from .data import build_dataset
     from .data.images import to_uint8
+    from .metrics.build import toy_feature_config
     from .metrics.generation import evaluate_samples
+    from .metrics.toy_features import evaluate_accuracy, get_toy_feature_net
 
     n = n or config.sample.num_samples
     path, cached = cached_result(config, "floor", root, n=n)
@@ -219,9 +221,12 @@ def real_floor(config: Config, root: str | Path | None = None, *, n: int | None 
     test = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(n, d.num_test), seed=d.seed,
                          split="test", num_classes=d.num_classes)
     images = to_uint8(torch.stack([test[i][0] for i in range(len(test))]))
+    labels = torch.tensor([int(test[i][1]) for i in range(len(test))])
     t0 = time.perf_counter()
     res = evaluate_samples(images, reference="shapes", config=config, device=device or "cpu", kid=False)
     out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
+    net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
+    out["class_acc"] = evaluate_accuracy(net, images, labels)  # what a sample's class_acc is compared with
     out.update({"n": len(images), "seconds": time.perf_counter() - t0})
     return save_result(config, "floor", path, out, n=n)
 

@@ -141,8 +141,12 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"].startswith("same sign")  # +3, +7 < spread 6
     assert T.claim("c", row(10.0, 12.0), row(13.0, 11.0))["verdict"].startswith("not shown")
     assert T.claim("c", row(20.0, 19.0), row(10.0, 12.0))["verdict"] == "reversed"
-    rows = [{"rfid": 40.0}, {"rfid": 20.0}, {"rfid": 18.0}]
-    assert T.recon_claim("r", rows)["verdict"].startswith("shown") and T.recon_claim("r", rows[::-1])["verdict"] == "not shown"
+    rfid = lambda *v: {"rfid_seeds": list(v), "rfid_spread": max(v) - min(v)}
+    rows = [{"name": n, **rfid(*r), **row(*g)} for n, r, g in
+            (("d4", (40.0, 42.0), (10.0, 11.0)), ("d16", (20.0, 21.0), (20.0, 22.0)), ("d32", (21.0, 20.5), (30.0, 31.0)))]
+    verdicts = [c["verdict"] for c in T.dilemma_claims(rows)]
+    assert verdicts[:3] == ["shown", "shown", "not shown (the sign changes between seeds)"]  # rFID d16 -> d32 flips
+    assert verdicts[3:] == ["shown"] * 3
 
 
 def test_jobs_cover_every_table_entry():

@@ -139,9 +139,13 @@ class Study:
         shape = (dit.in_channels, dit.input_size, dit.input_size)
         return generate_images(tokenizer, dit, None, config, n=n, latent_shape=shape, progress=False)
 
-    def recon(self, name: str) -> dict:
+    def tokenizer_seeded(self, seed: int) -> tuple[str, ...]:
+        """Extra overrides that retrain a variant's tokenizer (and everything after it) with another top-level seed."""
+        return () if seed == self.base.seed else (f"seed={seed}",)
+
+    def recon(self, name: str, *extra: str) -> dict:
         """The tokenizer's held-out reconstruction metrics (PSNR, SSIM, rFID) from its training history."""
-        _, history = self.tokenizer(name)
+        _, history = pipeline.tokenizer(self.config(name, *extra))
         last = history["eval"][-1] if history.get("eval") else {}
         return {k: last.get(k) for k in ("psnr", "ssim", "rfid")}
 

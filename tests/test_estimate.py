@@ -35,7 +35,7 @@ def test_model_cost_scales_the_estimate():
     assert estimate_minutes(double_res, "tokenizer") == pytest.approx(4 * estimate_minutes(lab, "tokenizer"))
     assert estimate_minutes(double_res, "dit") == pytest.approx(4 * estimate_minutes(lab, "dit"))  # 4x tokens
     wider = apply_overrides(lab, {"dit.model.size": "toy-M/1"})  # depth 6 x 128^2 vs 4 x 96^2: on the measured line
-    per_image = (3.984375 + (3.984375 - 32.2 / 19.2) * (6 * 128 ** 2 - 4 * 96 ** 2) / (4 * 96 ** 2 - 2 * 64 ** 2))
+    per_image = (3.984375 + (3.984375 - 85.0 / 38.4) * (6 * 128 ** 2 - 4 * 96 ** 2) / (4 * 96 ** 2 - 2 * 64 ** 2))
     assert estimate_minutes(wider, "dit") == pytest.approx(1000 * 128 * per_image / 60000)
     assert estimate_minutes(get_preset("imagenet256_f16d32_vf"), "dit") > 365 * 1440  # not for a laptop
 
@@ -73,6 +73,6 @@ def test_training_prints_the_estimate_only_with_progress(tmp_path, monkeypatch, 
 def test_lab_reproduces_its_measurements_and_costs_less_per_image():
     lab, lab_long = get_preset("lab"), get_preset("lab_long")
     assert estimate_minutes(lab, "tokenizer") == pytest.approx(295.0 / 60)
-    assert estimate_minutes(lab, "dit") == pytest.approx(32.2 / 60)
+    assert estimate_minutes(lab, "dit") == pytest.approx(85.0 / 60)
     wide_top = apply_overrides(lab_long, {"tokenizer.model.ch_mult": [2, 2, 2]})  # only the 32 px level widens
     assert estimate_minutes(wide_top, "tokenizer") > estimate_minutes(lab_long, "tokenizer")

@@ -10,7 +10,7 @@ TOKENIZER_RUNS = {  # level cost (see _level_cost) at 32 px -> (steps, batch, se
     576.0: (1000, 64, 8.6 * 60),  # lab_long: ch 16 x (1, 2, 2), VF to the toy VFM
 }
 DIT_RUNS = {  # depth x width^2 on an 8 x 8 latent grid, patch 1 -> (steps, batch, seconds)
-    2 * 64 ** 2: (300, 64, 32.2),  # lab: toy-XS/1 (31.7-33.1 s on d16/d32 latents)
+    2 * 64 ** 2: (600, 64, 85.0),  # lab: toy-XS/1 (84.8-84.9 s on d4 latents)
     4 * 96 ** 2: (1000, 128, 8.5 * 60),  # lab_long: toy-S/1
 }
 SMOKE_PIPELINE_MINUTES = 65 / 60  # `make smoke`: every stage of the smoke preset end to end

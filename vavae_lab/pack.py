@@ -132,9 +132,21 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
                         dest / "dit.pt")
         atomic_write_json(dest / "history.json", meta["history"])
     if not quiet:
-        print(f"pack: {stage} {key} loaded from {root} (trained by `{entry['command']}`, "
-              f"{entry['wall_s'] / 60:.1f} min on {entry['machine']}); {RETRAIN_ENV}=1 trains it instead")
+        _say_loaded(stage, key, root, entry)
     return True
+
+
+_TOLD: set = set()  # pack folders whose provenance this process has printed in full
+
+
+def _say_loaded(stage: str, key: str, root: Path, entry: dict) -> None:
+    """One line per restored artifact: in full (command, machine, the retrain switch) the first time per pack."""
+    if root in _TOLD:
+        print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to train)")
+        return
+    _TOLD.add(root)
+    print(f"pack: {stage} {key} loaded from {root} (trained by `{entry['command']}`, "
+          f"{entry['wall_s'] / 60:.1f} min on {entry['machine']}); {RETRAIN_ENV}=1 trains it instead")
 
 
 def pack_size(root: Path | None = None) -> int:

@@ -26,6 +26,8 @@ RECIPES = {
     "lab": [],
     # the lab recipe 2.3x longer: where it passes 27 dB at d4
     "lab_2800": ["tokenizer.train.steps=2800"],
+    # the lab recipe with GroupNorm over all channels (one group): per-image colour offsets survive normalisation
+    "lab_gn1": ["tokenizer.model.norm_groups=1"],
 }
 COMMON = ["tokenizer.train.progress=false", "tokenizer.probe.every=0", "device=cpu"]
 

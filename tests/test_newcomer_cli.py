@@ -226,3 +226,11 @@ def test_dopri5_stops_at_max_nfe_and_the_retry_with_euler_works(runs, capsys, tm
     assert "sample.max_nfe=3" in line and "sample.sampler=euler" in line
     assert main([str(a) for a in _sample(runs, out)]) == 0
     assert len(sample_files(out)) == 4 and latest_checkpoint(runs / "dit") is not None
+
+
+def test_reproduce_names_a_mistyped_table_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "data"))
+    assert main(["reproduce", "--preset", "smoke", "--tables", "tabel2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--tables tabel2: no such table" in err and "table2" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "data" / "cache").exists()

@@ -285,3 +285,42 @@ def test_unknown_name_and_bad_grid_raise_config_error():
 def test_random_timm_control_needs_no_weights(no_network):
     fm = build_foundation_model(VIT + "_random", grid=4, timm_kwargs=TINY_VIT)
     assert isinstance(fm, FoundationModel) and fm(_images(1, 32)).shape == (1, 384, 4, 4)
+
+
+def test_official_preprocess_is_the_hustvl_dinov2_forward(tmp_path, no_network):
+    """preprocess="official" feeds the [-1, 1] images, bilinearly resized to 224 without antialias and without
+    mean/std, to a ViT whose 518 px position embeddings are resized on the fly, and drops the class token
+    (hustvl vavae/ldm/models/foundation_models.py 52-57); a stand-in tiny DINOv2 shows it equals that forward."""
+    ref = _save_vit(tmp_path / "w518.safetensors")  # the DINOv2 default: 518 px, 37 x 37 position embeddings
+    official = timm.create_model(VIT, pretrained=False, dynamic_img_size=True, **TINY_VIT).eval()
+    official.load_state_dict(ref.state_dict())
+    images = _images(2, 256)
+    with torch.no_grad():
+        x = F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+        expected = official.forward_features(x)[:, 1:].reshape(2, 16, 16, -1).permute(0, 3, 1, 2)
+    fm = build_foundation_model(VIT, grid=16, pretrained_path=tmp_path / "w518.safetensors", timm_kwargs=TINY_VIT,
+                                preprocess="official")
+    assert fm.preprocess == "official" and "preprocess=official" in repr(fm)
+    assert torch.allclose(fm(images), expected, atol=1e-5)
+    normalized = build_foundation_model(VIT, grid=16, pretrained_path=tmp_path / "w518.safetensors",
+                                        timm_kwargs=TINY_VIT)
+    assert normalized.preprocess == "normalized"  # the default keeps the project's variant (see the test above)
+    assert (normalized(images) - expected).abs().max() > 1e-2
+    with pytest.raises(ConfigError, match="tokenizer.vf.preprocess='imagenet'"):
+        build_foundation_model("toy_random", grid=8, toy_config=TINY, preprocess="imagenet")
+
+
+def test_config_preprocess_reaches_the_foundation_model(monkeypatch):
+    from vavae_lab.config import load_config
+    from vavae_lab.tokenizer import foundation
+    from vavae_lab.tokenizer.build import build_vfm
+
+    seen = {}
+    monkeypatch.setattr(foundation, "build_foundation_model", lambda name, **kw: seen.update(name=name, **kw))
+    build_vfm(load_config("lab", ["tokenizer.vf.foundation=dinov2_vitl14", "tokenizer.vf.preprocess=official"]),
+              torch.device("cpu"))
+    assert seen["name"] == "dinov2_vitl14" and seen["preprocess"] == "official" and seen["grid"] == 8
+    build_vfm(load_config("lab"), torch.device("cpu"))
+    assert seen["name"] == "toy" and seen["preprocess"] == "normalized"
+    with pytest.raises(ConfigError, match="tokenizer.vf.preprocess='raw'.*one of normalized, official"):
+        load_config("lab", ["tokenizer.vf.preprocess=raw"])

@@ -100,6 +100,9 @@ class VFConfig:
     adaptive_max: float = 1e8
     adaptive_every: int = 1  # recompute the adaptive weight every k steps (reuse in between)
     toy: ToyVFMSection = field(default_factory=ToyVFMSection)
+    # how images reach a timm foundation model: "normalized" (bicubic antialiased resize, then the model's
+    # mean/std) or "official" (the hustvl code: the [-1, 1] images, bilinear resize without antialias)
+    preprocess: str = "normalized"
 
 
 @dataclass
@@ -385,6 +388,7 @@ def _train_rules(prefix: str) -> list:
 
 _RULES = [
     ("data.source", *_choice("shapes", "imagefolder")), ("data.resolution", *_POSITIVE),
+    ("tokenizer.vf.preprocess", *_choice("normalized", "official")),
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),

@@ -40,24 +40,45 @@ IGNORED = {
     "dit": ("train.progress",),
     "sample": ("batch_size", "max_nfe"),  # max_nfe only stops a runaway dopri5
 }
+# fields added after keys were in use (the pack): keyed only when set away from the value that gives the earlier
+# behaviour, so every older key stays valid (section -> dotted field -> that value)
+KEYED_WHEN_SET = {
+    "data": {"crop": "center"},  # the ImageNet presets' official random crop
+    "tokenizer": {"vf.preprocess": "normalized", "init_from": None},  # official VFM input; stage chains
+    "dit": {"seed": None},  # unset, the top-level seed decides
+}
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
 RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors"}
 
 
+def _drop(d: dict, dotted: str, only_if=...) -> None:
+    """Remove a dotted field from a nested dict in place (absent: nothing); with `only_if`, only at that value."""
+    *parents, leaf = dotted.split(".")
+    node = d
+    for p in parents:
+        node = node.get(p, {})
+    if leaf in node and (only_if is ... or node[leaf] == only_if):
+        del node[leaf]
+
+
 def stage_fields(config: Config, section: str) -> dict | int:
-    """A config section as keyed: without its IGNORED fields; dit.seed only when set (unset, the top-level
-    seed decides, as before the field existed, so older keys stay valid)."""
+    """A config section as keyed: without its IGNORED fields, and KEYED_WHEN_SET fields only when set.
+
+    A tokenizer.init_from preset name is keyed as the key of the stage it names (presets.previous_stage), so
+    retraining an earlier stage of a chain reaches every later one.
+    """
     if section == "seed":
         return config.seed
     d = to_dict(getattr(config, section))
     for dotted in IGNORED.get(section, ()):
-        *parents, leaf = dotted.split(".")
-        node = d
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    if section == "dit" and d.get("seed") is None:
-        d.pop("seed", None)
+        _drop(d, dotted)
+    for dotted, unset in KEYED_WHEN_SET.get(section, {}).items():
+        _drop(d, dotted, only_if=unset)
+    init = d.get("init_from") if section == "tokenizer" else None
+    if init is not None and "/" not in init:
+        from .presets import previous_stage
+
+        d["init_from"] = {"preset": init, "tokenizer": stage_key(previous_stage(config), "tokenizer")}
     return d
 
 

@@ -36,7 +36,7 @@ def build_vfm(config: Config, device: torch.device):
         return None
     f = 2 ** (len(config.tokenizer.model.ch_mult) - 1)
     return build_foundation_model(vf.foundation, grid=config.data.resolution // f,
-                                  pretrained_path=vf.pretrained_path, device=device,
+                                  pretrained_path=vf.pretrained_path, device=device, preprocess=vf.preprocess,
                                   toy_config=toy_vfm_config(config) if vf.foundation.startswith("toy") else None)
 
 

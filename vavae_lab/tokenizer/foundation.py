@@ -21,6 +21,11 @@ VFM_REGISTRY: dict[str, dict] = {
     "toy_random": {"toy": True, "pretrained": False},
 }
 
+# How images in [-1, 1] reach a timm model: "normalized" (this project's default: bicubic antialiased resize,
+# then the model's mean/std) or "official" (hustvl's vavae/ldm/models/foundation_models.py: the [-1, 1] images
+# themselves, bilinear resize without antialias; the released VA-VAE was trained with it)
+PREPROCESS: tuple[str, ...] = ("normalized", "official")
+
 OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -34,15 +39,20 @@ class FoundationModel(nn.Module):
 
     It stays in eval mode and without gradients even when a parent module calls .train(). Its weights are
     left out of state_dict() (they come back from the model name and weights file, or the toy cache), so
-    checkpoints of modules that hold it stay small and still load with strict=True.
+    checkpoints of modules that hold it stay small and still load with strict=True. `preprocess` (PREPROCESS)
+    chooses how images are resized and normalised before a timm model sees them.
     """
 
     def __init__(self, net: nn.Module, *, name: str, grid: int, dim: int, input_size: int,
-                 mean=None, std=None, num_prefix_tokens: int = 0, kind: str = "timm"):
+                 mean=None, std=None, num_prefix_tokens: int = 0, kind: str = "timm",
+                 preprocess: str = "normalized"):
         super().__init__()
         if kind not in ("timm", "toy"):
             raise ConfigError(f"FoundationModel kind={kind!r}; use 'timm' or 'toy'")
+        if preprocess not in PREPROCESS:
+            raise ConfigError(f"tokenizer.vf.preprocess={preprocess!r}; use one of {', '.join(PREPROCESS)}")
         self.net, self.name, self.grid, self.dim, self.kind = net, name, grid, dim, kind
+        self.preprocess = preprocess
         self.input_size, self.num_prefix_tokens = input_size, num_prefix_tokens
         mean = torch.zeros(3) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         std = torch.ones(3) if std is None else torch.as_tensor(std, dtype=torch.float32)
@@ -63,12 +73,14 @@ class FoundationModel(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ConfigError(f"foundation model {self.name!r} expects images B x 3 x H x W, got {tuple(images.shape)}")
         x = images.to(self.mean.dtype)
+        official = self.preprocess == "official"
         if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear" if official else "bicubic",
+                              align_corners=False, antialias=not official)
         if self.kind == "toy":
             return _resample(self.net.features(x), self.grid)
-        x = ((x + 1.0) / 2.0 - self.mean) / self.std
+        if not official:  # the official code feeds the [-1, 1] images as they are
+            x = ((x + 1.0) / 2.0 - self.mean) / self.std
         tokens = self.net.forward_features(x)[:, self.num_prefix_tokens:]
         b, n, d = tokens.shape
         if n != self.grid * self.grid:
@@ -78,7 +90,8 @@ class FoundationModel(nn.Module):
 
     def extra_repr(self) -> str:
         """Name, kind, dim, grid and input size, shown by print(model)."""
-        return f"name={self.name!r}, kind={self.kind}, dim={self.dim}, grid={self.grid}, input_size={self.input_size}"
+        return (f"name={self.name!r}, kind={self.kind}, dim={self.dim}, grid={self.grid}, input_size={self.input_size}, "
+                f"preprocess={self.preprocess}")
 
 
 def _drop_own_weights(module, state_dict, prefix, local_metadata) -> None:
@@ -165,13 +178,14 @@ def _build_timm(name: str, timm_name: str, *, patch: int, grid: int, pretrained_
 
 
 def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device="cpu", offline=None,
-                           toy_config=None, timm_kwargs: dict | None = None) -> FoundationModel:
+                           toy_config=None, timm_kwargs: dict | None = None,
+                           preprocess: str = "normalized") -> FoundationModel:
     """A frozen FoundationModel by registry name, timm name, 'toy' or 'toy_random' (add '_random' for random weights).
 
     timm ViTs are built at img_size = grid * patch_size so their position embeddings fit the grid; weights
     come from `pretrained_path` (a .safetensors/.pth/.bin state dict, loaded by timm so position embeddings
     are resized) or from the hub unless `offline` (default: from OFFLINE_ENV_VARS). `timm_kwargs` go to
-    timm.create_model (e.g. depth=1 for tests).
+    timm.create_model (e.g. depth=1 for tests); `preprocess` is one of PREPROCESS.
     """
     if not isinstance(grid, int) or grid < 1:
         raise ConfigError(f"foundation model grid={grid!r} must be a positive integer (the latent grid, e.g. 16 for f16)")
@@ -180,7 +194,8 @@ def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device
     if entry is not None and entry.get("toy"):
         cfg = coerce_toy_config(toy_config)
         net = get_toy_vfm(cfg, device=device) if entry["pretrained"] else random_toy_vfm(cfg)
-        fm = FoundationModel(net, name=name, grid=grid, dim=cfg.feature_dim, input_size=cfg.resolution, kind="toy")
+        fm = FoundationModel(net, name=name, grid=grid, dim=cfg.feature_dim, input_size=cfg.resolution, kind="toy",
+                             preprocess=preprocess)
         return fm.to(device)
     random_init = entry is None and name.endswith("_random")
     base = name[: -len("_random")] if random_init else name
@@ -203,5 +218,6 @@ def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device
                           f"{VFM_REGISTRY['dinov2_vitl14']['timm']!r}")
     cfg = net.pretrained_cfg
     fm = FoundationModel(net, name=name, grid=grid, dim=net.num_features, input_size=grid * patch,
-                         mean=cfg.get("mean"), std=cfg.get("std"), num_prefix_tokens=net.num_prefix_tokens)
+                         mean=cfg.get("mean"), std=cfg.get("std"), num_prefix_tokens=net.num_prefix_tokens,
+                         preprocess=preprocess)
     return fm.to(device)

@@ -200,3 +200,18 @@ def test_one_list_of_samplers_config_and_sample_ode_agree():
         apply_overrides(Config(), ["sample.sampler=rk4"])
     with pytest.raises(ConfigError, match="unknown ODE method"):
         sample_ode(lambda x, t: x, torch.zeros(1, 2), method="ddpm")
+
+
+def test_cfg_below_one_is_refused_as_the_official_code_does_not_guide_there():
+    """The official sampler guides only when cfg_scale > 1 (inference.py 125); below 1 the formula would blend
+    towards the unconditional model, so both the sampler and the config refuse it in one line."""
+    from vavae_lab.config import load_config
+
+    for scale in (0.0, 0.5, 0.99):
+        with pytest.raises(ConfigError, match="must be >= 1"):
+            cfg_velocity(FakeModel(), torch.tensor([0]), scale=scale, null_class=1)
+    with pytest.raises(ConfigError, match=r"sample.cfg_scale=0.5 .*>= 1.*inference.py 125") as err:
+        load_config("lab", ["sample.cfg_scale=0.5"])
+    assert "\n" not in str(err.value)
+    assert load_config("lab", ["sample.cfg_scale=1.0"]).sample.cfg_scale == 1.0
+

@@ -398,7 +398,8 @@ _RULES = [
     ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
     ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
     ("sample.sampler", *_choice(*SAMPLERS)), ("sample.steps", *_POSITIVE),
-    ("sample.cfg_scale", lambda v: v >= 0, ">= 0 (1.0 = no guidance; the paper samples with 10.0)"),
+    ("sample.cfg_scale", lambda v: v >= 1, ">= 1 (1.0 = no guidance; below 1 the official code does not guide, "
+                                          "inference.py 125, so it is refused here; the paper samples with 10.0)"),
     ("sample.cfg_interval_start", lambda v: 0 <= v <= 1, "in [0, 1] (t = 1 is data; the paper uses 0.11)"),
     ("sample.cfg_channels", *_NON_NEGATIVE),
     ("sample.timestep_shift", lambda v: v > 0, "> 0 (1.0 = no shift; the paper uses 0.3)"),

@@ -31,8 +31,9 @@ def _shift_derivative(u: torch.Tensor, s: float) -> torch.Tensor:
 def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
     """The steps + 1 integration times from 0 (noise) to 1 (data) in float64, uniform then shifted.
 
-    The official code's `num_steps` counts grid points, so its "250 steps" is 249 intervals;
-    here `steps` counts intervals (model evaluations for Euler).
+    The official code's `num_steps` counts grid points, so its "250 steps" is 249 intervals
+    (transport/integrators.py 94: linspace(t0, t1, num_steps)); here `steps` counts intervals (model
+    evaluations for Euler), so the ImageNet presets set 249 (presets.OFFICIAL_SAMPLING_STEPS - 1).
     """
     if steps < 1:
         raise ConfigError(f"the number of sampling steps must be >= 1, got {steps}.")
@@ -64,10 +65,13 @@ def cfg_velocity(
     channels = k > 0 only the first k channels are guided and the others keep the conditional
     prediction, which is what the official forward_with_cfg does with k = 3. Where no sample is
     guided (scale == 1 or every t < interval_start) it makes a single conditional forward.
+    A scale below 1 is refused: the official sampler does not guide there (inference.py 125: cfg only when
+    scale > 1), while the formula would move towards the unconditional model.
     The same wrapper guides an epsilon model (the DDPM baseline): the combination rule is identical.
     """
-    if not scale >= 0:
-        raise ConfigError(f"the CFG scale must be >= 0 (1.0 = no guidance), got {scale}.")
+    if not scale >= 1:
+        raise ConfigError(f"the CFG scale must be >= 1 (1.0 = no guidance; below 1 the official code does not "
+                          f"guide), got {scale}; set sample.cfg_scale=1.0 to sample without guidance.")
     if not 0.0 <= interval_start <= 1.0:
         raise ConfigError(f"cfg interval_start must lie in [0, 1] (t = 1 is data), got {interval_start}.")
     if channels < 0:

@@ -29,6 +29,10 @@ class DataConfig:
     hflip: bool = True  # random horizontal flip while training
     strict: bool = False  # raise on a corrupt image instead of skipping it
     num_workers: int = 0  # DataLoader workers for imagefolder
+    # how imagefolder images are cropped for the tokenizer: "center" (ADM centre crop) or "random" (short side
+    # resized to `resolution` bilinearly, then a random square crop: the official VA-VAE training data). Latents
+    # are always extracted from centre crops.
+    crop: str = "center"
 
 
 @dataclass
@@ -388,6 +392,7 @@ def _train_rules(prefix: str) -> list:
 
 _RULES = [
     ("data.source", *_choice("shapes", "imagefolder")), ("data.resolution", *_POSITIVE),
+    ("data.crop", *_choice("center", "random")),
     ("tokenizer.vf.preprocess", *_choice("normalized", "official")),
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),

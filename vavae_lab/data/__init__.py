@@ -16,13 +16,13 @@ __all__ = [
 
 
 def build_dataset(source: str, *, root=None, resolution: int = 32, num_images: int = 1000, seed: int = 0,
-                  split: str = "train", num_classes: int = 10, strict: bool = False) -> Dataset:
-    """Build the dataset a config names: 'shapes' (generated) or 'imagefolder' (root/<class>/<images>)."""
+                  split: str = "train", num_classes: int = 10, strict: bool = False, crop: str = "center") -> Dataset:
+    """Build the dataset a config names: 'shapes' (generated) or 'imagefolder' (root/<class>/<images>, `crop`)."""
     if source == "shapes":
         return ShapesDataset(num_images, resolution=resolution, seed=seed, split=split, num_classes=num_classes)
     if source == "imagefolder":
         if root is None:
             raise ConfigError("source='imagefolder' needs root=<folder with one sub-folder per class>, "
                               "e.g. root='data/imagenet/train'")
-        return ImageFolderDataset(root, resolution, strict=strict)
+        return ImageFolderDataset(root, resolution, strict=strict, crop=crop)
     raise ConfigError(f"unknown dataset source {source!r}; valid sources: {', '.join(SOURCES)}")

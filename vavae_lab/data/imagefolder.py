@@ -1,4 +1,4 @@
-"""ImageFolder / ImageNet-train layout (root/<class>/<images>) with ADM centre crops and corrupt-file handling."""
+"""ImageFolder / ImageNet-train layout (root/<class>/<images>) with ADM centre or official random crops, corrupt-file handling."""
 from __future__ import annotations
 
 import warnings
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -32,6 +33,41 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     return arr[top: top + image_size, left: left + image_size]
 
 
+CROPS: tuple[str, ...] = ("center", "random")
+
+
+def resize_short_side(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize an H x W x 3 uint8 image so its short side is `size`: bilinear without antialias, sides rounded.
+
+    What the official VA-VAE data does (taming's ImagePaths: albumentations SmallestMaxSize, i.e. OpenCV's
+    INTER_LINEAR); torch's bilinear resize matches it up to uint8 rounding.
+    """
+    h, w = arr.shape[:2]
+    scale = size / min(h, w)
+    if scale == 1.0:
+        return arr
+    out = (round(h * scale), round(w * scale))
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float()  # a writable copy
+    x = F.interpolate(x, size=out, mode="bilinear", align_corners=False, antialias=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+
+
+def random_crop_arr(pil_image: Image.Image, image_size: int, seed: int | None) -> np.ndarray:
+    """The official tokenizer crop: short side to `image_size`, then a square crop at an offset drawn from `seed`.
+
+    seed=None takes the centre crop instead (the official validation transform).
+    """
+    arr = resize_short_side(np.asarray(pil_image), image_size)
+    h, w = arr.shape[:2]
+    if seed is None:
+        top, left = (h - image_size) // 2, (w - image_size) // 2
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        top = int(torch.randint(0, h - image_size + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - image_size + 1, (1,), generator=g))
+    return arr[top: top + image_size, left: left + image_size]
+
+
 def _load_rgb(path: Path) -> Image.Image:
     """Open and fully decode one file as RGB (raises the decoder's error on a corrupt file)."""
     with Image.open(path) as image:
@@ -45,14 +81,21 @@ def _describe(paths: list[Path]) -> str:
 
 
 class ImageFolderDataset(Dataset):
-    """Images under root/<class_name>/ (any depth below the class folder), classes sorted into labels 0..K-1."""
+    """Images under root/<class_name>/ (any depth below the class folder), classes sorted into labels 0..K-1.
 
-    def __init__(self, root, resolution: int, strict: bool = False, verify: bool = False):
+    crop="center" takes ADM's centre crop; crop="random" the official tokenizer crop (`random_crop_arr`) at the
+    seed a key (index, flip, seed) carries, or its centre for a key without one.
+    """
+
+    def __init__(self, root, resolution: int, strict: bool = False, verify: bool = False, crop: str = "center"):
         if not isinstance(resolution, int) or resolution < 1:
             raise ConfigError(f"resolution={resolution!r} must be a positive int (e.g. 256 for ImageNet)")
+        if crop not in CROPS:
+            raise ConfigError(f"data.crop={crop!r}; use one of {', '.join(CROPS)}")
         self.root = Path(root).expanduser()
         self.resolution = resolution
         self.strict = strict
+        self.crop = crop
         if not self.root.exists():
             raise DataError(f"image folder {self.root} does not exist; expected the layout {_LAYOUT}")
         if not self.root.is_dir():
@@ -134,8 +177,8 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key):
-        """Return (image float 3 x R x R in [-1, 1], label int) for an index or an (index, flip) pair."""
-        index, flip = key if isinstance(key, tuple) else (key, False)
+        """Return (image float 3 x R x R in [-1, 1], label int) for an index, (index, flip) or (index, flip, crop seed)."""
+        index, flip, seed = (tuple(key) + (None,))[:3] if isinstance(key, tuple) else (key, False, None)
         n = len(self.samples)
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for {n} images")
@@ -158,7 +201,10 @@ class ImageFolderDataset(Dataset):
                 continue
             if min(image.size) < self.resolution:
                 self._too_small(path, image.size)
-            arr = center_crop_arr(image, self.resolution)
+            if self.crop == "random":
+                arr = random_crop_arr(image, self.resolution, seed)
+            else:
+                arr = center_crop_arr(image, self.resolution)
             tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
             if flip:
                 tensor = tensor.flip(-1)

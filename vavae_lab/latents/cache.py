@@ -43,7 +43,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def _identity(config: Config, model, fingerprint: str) -> dict:
     """Everything that changes the shards' contents; a cache made under another identity is never mixed in."""
     data = to_dict(config.data)
-    for key in ("num_workers", "hflip"):  # loader speed and the train-time random flip change no latent
+    for key in ("num_workers", "hflip", "crop"):  # loader speed and train-time augmentation change no latent
         data.pop(key)
     latents = {k: v for k, v in to_dict(config.latents).items() if k not in ("stats_count", "batch_size")}
     return {"format": SHARD_FORMAT, "tokenizer_weights_sha256": fingerprint,

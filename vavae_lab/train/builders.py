@@ -24,7 +24,7 @@ def build_train_eval_data(config: Config, eval_count: int):
         raise ConfigError("data.source=imagefolder needs data.root=/path/to/imagenet/train "
                           "(a folder of class sub-folders)")
     train = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=d.num_train, seed=d.seed,
-                          split="train", num_classes=d.num_classes, strict=d.strict)
+                          split="train", num_classes=d.num_classes, strict=d.strict, crop=d.crop)
     if isinstance(train, ShapesDataset):
         test = build_dataset("shapes", resolution=d.resolution, num_images=max(eval_count, 1), seed=d.seed,
                              split="test", num_classes=d.num_classes)

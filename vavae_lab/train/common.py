@@ -18,11 +18,12 @@ class StepBatches:
     """Global batches as a pure function of the step, so a resumed run sees exactly the same data.
 
     Each epoch is a permutation seeded by (seed, epoch); each step also draws a horizontal-flip mask
-    seeded by (seed, step). Rank r takes its slice of the global batch.
+    seeded by (seed, step), and with `crop_seeds` one random-crop seed per image (the official tokenizer
+    crop, data.crop=random). Rank r takes its slice of the global batch.
     """
 
     def __init__(self, num_items: int, global_batch: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 hflip: bool = True):
+                 hflip: bool = True, crop_seeds: bool = False):
         if global_batch % world_size:
             raise ConfigError(f"batch_size={global_batch} is not divisible by the {world_size} processes; "
                               f"use a multiple of {world_size}")
@@ -30,6 +31,7 @@ class StepBatches:
             raise ConfigError(f"the dataset has {num_items} images, fewer than batch_size={global_batch}")
         self.num_items, self.global_batch = num_items, global_batch
         self.seed, self.rank, self.world_size, self.hflip = seed, rank, world_size, hflip
+        self.crop_seeds = crop_seeds
         self.per_rank = global_batch // world_size
         self.steps_per_epoch = num_items // global_batch
         self._perm_epoch, self._perm = -1, None
@@ -52,11 +54,21 @@ class StepBatches:
             flips = torch.zeros(self.per_rank, dtype=torch.bool)
         return idx, flips
 
-    def sampler(self, start_step: int, end_step: int) -> Iterator[list[tuple[int, bool]]]:
-        """A batch sampler for a DataLoader: lists of (index, flip) keys from start_step to end_step."""
+    def crop_seed_list(self, step: int) -> list[int]:
+        """This rank's random-crop seeds at `step`, one per image, drawn from (seed, step)."""
+        g = torch.Generator().manual_seed(self.seed * 104_729 + step)
+        seeds = torch.randint(0, 2 ** 31 - 1, (self.global_batch,), generator=g)
+        return seeds[self.rank * self.per_rank:][:self.per_rank].tolist()
+
+    def sampler(self, start_step: int, end_step: int) -> Iterator[list[tuple]]:
+        """A batch sampler for a DataLoader: lists of (index, flip) keys, or (index, flip, crop seed) with
+        crop_seeds, from start_step to end_step."""
         for step in range(start_step, end_step):
             idx, flips = self.indices(step)
-            yield list(zip(idx.tolist(), flips.tolist()))
+            if self.crop_seeds:
+                yield list(zip(idx.tolist(), flips.tolist(), self.crop_seed_list(step)))
+            else:
+                yield list(zip(idx.tolist(), flips.tolist()))
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

@@ -107,7 +107,8 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         logger.path.unlink()
 
     batches = StepBatches(len(train_set), tc.batch_size, seed=config.data.seed + config.seed,
-                          rank=info.rank, world_size=info.world_size, hflip=config.data.hflip)
+                          rank=info.rank, world_size=info.world_size, hflip=config.data.hflip,
+                          crop_seeds=config.data.crop == "random" and config.data.source == "imagefolder")
     per_rank, accum, _ = batch_plan(tc.batch_size, info.world_size, tc.micro_batch)
     if accum > 1:  # the adaptive GAN and VF weights are per-batch gradient ratios; accumulation would change them
         raise ConfigError(f"tokenizer.train.micro_batch={tc.micro_batch} would accumulate {accum} micro-batches, "

@@ -1,0 +1,93 @@
+"""The pieces the ImageNet presets use to follow the official recipe: the random crop of the tokenizer's images."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vavae_lab.config import apply_overrides, load_config
+from vavae_lab.data import ImageFolderDataset
+from vavae_lab.data.imagefolder import random_crop_arr, resize_short_side
+from vavae_lab.errors import ConfigError
+from vavae_lab.train.common import StepBatches
+
+
+def _noise_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_short_side_resize_is_bilinear_without_antialias():
+    """Halving a noise image: bilinear without antialias (OpenCV's INTER_LINEAR) averages 2 x 2 blocks exactly;
+    an antialiased resize would spread over 4 x 4."""
+    arr = _noise_image(80, 120)
+    out = resize_short_side(arr, 40)
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    blocks = arr.astype(np.float64).reshape(40, 2, 60, 2, 3).mean((1, 3))
+    assert np.abs(out - blocks).max() <= 0.5
+    smooth = F.interpolate(torch.from_numpy(arr).permute(2, 0, 1)[None].float(), size=(40, 60), mode="bilinear",
+                           antialias=True)[0].permute(1, 2, 0).numpy()
+    assert np.abs(out - smooth).max() > 5
+    assert resize_short_side(arr, 80) is arr  # already the size
+    assert resize_short_side(_noise_image(30, 45), 64).shape == (64, 96, 3)  # small images are enlarged
+    assert resize_short_side(_noise_image(333, 500), 256).shape == (256, 384, 3)  # sides rounded
+
+
+def test_random_crop_is_a_window_of_the_resized_image_at_the_seed():
+    image = Image.fromarray(_noise_image(60, 90))
+    resized = resize_short_side(np.asarray(image), 40)  # 40 x 60
+    windows = {i: resized[:, i:i + 40] for i in range(21)}
+    offsets = set()
+    for seed in range(12):
+        crop = random_crop_arr(image, 40, seed)
+        assert crop.shape == (40, 40, 3) and np.array_equal(crop, random_crop_arr(image, 40, seed))
+        offsets.add(next(i for i, w in windows.items() if np.array_equal(w, crop)))
+    assert len(offsets) > 3  # the seed moves the window
+    assert np.array_equal(random_crop_arr(image, 40, None), windows[10])  # no seed: the centre
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "train"
+    for cls, seed in (("cat", 0), ("dog", 1)):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(_noise_image(48, 72, seed)).save(root / cls / "a.png")
+    return root
+
+
+def test_imagefolder_random_crop_keys(folder):
+    centre = ImageFolderDataset(folder, 32)
+    rand = ImageFolderDataset(folder, 32, crop="random")
+    a, b = rand[(0, False, 5)][0], rand[(0, False, 6)][0]
+    assert a.shape == (3, 32, 32) and torch.equal(a, rand[(0, False, 5)][0]) and not torch.equal(a, b)
+    assert torch.equal(rand[(0, True, 5)][0], a.flip(-1))
+    assert torch.equal(rand[0][0], rand[(0, False)][0])  # no seed: the centre of the short-side resize
+    assert not torch.equal(rand[0][0], centre[0][0])  # which is not ADM's crop (BOX halving, bicubic)
+    with pytest.raises(ConfigError, match="data.crop='middle'"):
+        ImageFolderDataset(folder, 32, crop="middle")
+
+
+def test_step_batches_draw_one_crop_seed_per_image_and_step():
+    full = StepBatches(64, 8, seed=3, crop_seeds=True)
+    keys = list(full.sampler(0, 3))
+    assert all(len(k) == 3 for batch in keys for k in batch)
+    assert keys == list(StepBatches(64, 8, seed=3, crop_seeds=True).sampler(0, 3))  # a pure function of the step
+    assert list(full.sampler(2, 3)) == keys[2:]  # so a resumed run sees the same crops
+    ranks = [StepBatches(64, 8, seed=3, rank=r, world_size=2, crop_seeds=True) for r in range(2)]
+    assert [k for r in ranks for k in next(r.sampler(1, 2))] == keys[1]
+    assert [k[:2] for k in keys[0]] == next(StepBatches(64, 8, seed=3).sampler(0, 1))  # same images and flips
+
+
+def test_latent_cache_identity_ignores_the_training_crop():
+    from vavae_lab.latents.cache import _identity
+
+    class Arch(torch.nn.Module):
+        config = {"arch": 1}
+
+    lab = load_config("lab")
+    assert _identity(lab, Arch(), "sha") == _identity(apply_overrides(lab, ["data.crop=random"]), Arch(), "sha")
+
+
+def test_bad_crop_values_are_one_clear_line():
+    with pytest.raises(ConfigError, match="data.crop='centre'.*one of center, random") as err:
+        load_config("lab", ["data.crop=centre"])
+    assert "\n" not in str(err.value)

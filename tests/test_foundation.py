@@ -317,9 +317,8 @@ def test_config_preprocess_reaches_the_foundation_model(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(foundation, "build_foundation_model", lambda name, **kw: seen.update(name=name, **kw))
-    build_vfm(load_config("lab", ["tokenizer.vf.foundation=dinov2_vitl14", "tokenizer.vf.preprocess=official"]),
-              torch.device("cpu"))
-    assert seen["name"] == "dinov2_vitl14" and seen["preprocess"] == "official" and seen["grid"] == 8
+    build_vfm(load_config("imagenet256_f16d32_vf"), torch.device("cpu"))
+    assert seen["name"] == "dinov2_vitl14" and seen["preprocess"] == "official" and seen["grid"] == 16
     build_vfm(load_config("lab"), torch.device("cpu"))
     assert seen["name"] == "toy" and seen["preprocess"] == "normalized"
     with pytest.raises(ConfigError, match="tokenizer.vf.preprocess='raw'.*one of normalized, official"):

@@ -1,4 +1,5 @@
-"""The pieces the ImageNet presets use to follow the official recipe: the random crop of the tokenizer's images."""
+"""The pieces the ImageNet presets use to follow the official recipe: the random crop, stage chains, and cache keys
+that stay the same for every run that does not use them."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +9,9 @@ from PIL import Image
 from vavae_lab.config import apply_overrides, load_config
 from vavae_lab.data import ImageFolderDataset
 from vavae_lab.data.imagefolder import random_crop_arr, resize_short_side
-from vavae_lab.errors import ConfigError
+from vavae_lab.errors import CheckpointError, ConfigError
+from vavae_lab.pipeline import KEYED_WHEN_SET, stage_fields, stage_key
+from vavae_lab.presets import get_preset, previous_stage
 from vavae_lab.train.common import StepBatches
 
 
@@ -77,6 +80,20 @@ def test_step_batches_draw_one_crop_seed_per_image_and_step():
     assert [k[:2] for k in keys[0]] == next(StepBatches(64, 8, seed=3).sampler(0, 1))  # same images and flips
 
 
+def test_new_fields_stay_out_of_the_keys_until_set():
+    """KEYED_WHEN_SET: a field added after the pack was trained is keyed only away from its earlier behaviour, so
+    every smoke/lab key (tests/test_study.py, tests/test_pack.py) stays valid."""
+    lab = load_config("lab")
+    assert "crop" not in stage_fields(lab, "data")
+    assert "preprocess" not in stage_fields(lab, "tokenizer")["vf"] and "init_from" not in stage_fields(lab, "tokenizer")
+    assert "seed" not in stage_fields(lab, "dit")
+    assert set(KEYED_WHEN_SET) == {"data", "tokenizer", "dit"}
+    base = stage_key(lab, "tokenizer")
+    for override in ("data.crop=random", "tokenizer.vf.preprocess=official", "tokenizer.init_from=runs/stage1"):
+        assert stage_key(apply_overrides(lab, [override]), "tokenizer") != base, override
+    assert stage_key(apply_overrides(lab, ["dit.seed=1"]), "dit") != stage_key(lab, "dit")
+
+
 def test_latent_cache_identity_ignores_the_training_crop():
     from vavae_lab.latents.cache import _identity
 
@@ -87,7 +104,45 @@ def test_latent_cache_identity_ignores_the_training_crop():
     assert _identity(lab, Arch(), "sha") == _identity(apply_overrides(lab, ["data.crop=random"]), Arch(), "sha")
 
 
-def test_bad_crop_values_are_one_clear_line():
-    with pytest.raises(ConfigError, match="data.crop='centre'.*one of center, random") as err:
-        load_config("lab", ["data.crop=centre"])
+def test_bad_chain_and_crop_values_are_one_clear_line():
+    with pytest.raises(ConfigError, match="tokenizer.init_from='imagenet256_f16d32_vf_stag1'.*preset name") as err:
+        load_config("imagenet256_f16d32_vf", ["tokenizer.init_from=imagenet256_f16d32_vf_stag1"])
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="data.crop='centre'.*one of center, random"):
+        load_config("lab", ["data.crop=centre"])
+    with pytest.raises(ConfigError, match="names no preset"):
+        previous_stage(load_config("lab"))
+
+
+TINY = ["tokenizer.train.steps=4", "tokenizer.train.ckpt_every=4", "tokenizer.train.log_every=2",
+        "tokenizer.train.batch_size=8", "tokenizer.loss.disc_start=2", "tokenizer.train.eval_images=0",
+        "tokenizer.train.progress=false", "data.num_train=64", "data.num_test=16", "device=cpu"]
+
+
+def test_a_stage_starts_from_the_weights_of_the_one_before(tmp_path, monkeypatch):
+    """A toy two-stage chain: stage 2 starts from stage 1's autoencoder and loss weights (discriminator, VF
+    projection), with fresh optimisers and its own step count, like the official weight_init."""
+    from vavae_lab.checkpoint import latest_checkpoint, load_checkpoint
+    from vavae_lab.train import tokenizer as train_module
+
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "cache"))
+    first = apply_overrides(get_preset("smoke"), TINY)
+    train_module.train_tokenizer(first, tmp_path / "stage1")
+    stage1 = load_checkpoint(latest_checkpoint(tmp_path / "stage1"))
+    second = apply_overrides(first, [f"tokenizer.init_from={tmp_path / 'stage1'}", "tokenizer.train.lr=1e-30",
+                                     "tokenizer.train.steps=1", "tokenizer.train.ckpt_every=1"])
+    train_module.train_tokenizer(second, tmp_path / "stage2")
+    stage2 = load_checkpoint(latest_checkpoint(tmp_path / "stage2"))
+    assert stage2["step"] == 1
+    for part in ("model", "loss"):  # lr 1e-30: one step leaves the initial weights as they were
+        for k, v in stage1[part].items():
+            if k != "vf_weight_cache":  # the adaptive VF weight's (step, value) cache belongs to each run
+                assert torch.allclose(stage2[part][k].float(), v.float(), atol=1e-20), (part, k)
+    scratch = apply_overrides(second, ["tokenizer.init_from=null"])
+    fresh, _ = train_module.train_tokenizer(scratch, tmp_path / "fresh")
+    assert not torch.equal(fresh.state_dict()["encoder.conv_in.weight"], stage1["model"]["encoder.conv_in.weight"])
+    # by preset name: the named preset's stage with this run's other settings, from its cache folder
+    named = apply_overrides(first, ["tokenizer.init_from=smoke"])
+    assert train_module.init_source(named).parent.name == "tokenizers"
+    with pytest.raises(CheckpointError, match="train-tokenizer --preset smoke"):
+        train_module.train_tokenizer(named, tmp_path / "named")

@@ -215,3 +215,17 @@ def test_cfg_below_one_is_refused_as_the_official_code_does_not_guide_there():
     assert "\n" not in str(err.value)
     assert load_config("lab", ["sample.cfg_scale=1.0"]).sample.cfg_scale == 1.0
 
+
+def test_official_num_sampling_steps_250_is_249_euler_calls():
+    """The official num_sampling_steps counts grid points (transport/integrators.py 94: linspace(t0, t1, n))."""
+    from vavae_lab.presets import OFFICIAL_SAMPLING_STEPS, get_preset
+
+    steps = get_preset("imagenet256_lightningdit_xl_64ep").sample.steps
+    assert steps == OFFICIAL_SAMPLING_STEPS - 1 == 249
+    grid = time_grid(steps, 0.3)
+    assert len(grid) == OFFICIAL_SAMPLING_STEPS  # the official grid: 250 points from noise to data
+    official = torch.linspace(0.0, 1.0, OFFICIAL_SAMPLING_STEPS, dtype=torch.float64)
+    assert torch.allclose(grid, 0.3 * official / (1 + (0.3 - 1) * official))
+    stats = {}
+    sample_ode(exact_velocity, whitened_noise(8), steps=steps, shift=0.3, stats=stats)
+    assert stats["nfe"] == 249

@@ -157,6 +157,9 @@ class TokenizerConfig:
     vf: VFConfig = field(default_factory=VFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # start from earlier weights (a stage chain): a preset name (its tokenizer stage trained with this run's
+    # other settings, see presets.previous_stage) or a tokenizer run folder (a path with a "/"); None: random
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -390,10 +393,19 @@ def _train_rules(prefix: str) -> list:
         ("lr_schedule", _choice("constant", "cosine")), ("precision", _choice("fp32", "bf16", "fp16")))]
 
 
+def _init_source(value) -> bool:
+    """tokenizer.init_from: unset, a run folder path (it holds a "/") or a preset name."""
+    from .presets import PRESETS
+
+    return value is None or "/" in value or value in PRESETS
+
+
 _RULES = [
     ("data.source", *_choice("shapes", "imagefolder")), ("data.resolution", *_POSITIVE),
     ("data.crop", *_choice("center", "random")),
     ("tokenizer.vf.preprocess", *_choice("normalized", "official")),
+    ("tokenizer.init_from", _init_source, "null, a preset name (e.g. imagenet256_f16d32_vf_stage1) or a tokenizer "
+                                          "run folder path holding a '/' (e.g. runs/stage1)"),
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),

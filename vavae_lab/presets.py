@@ -1,6 +1,7 @@
 """Named presets: `smoke` (CI, seconds), `lab` (the toy study in ~1 h on 2 CPU cores), `lab_long`, and ImageNet."""
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
@@ -97,45 +98,113 @@ def lab_long() -> Config:
     )
 
 
+# -- ImageNet: the official hustvl/LightningDiT recipe, field by field. Each value says where the official code
+# sets it; configs/reference_imagenet256.yaml cites file and line, and the README lists what is kept different.
+OFFICIAL_SAMPLING_STEPS = 250  # num_sampling_steps of the official configs: grid points (transport/integrators.py)
+
+
+def _imagenet_steps(epochs: int, batch: int) -> int:
+    """Optimiser steps of `epochs` passes over ImageNet's training images at a global batch."""
+    return epochs * IMAGENET_TRAIN_IMAGES // batch
+
+
+def _fid_sampling(epochs: int) -> SampleConfig:
+    """The official FID sampling of the 64- or 800-epoch LightningDiT-XL (configs/reproductions/*_cfg.yaml).
+
+    Euler on 250 grid points (249 steps), shift 0.3, CFG 10.0 from t >= 0.10 (64 epochs; the main config
+    says 0.11) or 6.7 from t >= 0.125 (800 epochs), on the first 3 channels as forward_with_cfg does.
+    """
+    scale, start = (10.0, 0.10) if epochs <= 64 else (6.7, 0.125)
+    return SampleConfig(sampler="euler", steps=OFFICIAL_SAMPLING_STEPS - 1, cfg_scale=scale,
+                        cfg_interval_start=start, cfg_channels=3, timestep_shift=0.3, num_samples=50_000,
+                        batch_size=250)
+
+
 def _imagenet(embed_dim: int, vf: bool, epochs: int) -> Config:
-    """The paper's f16 tokenizer recipe on ImageNet 256 (NOTES §3), with or without the DINOv2 VF loss."""
+    """The paper's f16 tokenizer on ImageNet 256 as the official code trains it, with or without the DINOv2 VF loss.
+
+    Its DiT and sampling sections are LightningDiT-XL/1's 64-epoch recipe (80k steps at batch 1024).
+    """
     batch = 256
+    dit = DiTConfig(model=DiTModelConfig(size="XL/1", qk_norm=False))  # the released switches
+    dit.train.grad_clip = 0.0  # the official train.py clips only if max_grad_norm is set, and no config sets it
     return Config(
         name=f"imagenet256_f16d{embed_dim}{'_vf' if vf else ''}",
-        data=DataConfig(source="imagefolder", root=None, resolution=256, num_workers=8),
+        # the official tokenizer data: short side to 256, random 256 crop, no flip (taming's ImagePaths)
+        data=DataConfig(source="imagefolder", root=None, resolution=256, num_workers=8, hflip=False, crop="random"),
         tokenizer=TokenizerConfig(
             model=VAEConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
                             z_channels=embed_dim, embed_dim=embed_dim, norm_groups=32),
             loss=LossConfig(perceptual_weight=1.0, disc_start=5001, disc_weight=0.5, kl_weight=1e-6),
-            vf=VFConfig(enabled=vf, foundation="dinov2_vitl14", m1=0.5, m2=0.25, weight=0.1),
-            train=TrainConfig(steps=epochs * IMAGENET_TRAIN_IMAGES // batch, batch_size=batch, lr=1e-4,
-                              betas=(0.5, 0.9), optimizer="adam", precision="fp32", log_every=50,
-                              ckpt_every=5000, eval_every=25_000, eval_images=10_000),
+            vf=VFConfig(enabled=vf, foundation="dinov2_vitl14", m1=0.5, m2=0.25, weight=0.1, preprocess="official"),
+            train=TrainConfig(steps=_imagenet_steps(epochs, batch), batch_size=batch, lr=1e-4, betas=(0.5, 0.9),
+                              optimizer="adam", precision="fp32", log_every=50, ckpt_every=5000,
+                              eval_every=25_000, eval_images=10_000),
         ),
-        latents=LatentsConfig(shard_size=10000, stats_count=10000, batch_size=256),
-        # LightningDiT-XL/1, 64 epochs (80k steps at batch 1024); sampling as for FID 2.11 (NOTES §5)
-        dit=DiTConfig(model=DiTModelConfig(size="XL/1", qk_norm=False)),  # the released switches
-        sample=SampleConfig(sampler="euler", steps=250, cfg_scale=10.0, cfg_interval_start=0.11,
-                            timestep_shift=0.3, num_samples=50_000, batch_size=250),
+        # the official extract_features.py caches a posterior sample of each image and of its flip
+        latents=LatentsConfig(sample_posterior=True, shard_size=10000, stats_count=10000, batch_size=256),
+        dit=dit,
+        sample=_fid_sampling(64),
         metrics=MetricsConfig(fid_extractor="inception", num_images=50_000),
     )
+
+
+# The released VA-VAE f16d32 (vavae/configs/f16d32_vfdinov2_long.yaml): three stages, each initialised from the
+# weights of the stage before. name -> (epochs, VF weight, m1 (cos margin), m2 (distance margin), disc_start,
+# the stage it starts from)
+VAVAE_STAGES: dict[str, tuple[int, float, float, float, int, str | None]] = {
+    "imagenet256_f16d32_vf_stage1": (100, 0.5, 0.0, 0.0, 5001, None),
+    "imagenet256_f16d32_vf_stage2": (15, 0.1, 0.0, 0.0, 1, "imagenet256_f16d32_vf_stage1"),
+    "imagenet256_f16d32_vf": (15, 0.1, 0.5, 0.25, 1, "imagenet256_f16d32_vf_stage2"),
+}
+# the fields a stage of a chain sets itself; every other field of a run carries over to the stages before it
+STAGE_FIELDS = ("tokenizer.train.steps", "tokenizer.vf.weight", "tokenizer.vf.m1", "tokenizer.vf.m2",
+                "tokenizer.loss.disc_start", "tokenizer.init_from")
+
+
+def _vavae_stage(name: str) -> Config:
+    """One stage of the released VA-VAE's schedule (VAVAE_STAGES); the last is `imagenet256_f16d32_vf`."""
+    epochs, weight, m1, m2, disc_start, init = VAVAE_STAGES[name]
+    config = _imagenet(32, True, epochs)
+    config.name = name
+    t = config.tokenizer
+    t.vf.weight, t.vf.m1, t.vf.m2, t.loss.disc_start, t.init_from = weight, m1, m2, disc_start, init
+    return config
+
+
+def previous_stage(config: Config) -> Config:
+    """The run whose weights `config` starts from: its tokenizer.init_from preset's STAGE_FIELDS, the rest of `config`.
+
+    So `imagenet256_f16d32_vf data.root=X tokenizer.vf.pretrained_path=Y` chains back to stage 2 and stage 1
+    trained with the same data and files.
+    """
+    name = config.tokenizer.init_from
+    if name is None or "/" in name or name not in PRESETS:
+        raise ConfigError(f"tokenizer.init_from={name!r} names no preset, so there is no previous stage to build; "
+                          "use a preset name such as imagenet256_f16d32_vf_stage1")
+    earlier, out = get_preset(name), copy.deepcopy(config)
+    out.name = earlier.name
+    for dotted in STAGE_FIELDS:
+        *parents, leaf = dotted.split(".")
+        src, dst = earlier, out
+        for part in parents:
+            src, dst = getattr(src, part), getattr(dst, part)
+        setattr(dst, leaf, getattr(src, leaf))
+    return out
 
 
 def _lightningdit(size: str, epochs: int) -> Config:
     """LightningDiT-{B,L,XL}/1 on the released VA-VAE f16d32 latents (NOTES §5, §6), with its FID sampling settings.
 
-    64 epochs ~ 80k steps and 800 epochs ~ 1M steps at the global batch 1024. Sampling: Euler, 250 steps,
-    shift 0.3, CFG 10.0 on t >= 0.11 (64 ep, FID 2.11) or 6.7 on t >= 0.125 (800 ep, FID 1.35, the official
-    reproduction config), guiding the first 3 channels like the official code that produced those numbers.
+    64 epochs ~ 80k steps and 800 epochs ~ 1M steps at the global batch 1024; sampling as the official
+    reproduction configs (`_fid_sampling`).
     """
-    config = _imagenet(32, True, 125)
+    config = _vavae_stage("imagenet256_f16d32_vf")
     config.name = f"imagenet256_lightningdit_{size.lower()}_{epochs}ep"
     config.dit.model = DiTModelConfig(size=f"{size}/1", qk_norm=False)
     config.dit.train.steps = round(epochs * IMAGENET_TRAIN_IMAGES / config.dit.train.batch_size / 1000) * 1000
     config.dit.train.ckpt_every = 20_000
-    cfg_scale, interval = (10.0, 0.11) if epochs <= 64 else (6.7, 0.125)
-    config.sample = SampleConfig(sampler="euler", steps=250, cfg_scale=cfg_scale, cfg_interval_start=interval,
-                                 cfg_channels=3, timestep_shift=0.3, num_samples=50_000, batch_size=250)
+    config.sample = _fid_sampling(epochs)
     return config
 
 
@@ -143,8 +212,9 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "smoke": smoke,
     "lab": lab,
     "lab_long": lab_long,
-    # the released VA-VAE (125 epochs) and the Table 2 study (50 epochs each)
-    "imagenet256_f16d32_vf": lambda: _imagenet(32, True, 125),
+    # the released VA-VAE: three stages, `imagenet256_f16d32_vf` is the last (100 + 15 + 15 epochs)
+    **{name: (lambda name=name: _vavae_stage(name)) for name in VAVAE_STAGES},
+    # the Table 2 study (50 epochs each)
     "imagenet256_f16d32": lambda: _imagenet(32, False, 50),
     "imagenet256_f16d16": lambda: _imagenet(16, False, 50),
     "imagenet256_f16d16_vf": lambda: _imagenet(16, True, 50),

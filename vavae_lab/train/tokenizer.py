@@ -52,12 +52,50 @@ def _restore(path: Path, model, loss_fn, opt_ae, opt_disc, scaler, device) -> in
     return int(state["step"])
 
 
+def init_source(config: Config) -> Path:
+    """The finished tokenizer run that config.tokenizer.init_from names: a run folder, or a preset's cache folder."""
+    from ..pipeline import stage_dir
+    from ..presets import previous_stage
+
+    init = config.tokenizer.init_from
+    if "/" in init:
+        return Path(init).expanduser()
+    return stage_dir(previous_stage(config), "tokenizer")
+
+
+def _initialise(config: Config, model, loss_fn, device) -> Path:
+    """Load the autoencoder and loss weights (discriminator, VF projection) of the run tokenizer.init_from names.
+
+    Like the official weight_init between the VA-VAE stages: weights only, so optimisers and the step count
+    start afresh (disc_start counts from this run's step 0).
+    """
+    source = init_source(config)
+    ckpt = latest_checkpoint(source) if source.is_dir() else None
+    if ckpt is None or not (source / "tokenizer.pt").is_file():
+        how = (f"train it first: python -m vavae_lab train-tokenizer --preset {config.tokenizer.init_from} "
+               "with this run's other overrides" if "/" not in config.tokenizer.init_from
+               else "train it first, or point tokenizer.init_from at a finished run folder")
+        raise CheckpointError(f"tokenizer.init_from={config.tokenizer.init_from}: {source} holds no finished tokenizer "
+                              f"run (tokenizer.pt and checkpoints/step_*.pt); {how}")
+    state = load_checkpoint(ckpt, map_location=device)
+    own = {k: v.clone() for k, v in loss_fn.state_dict().items() if k.endswith("vf_weight_cache")}
+    try:
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        loss_fn.load_state_dict(own, strict=False)  # the adaptive-weight cache counts this run's steps
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"tokenizer.init_from={config.tokenizer.init_from}: {ckpt} does not match this "
+                              f"config's model ({mismatch_summary(model, state.get('model'), exc)})") from exc
+    return ckpt
+
+
 def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
                     probe: Callable[[torch.nn.Module], dict] | None = None) -> TrainResult:
     """Train a KL-VAE tokenizer (with the VF loss when config.tokenizer.vf.enabled); returns model and history.
 
     With `out_dir`, writes config.yaml, metrics.jsonl, atomic checkpoints every `ckpt_every` steps and the
-    final `tokenizer.pt`; `resume=True` continues from the newest checkpoint there.
+    final `tokenizer.pt`; `resume=True` continues from the newest checkpoint there. A fresh run with
+    config.tokenizer.init_from set starts from that run's weights (a stage chain, `_initialise`).
 
     `probe`, when given, is called with the model (in train mode, on the training device) every
     config.tokenizer.probe.every steps and at the last; the flat dict it returns is logged and kept in
@@ -96,6 +134,10 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         start = _restore(ckpt, model, loss_fn, opt_ae, opt_disc, scaler, info.device)
         if info.is_main:
             print(f"resuming from {ckpt} (step {start})")
+    elif config.tokenizer.init_from is not None:
+        source = _initialise(config, model, loss_fn, info.device)
+        if info.is_main:
+            print(f"initialised from {source} (tokenizer.init_from={config.tokenizer.init_from})")
     elif resume and run_dir is not None and info.is_main:
         print(f"no checkpoint in {run_dir}; starting from scratch")
     if run_dir is not None and info.is_main:

@@ -25,8 +25,9 @@ ROWS = {
     "lab (f4d32+VF)": ("lab", []),
     "lab (f4d32)": ("lab", ["tokenizer.vf.enabled=false"]),
     "f16d32": ("imagenet256_f16d32", []),
-    "f16d32+VF (DINOv2-L)": ("imagenet256_f16d32_vf", []),
-    "f16d32+VF bf16": ("imagenet256_f16d32_vf", ["tokenizer.train.precision=bf16"]),
+    # the released VA-VAE's first stage: the same step cost as its later ones, and it starts from no earlier weights
+    "f16d32+VF (DINOv2-L)": ("imagenet256_f16d32_vf_stage1", []),
+    "f16d32+VF bf16": ("imagenet256_f16d32_vf_stage1", ["tokenizer.train.precision=bf16"]),
 }
 
 

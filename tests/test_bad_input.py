@@ -262,7 +262,8 @@ def test_weights_requested_offline_without_a_local_file(capsys, tmp_path, monkey
 
 
 @pytest.mark.parametrize("override, words", [
-    ("sample.cfg_scale=-1", "sample.cfg_scale=-1.0 is out of range: it must be >= 0"),
+    ("sample.cfg_scale=-1", "sample.cfg_scale=-1.0 is out of range: it must be >= 1"),
+    ("sample.cfg_scale=0.5", "sample.cfg_scale=0.5 is out of range: it must be >= 1"),
     ("sample.steps=-5", "sample.steps=-5 is out of range: it must be > 0"),
     ("sample.sampler=rk4", "sample.sampler='rk4' is out of range: it must be one of euler, heun, dopri5, ddpm"),
     ("sample.cfg_interval_start=1.5", "sample.cfg_interval_start=1.5 is out of range: it must be in [0, 1]"),
@@ -276,6 +277,7 @@ def test_sample_command_checks_cfg_and_sampler_before_loading(runs, capsys, tmp_
     common = ("sample", "--preset", "smoke", "--dit", runs / "dit", "--tokenizer", runs / "tok",
               "--out", tmp_path / "samples", *TINY)
     assert "--cfg -2.0" in _fails(capsys, *common, "--cfg", "-2")
+    assert "--cfg 0.5: the guidance scale must be >= 1" in _fails(capsys, *common, "--cfg", "0.5")
     assert "sample.steps=0" in _fails(capsys, *common, "sample.steps=0")
     assert "dit.transport.path=ddpm" in _fails(capsys, *common, "sample.sampler=ddpm")
     assert not (tmp_path / "samples").exists()

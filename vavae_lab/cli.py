@@ -145,8 +145,9 @@ def _sample(args) -> None:
     overrides = list(args.overrides)
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n {args.n}: the number of samples must be >= 1")
-    if args.cfg is not None and not args.cfg >= 0:
-        raise ConfigError(f"--cfg {args.cfg}: the guidance scale must be >= 0 (1 = no guidance)")
+    if args.cfg is not None and not args.cfg >= 1:
+        raise ConfigError(f"--cfg {args.cfg}: the guidance scale must be >= 1 (1 = no guidance; below 1 the official "
+                          "code does not guide)")
     if args.n is not None:
         overrides.append(f"sample.num_samples={args.n}")
     if args.cfg is not None:

@@ -65,6 +65,9 @@ class LossConfig:
     disc_ndf: int = 64
     disc_loss: str = "hinge"
     disc_lr: Optional[float] = None  # None: the same as the autoencoder
+    # 0: L1 on RGB (LDM, official); a > 0: L1 on the data's principal colour components, weighted by
+    # (s_max / s_k) ** a (vavae_lab.tokenizer.colour; the toy presets use it so chroma is learned from the start)
+    colour_balance: float = 0.0
 
 
 @dataclass
@@ -406,6 +409,7 @@ _RULES = [
     ("tokenizer.vf.preprocess", *_choice("normalized", "official")),
     ("tokenizer.init_from", _init_source, "null, a preset name (e.g. imagenet256_f16d32_vf_stage1) or a tokenizer "
                                           "run folder path holding a '/' (e.g. runs/stage1)"),
+    ("tokenizer.loss.colour_balance", *_NON_NEGATIVE),
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),

@@ -47,6 +47,7 @@ def build_loss(config: Config, vfm_dim: int | None):
 
     lc, vf, m = config.tokenizer.loss, config.tokenizer.vf, config.tokenizer.model
     lpips = build_lpips(lc.lpips_path) if lc.perceptual_weight > 0 else None
+    colour = colour_matrix(config) if lc.colour_balance > 0 else None
     vf_loss = None
     if vf.enabled:
         vf_loss = VFLoss(m.embed_dim, vfm_dim, projection=vf.projection, use_mcos=vf.use_mcos,
@@ -56,4 +57,21 @@ def build_loss(config: Config, vfm_dim: int | None):
                          disc_ndf=lc.disc_ndf, disc_layers=lc.disc_layers, disc_factor=lc.disc_factor,
                          disc_weight=lc.disc_weight, disc_loss=lc.disc_loss, vf_loss=vf_loss, vf_weight=vf.weight,
                          vf_adaptive=vf.adaptive, vf_adaptive_max=vf.adaptive_max,
-                         vf_adaptive_every=vf.adaptive_every)
+                         vf_adaptive_every=vf.adaptive_every, colour_matrix=colour)
+
+
+def colour_matrix(config: Config) -> torch.Tensor:
+    """The colour-balance matrix of tokenizer.loss.colour_balance, measured on the first training images."""
+    from ..data import build_dataset
+    from .colour import COLOUR_SAMPLE, colour_balance_matrix
+
+    d = config.data
+    # a generated dataset's first n images are the same whatever its length
+    data = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(COLOUR_SAMPLE, d.num_train),
+                         seed=d.seed, split="train", num_classes=d.num_classes, strict=d.strict)
+    n = min(COLOUR_SAMPLE, len(data))
+    if hasattr(data, "get_batch"):  # generated in memory
+        images = data.get_batch(torch.arange(n))[0]
+    else:  # the first n files, centre-cropped (a fixed sample whatever the training crop)
+        images = torch.stack([data[i][0] for i in range(n)])
+    return colour_balance_matrix(images, config.tokenizer.loss.colour_balance)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vavae_lab.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from vavae_lab.tokenizer.colour import apply_colour_matrix
 from vavae_lab.tokenizer.discriminator import NLayerDiscriminator, hinge_d_loss, vanilla_d_loss
 from vavae_lab.tokenizer.vf_loss import VFLoss, adaptive_weight
 
@@ -112,8 +113,9 @@ class TokenizerLoss(nn.Module):
     """LDM's ``LPIPSWithDiscriminator`` objective with VA-VAE's adaptively weighted VF loss.
 
     generator: L = nll + kl_weight * kl + d_weight * disc_factor * g + vf_weight_adaptive * vf, where
-    nll = sum_pixels(|x - x'| * pixel_weight + perceptual_weight * LPIPS) / exp(logvar) + logvar, per batch
-    item; d_weight = disc_weight * ||grad nll|| / ||grad g|| at the decoder's last layer (max 1e4);
+    nll = sum_pixels(|M (x - x')| * pixel_weight + perceptual_weight * LPIPS) / exp(logvar) + logvar, per batch
+    item, with M the identity (LDM) or the colour-balance matrix (``colour_matrix``, tokenizer.colour);
+    d_weight = disc_weight * ||grad nll|| / ||grad g|| at the decoder's last layer (max 1e4);
     vf_weight_adaptive = vf_weight * ||grad nll|| / ||grad vf|| at the encoder's last layer.
     The GAN terms are off (and the discriminator is not run) before ``disc_start``. With
     ``vf_adaptive_every=k`` the VF ratio is recomputed every k steps and reused in between (saves two
@@ -140,6 +142,7 @@ class TokenizerLoss(nn.Module):
         vf_adaptive: bool = True,
         vf_adaptive_max: float = 1e8,
         vf_adaptive_every: int = 1,
+        colour_matrix: torch.Tensor | None = None,
     ):
         super().__init__()
         if disc_loss not in DISC_LOSSES:
@@ -159,6 +162,9 @@ class TokenizerLoss(nn.Module):
                 f"perceptual_weight={perceptual_weight} needs an LPIPS module: pass lpips=build_lpips(path) "
                 "(see build_lpips for getting VGG16 weights), or set perceptual_weight=0."
             )
+        if colour_matrix is not None and tuple(colour_matrix.shape) != (3, 3):
+            raise ConfigError(f"colour_matrix must be 3 x 3 (tokenizer.colour.colour_balance_matrix), got "
+                              f"{tuple(colour_matrix.shape)}.")
         if vf_loss is not None and not isinstance(vf_loss, VFLoss):
             raise ConfigError(f"vf_loss must be a VFLoss or None, got {type(vf_loss).__name__}.")
         self.disc_start = disc_start
@@ -181,6 +187,8 @@ class TokenizerLoss(nn.Module):
         self.vf_adaptive_every = vf_adaptive_every
         # (step, value) of the last adaptive VF ratio; a buffer so that resuming reuses it exactly
         self.register_buffer("vf_weight_cache", torch.tensor([-1.0, 0.0], dtype=torch.float64))
+        # the colour-balanced pixel loss (tokenizer.colour); rebuilt from the config's data, so not saved
+        self.register_buffer("colour_matrix", colour_matrix, persistent=False)
         # LPIPS is frozen and rebuilt by build_lpips, so checkpoints leave its ~59 MB of VGG weights out.
         self.register_state_dict_post_hook(_drop_lpips_entries)
         self.register_load_state_dict_post_hook(_ignore_lpips_entries)
@@ -246,7 +254,10 @@ class TokenizerLoss(nn.Module):
         if inputs.shape != recon.shape:
             raise ConfigError(f"inputs {tuple(inputs.shape)} and recon {tuple(recon.shape)} must have one shape.")
         batch = inputs.shape[0]
-        rec = (inputs - recon).abs() * self.pixel_weight
+        residual = inputs - recon
+        if self.colour_matrix is not None:
+            residual = apply_colour_matrix(self.colour_matrix, residual)
+        rec = residual.abs() * self.pixel_weight
         if self.perceptual_weight > 0:
             rec = rec + self.perceptual_weight * self.perceptual_loss(inputs, recon)
         nll = (rec / torch.exp(self.logvar) + self.logvar).sum() / batch

@@ -141,8 +141,13 @@ def test_a_stage_starts_from_the_weights_of_the_one_before(tmp_path, monkeypatch
     scratch = apply_overrides(second, ["tokenizer.init_from=null"])
     fresh, _ = train_module.train_tokenizer(scratch, tmp_path / "fresh")
     assert not torch.equal(fresh.state_dict()["encoder.conv_in.weight"], stage1["model"]["encoder.conv_in.weight"])
-    # by preset name: the named preset's stage with this run's other settings, from its cache folder
+    # by preset name: the named preset's stage with this run's other settings, from its cache folder, which the
+    # cached chain (and the CLI) pass to the training loop
+    from vavae_lab import pipeline
+
     named = apply_overrides(first, ["tokenizer.init_from=smoke"])
-    assert train_module.init_source(named).parent.name == "tokenizers"
+    assert pipeline.init_source(named, tmp_path / "root") == pipeline.stage_dir(
+        apply_overrides(first, ["tokenizer.train.steps=60", "tokenizer.loss.disc_start=40"]), "tokenizer",
+        tmp_path / "root")
     with pytest.raises(CheckpointError, match="train-tokenizer --preset smoke"):
-        train_module.train_tokenizer(named, tmp_path / "named")
+        pipeline.tokenizer(named, tmp_path / "root")

@@ -155,21 +155,26 @@ def test_the_released_vavae_is_a_three_stage_chain():
 
 
 def test_the_chain_trains_from_the_previous_stages_folder(tmp_path, monkeypatch):
-    from vavae_lab.errors import CheckpointError
-    from vavae_lab.pipeline import stage_dir
+    from vavae_lab.errors import CheckpointError, ConfigError
+    from vavae_lab.pipeline import init_source, stage_dir
     from vavae_lab.presets import previous_stage
-    from vavae_lab.train.tokenizer import init_source
+    from vavae_lab.train.tokenizer import _initialise
 
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path))
     last = get_preset("imagenet256_f16d32_vf")
     assert init_source(last) == stage_dir(get_preset("imagenet256_f16d32_vf_stage2"), "tokenizer")
     assert init_source(previous_stage(last)) == stage_dir(get_preset("imagenet256_f16d32_vf_stage1"), "tokenizer")
+    assert init_source(last, tmp_path / "root") == stage_dir(get_preset("imagenet256_f16d32_vf_stage2"), "tokenizer",
+                                                             tmp_path / "root")
+    with pytest.raises(CheckpointError, match="holds no finished tokenizer run.*train-tokenizer --preset "
+                                              "imagenet256_f16d32_vf_stage2"):
+        _initialise(last, None, None, "cpu", init_source(last))
+    with pytest.raises(ConfigError, match="init_source"):  # a preset name needs the folder from the pipeline
+        _initialise(last, None, None, "cpu", None)
     last.tokenizer.init_from = "runs/stage2"
     assert str(init_source(last)) == "runs/stage2"
-    from vavae_lab.train.tokenizer import _initialise
-
-    with pytest.raises(CheckpointError, match="holds no finished tokenizer run"):
-        _initialise(last, None, None, "cpu")
+    with pytest.raises(CheckpointError, match="runs/stage2 holds no finished tokenizer run"):
+        _initialise(last, None, None, "cpu", None)
 
 
 def test_preset_sampling_takes_249_model_calls_per_branch():

@@ -100,14 +100,15 @@ def _check_resume(args, config, stage: str) -> bool:
 
 
 def _train_tokenizer(args) -> None:
-    from .pipeline import tokenizer_probe
+    from .pipeline import init_source, tokenizer_probe
     from .train.tokenizer import train_tokenizer
 
     config = _run_config(args, "tokenizer")
     if _check_resume(args, config, "tokenizer"):
         return
     probe = tokenizer_probe(config) if config.tokenizer.probe.every else None  # the tiny-DiT probe, if asked for
-    _, history = train_tokenizer(config, args.out, resume=args.resume, probe=probe)
+    init = init_source(config) if config.tokenizer.init_from else None  # a stage chain's previous stage
+    _, history = train_tokenizer(config, args.out, resume=args.resume, probe=probe, init_dir=init)
     if history.get("eval"):
         final = history["eval"][-1]
         print("final:", ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float)))

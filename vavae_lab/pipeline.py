@@ -44,8 +44,7 @@ IGNORED = {
 # behaviour, so every older key stays valid (section -> dotted field -> that value)
 KEYED_WHEN_SET = {
     "data": {"crop": "center"},  # the ImageNet presets' official random crop
-    # official VFM input; stage chains; the toy presets' colour-balanced pixel loss
-    "tokenizer": {"vf.preprocess": "normalized", "init_from": None, "loss.colour_balance": 0.0},
+    "tokenizer": {"vf.preprocess": "normalized", "init_from": None},  # official VFM input; stage chains
     "dit": {"seed": None},  # unset, the top-level seed decides
 }
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
@@ -152,6 +151,19 @@ def _restore_or_say(config: Config, stage: str, run: Path) -> bool:
     return False
 
 
+def init_source(config: Config, root: str | Path | None = None) -> Path:
+    """The tokenizer run config.tokenizer.init_from names: a run folder (a path), or for a preset name the cache
+    folder under `root` of the stage before (presets.previous_stage), where the cached chain and the CLI put it."""
+    from .presets import previous_stage
+
+    init = config.tokenizer.init_from
+    if init is None:
+        raise ValueError("tokenizer.init_from is not set: the run starts from random weights")
+    if "/" in init:
+        return Path(init).expanduser()
+    return stage_dir(previous_stage(config), "tokenizer", root)
+
+
 def tokenizer_probe(config: Config):
     """The callback `train_tokenizer(..., probe=...)` takes: the tiny-DiT probe of the model in memory."""
     from .analysis.proxy import run_probe
@@ -172,7 +184,8 @@ def tokenizer(config: Config, root: str | Path | None = None):
     done = (run / "tokenizer.pt").exists() and (run / "history.json").exists()
     if not done and not _restore_or_say(config, "tokenizer", run):
         train_tokenizer(config, run, resume=True,
-                        probe=tokenizer_probe(config) if config.tokenizer.probe.every else None)
+                        probe=tokenizer_probe(config) if config.tokenizer.probe.every else None,
+                        init_dir=init_source(config, root) if config.tokenizer.init_from else None)
     return load_tokenizer(run), json.loads((run / "history.json").read_text())
 
 

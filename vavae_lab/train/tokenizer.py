@@ -52,24 +52,18 @@ def _restore(path: Path, model, loss_fn, opt_ae, opt_disc, scaler, device) -> in
     return int(state["step"])
 
 
-def init_source(config: Config) -> Path:
-    """The finished tokenizer run that config.tokenizer.init_from names: a run folder, or a preset's cache folder."""
-    from ..pipeline import stage_dir
-    from ..presets import previous_stage
-
-    init = config.tokenizer.init_from
-    if "/" in init:
-        return Path(init).expanduser()
-    return stage_dir(previous_stage(config), "tokenizer")
-
-
-def _initialise(config: Config, model, loss_fn, device) -> Path:
+def _initialise(config: Config, model, loss_fn, device, source: Path | None) -> Path:
     """Load the autoencoder and loss weights (discriminator, VF projection) of the run tokenizer.init_from names.
 
     Like the official weight_init between the VA-VAE stages: weights only, so optimisers and the step count
-    start afresh (disc_start counts from this run's step 0).
+    start afresh (disc_start counts from this run's step 0). `source` is that run's folder
+    (vavae_lab.pipeline.init_source); None takes tokenizer.init_from itself when it is a path.
     """
-    source = init_source(config)
+    init = config.tokenizer.init_from
+    if source is None and "/" not in init:
+        raise ConfigError(f"tokenizer.init_from={init} names a stage preset; pass its run folder as "
+                          "init_dir=vavae_lab.pipeline.init_source(config) (the CLI and the cached chain do)")
+    source = Path(source if source is not None else init).expanduser()
     ckpt = latest_checkpoint(source) if source.is_dir() else None
     if ckpt is None or not (source / "tokenizer.pt").is_file():
         how = (f"train it first: python -m vavae_lab train-tokenizer --preset {config.tokenizer.init_from} "
@@ -90,12 +84,14 @@ def _initialise(config: Config, model, loss_fn, device) -> Path:
 
 
 def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume: bool = False,
-                    probe: Callable[[torch.nn.Module], dict] | None = None) -> TrainResult:
+                    probe: Callable[[torch.nn.Module], dict] | None = None,
+                    init_dir: str | Path | None = None) -> TrainResult:
     """Train a KL-VAE tokenizer (with the VF loss when config.tokenizer.vf.enabled); returns model and history.
 
     With `out_dir`, writes config.yaml, metrics.jsonl, atomic checkpoints every `ckpt_every` steps and the
     final `tokenizer.pt`; `resume=True` continues from the newest checkpoint there. A fresh run with
-    config.tokenizer.init_from set starts from that run's weights (a stage chain, `_initialise`).
+    config.tokenizer.init_from set starts from that run's weights (a stage chain, `_initialise`), found in
+    `init_dir` (vavae_lab.pipeline.init_source(config)) or at init_from itself when it is a path.
 
     `probe`, when given, is called with the model (in train mode, on the training device) every
     config.tokenizer.probe.every steps and at the last; the flat dict it returns is logged and kept in
@@ -135,7 +131,7 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         if info.is_main:
             print(f"resuming from {ckpt} (step {start})")
     elif config.tokenizer.init_from is not None:
-        source = _initialise(config, model, loss_fn, info.device)
+        source = _initialise(config, model, loss_fn, info.device, Path(init_dir) if init_dir is not None else None)
         if info.is_main:
             print(f"initialised from {source} (tokenizer.init_from={config.tokenizer.init_from})")
     elif resume and run_dir is not None and info.is_main:

@@ -44,7 +44,8 @@ IGNORED = {
 # behaviour, so every older key stays valid (section -> dotted field -> that value)
 KEYED_WHEN_SET = {
     "data": {"crop": "center"},  # the ImageNet presets' official random crop
-    "tokenizer": {"vf.preprocess": "normalized", "init_from": None},  # official VFM input; stage chains
+    # official VFM input; stage chains; the toy presets' colour-balanced pixel loss
+    "tokenizer": {"vf.preprocess": "normalized", "init_from": None, "loss.colour_balance": 0.0},
     "dit": {"seed": None},  # unset, the top-level seed decides
 }
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}

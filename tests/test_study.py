@@ -149,6 +149,17 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     assert verdicts[3:] == ["shown"] * 3
 
 
+def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
+    yardstick = {"gfid": 100.0, "gfid_seeds": [95.0, 105.0], "gfid_spread": 10.0}  # 10 % of the mean
+    assert T.single_seed_claim("c", 300.0, 250.0, yardstick)["verdict"] == "lower gfid"  # -17 %
+    assert T.single_seed_claim("c", 300.0, 340.0, yardstick)["verdict"] == "higher gfid"  # +13 %
+    row = T.single_seed_claim("c", 300.0, 280.0, yardstick)  # -7 %: an absolute 20 > 10, but not relative
+    assert row["verdict"].startswith("unresolved") and row["change"] == pytest.approx(-1 / 15)
+    assert row["rel_spread"] == pytest.approx(0.1)
+    with pytest.raises(ConfigError):
+        T.single_seed_claim("c", 0.0, 1.0, yardstick)
+
+
 def test_jobs_cover_every_table_entry():
     calls = [(m, n, e) for _, job in T.jobs() for m, n, e in job]
     assert {n for m, n, _ in calls if m == "probe"} == set(V.TOKENIZERS)

@@ -117,6 +117,32 @@ CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "
                  ("spread", "seed spread", ".1f"), ("verdict", "verdict", "")]
 
 
+def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:
+    """A change from `before` to `after` (two rows measured with one DiT seed each), judged by the study's rule.
+
+    With one seed per row there is no sign to check in every seed, so only the rule's other half applies: the
+    relative change after / before - 1 counts when it exceeds the relative seed spread of `yardstick`, a
+    `seeded_gfid` row of a comparable DiT (its `key`_spread / `key`); otherwise it is unresolved. Relative,
+    because the rows compared (notebook 04's ladder, notebook 05's sweeps) sit at very different gFIDs.
+    Returns a table row: the comparison, both values, the change, the yardstick and the verdict.
+    """
+    if not before > 0 or yardstick.get(key) is None or not yardstick[key] > 0:
+        raise ConfigError(f"single_seed_claim needs a positive `before` and yardstick[{key!r}], got {before} and "
+                          f"{yardstick.get(key)}")
+    change = after / before - 1
+    spread = yardstick[f"{key}_spread"] / yardstick[key]
+    if abs(change) <= spread:
+        verdict = "unresolved (within the seed spread)"
+    else:
+        verdict = f"{'lower' if change < 0 else 'higher'} {key}"
+    return {"claim": text, "before": before, "after": after, "change": change, "rel_spread": spread,
+            "verdict": verdict}
+
+
+SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".1f"), ("after", "to", ".1f"),
+                       ("change", "change", "+.0%"), ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
+
+
 def dilemma(study: Study) -> list[dict]:
     """Notebook 01: reconstruction (per tokenizer seed) and generation (per DiT seed) against latent size d (no VF)."""
     rows = tokenizer_rows(study, V.DILEMMA, guided=True)

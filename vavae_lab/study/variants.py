@@ -76,8 +76,10 @@ TABLE1: list[tuple[str, tuple[str, ...]]] = [
     ("+ patch 1 (= the lab LightningDiT)", ("dit.model.size={family}/1",)),
 ]
 TABLE1_PAPER = [19.50, 17.20, 16.61, 13.99, 12.52, 10.10, 9.25, 7.13, 4.29]  # FID-50k, DiT-XL, 80 ep, no CFG
-TABLE1_PAPER_NOTE = ("paper's ladder (NOTES §5) also has 'batch x4 & lr x2' (16.59) between rectified flow and "
-                     "AdamW b2 0.95, and its last row changes the tokenizer too; both are left out here")
+TABLE1_PAPER_NOTE = ("the paper's Table 1 also has 'batch x4 & lr x2' (16.59) between rectified flow and AdamW b2 "
+                     "0.95, left out here (a 4x batch would quadruple every later row's cost); and its last row swaps "
+                     "the tokenizer (SD-VAE f8d4 at patch 2 -> VA-VAE f16d32 at patch 1, the same 16 x 16 tokens), "
+                     "while the toy's keeps its tokenizer and goes to patch 1 (4x the tokens)")
 
 
 def table1_overrides(row: int, family: str = "toy-S") -> tuple[str, ...]:

@@ -9,7 +9,8 @@ on a shared machine wall times grow with it.
 
     python benchmarks/tokenizer_recipe.py                          # old and current lab recipes at d4
     python benchmarks/tokenizer_recipe.py --recipes lab --dims 4 16 32 --vf
-    python benchmarks/tokenizer_recipe.py --recipes lab_2800       # the same recipe 2.3x longer (~27 dB)
+    python benchmarks/tokenizer_recipe.py --recipes lab lab_rgb --dims 16   # the colour balance against plain L1
+    python benchmarks/tokenizer_recipe.py --recipes lab_2800       # the same recipe 2.3x longer
     python benchmarks/tokenizer_recipe.py --scale 0.05             # a quick plumbing check
 """
 from __future__ import annotations
@@ -21,13 +22,16 @@ import time
 RECIPES = {
     # the lab tokenizer before issue 17: f4, ch 8 x (1, 2, 4), 300 x 32, lr 2e-3 cosine (20.1 dB, rFID 128 at d4)
     "old": ["tokenizer.model.ch=8", "tokenizer.model.ch_mult=[1,2,4]", "tokenizer.train.steps=300",
-            "tokenizer.train.lr=2e-3"],
-    # the `lab` preset as committed: same AutoencoderKL at ch 16 x (1, 1, 2) (16/16/32 channels), 1,200 x 32, lr 3e-3
+            "tokenizer.train.lr=2e-3", "tokenizer.loss.colour_balance=0"],
+    # the `lab` preset as committed: same AutoencoderKL at ch 16 x (1, 1, 2) (16/16/32 channels), 1,200 x 32, lr 3e-3,
+    # the colour-balanced L1 at 0.5
     "lab": [],
-    # the lab recipe 2.3x longer: where it passes 27 dB at d4
+    # the same with LDM's plain RGB L1 (the lab recipe before the colour balance): some seeds stay grey
+    "lab_rgb": ["tokenizer.loss.colour_balance=0"],
+    # the lab recipe 2.3x longer (with the plain RGB L1 it passed 27 dB at d4)
     "lab_2800": ["tokenizer.train.steps=2800"],
-    # the lab recipe with GroupNorm over all channels (one group): per-image colour offsets survive normalisation
-    "lab_gn1": ["tokenizer.model.norm_groups=1"],
+    # the plain-L1 lab recipe with GroupNorm over all channels (one group): tried against the grey plateau, no fix
+    "lab_gn1": ["tokenizer.model.norm_groups=1", "tokenizer.loss.colour_balance=0"],
 }
 COMMON = ["tokenizer.train.progress=false", "tokenizer.probe.every=0", "device=cpu"]
 

@@ -35,8 +35,8 @@ def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
     base, again = s.config("d32"), s.config("d32", "dit.seed=1")
     assert s.tokenizer_key(again) == s.tokenizer_key(base) and s.latents_key(again) == s.latents_key(base)
     assert s.dit_key(again) != s.dit_key(base)
-    # unset, it is keyed as before the field existed: the committed notebooks' lab caches stay valid
-    assert (s.tokenizer_key(base), s.dit_key(base)) == ("302cb3ba733a", "bb8265d6545c")
+    # unset, it is keyed as before the field existed: the packed lab keys (data/pack) stay valid
+    assert (s.tokenizer_key(base), s.dit_key(base)) == ("329f084ed537", "db5ff11f0187")
     with pytest.raises(ConfigError, match="dit.seed"):
         s.config("d32", "dit.seed=-1")
 
@@ -198,6 +198,6 @@ def test_the_cli_defaults_to_the_study_folders(capsys):
     s = Study("lab", progress=False)
     dirs = s._dirs(s.config("d32"))
     assert (args.tokenizer, args.out) == (str(dirs["tokenizer"]), str(dirs["latents"]))
-    assert args.tokenizer.endswith("302cb3ba733a") and stage_key(config, "dit") == "bb8265d6545c"
+    assert args.tokenizer.endswith("329f084ed537") and stage_key(config, "dit") == "db5ff11f0187"
     with pytest.raises(ValueError, match="sample count"):
         stage_key(config, "generation")

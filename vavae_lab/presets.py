@@ -45,7 +45,8 @@ def smoke() -> Config:
 def lab() -> Config:
     """A 2-core laptop CPU: the notebooks' study, trained once into the pretrained pack (data/pack).
 
-    f4 VA-VAE (16/16/32 channels, 1,200 x 32 images, lr 3e-3 cosine, no GAN; d32 + VF to a toy foundation
+    f4 VA-VAE (16/16/32 channels, 1,200 x 32 images, lr 3e-3 cosine, no GAN, the colour-balanced L1 at 0.5
+    so that no seed stalls on grey reconstructions; d32 + VF to a toy foundation
     model) and a toy-XS LightningDiT (600 x 64, EMA 0.99), gFID on 2,000 samples. The tokenizer recipe is the
     one `benchmarks/tokenizer_recipe.py` measures against the earlier 300-step recipe; `lab_long` is ~8x the
     DiT budget.
@@ -55,7 +56,8 @@ def lab() -> Config:
         data=DataConfig(source="shapes", resolution=32, num_train=20000, num_test=5000),
         tokenizer=TokenizerConfig(
             model=_toy_tokenizer(embed_dim=32, ch=16, num_res_blocks=1, ch_mult=(1, 1, 2)),
-            loss=LossConfig(perceptual_weight=0.0, disc_start=100_000, kl_weight=1e-6),
+            # no LPIPS (no VGG weights offline); chroma weighted up so every seed learns colour (tokenizer/colour.py)
+            loss=LossConfig(perceptual_weight=0.0, disc_start=100_000, kl_weight=1e-6, colour_balance=0.5),
             vf=VFConfig(foundation="toy", m1=0.0, m2=0.0, adaptive_every=8,
                         toy=ToyVFMSection(width=32, steps=600, num_images=20000)),
             train=TrainConfig(steps=1200, batch_size=32, lr=3e-3, betas=(0.9, 0.99), optimizer="adamw",

@@ -99,7 +99,7 @@ def test_reference_config_is_the_xl_64ep_preset_and_every_field_is_annotated():
     assert len(fields) > 100
     for line in fields:
         comment = line.split("  # ", 1)[1] if "  # " in line else ""
-        assert ("NOTES §" in comment or "official " in comment or "project" in comment
+        assert ("docs/paper.md §" in comment or "official " in comment or "project" in comment
                 or "engineering" in comment), line
 
 

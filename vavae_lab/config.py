@@ -37,7 +37,7 @@ class DataConfig:
 
 @dataclass
 class VAEConfig:
-    """LDM KL-autoencoder architecture (NOTES §3)."""
+    """LDM KL-autoencoder architecture (docs/paper.md §3)."""
 
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
@@ -51,7 +51,7 @@ class VAEConfig:
 
 @dataclass
 class LossConfig:
-    """Reconstruction, KL and GAN terms of the tokenizer objective (NOTES §3)."""
+    """Reconstruction, KL and GAN terms of the tokenizer objective (docs/paper.md §3)."""
 
     pixel_weight: float = 1.0
     perceptual_weight: float = 1.0  # LPIPS; needs VGG16 weights (lpips_path or online)
@@ -90,7 +90,7 @@ class ToyVFMSection:
 
 @dataclass
 class VFConfig:
-    """Vision-foundation alignment loss (NOTES §2)."""
+    """Vision-foundation alignment loss (docs/paper.md §2)."""
 
     enabled: bool = True
     foundation: str = "dinov2_vitl14"  # registry name, any timm model, "toy" or "toy_random"
@@ -194,7 +194,7 @@ class MetricsConfig:
 
 @dataclass
 class LatentsConfig:
-    """How the latent cache is extracted (NOTES §5: with and without flip, stats on ~10k latents)."""
+    """How the latent cache is extracted (docs/paper.md §5: with and without flip, stats on ~10k latents)."""
 
     flip: bool = True  # also store the horizontally flipped image's latent
     sample_posterior: bool = False  # False: the posterior mean (mode); True: a sample
@@ -252,7 +252,7 @@ SAMPLERS: tuple[str, ...] = (*ODE_SAMPLERS, "ddpm")
 
 @dataclass
 class SampleConfig:
-    """ODE sampling and classifier-free guidance (NOTES §5)."""
+    """ODE sampling and classifier-free guidance (docs/paper.md §5)."""
 
     sampler: str = "euler"  # one of SAMPLERS: "euler", "heun", "dopri5" (torchdiffeq) or "ddpm" (DDPM baseline)
     steps: int = 250

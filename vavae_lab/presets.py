@@ -196,7 +196,7 @@ def previous_stage(config: Config) -> Config:
 
 
 def _lightningdit(size: str, epochs: int) -> Config:
-    """LightningDiT-{B,L,XL}/1 on the released VA-VAE f16d32 latents (NOTES §5, §6), with its FID sampling settings.
+    """LightningDiT-{B,L,XL}/1 on the released VA-VAE f16d32 latents (docs/paper.md §5, §6), with FID sampling settings.
 
     64 epochs ~ 80k steps and 800 epochs ~ 1M steps at the global batch 1024; sampling as the official
     reproduction configs (`_fid_sampling`).
@@ -222,7 +222,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "imagenet256_f16d16_vf": lambda: _imagenet(16, True, 50),
     "imagenet256_f16d64": lambda: _imagenet(64, False, 50),
     "imagenet256_f16d64_vf": lambda: _imagenet(64, True, 50),
-    # LightningDiT on the released tokenizer: the system results (NOTES §6) and the B/L sizes of Table 2
+    # LightningDiT on the released tokenizer: the system results (docs/paper.md §6) and the B/L sizes of Table 2
     **{f"imagenet256_lightningdit_{size.lower()}_{ep}ep": (lambda size=size, ep=ep: _lightningdit(size, ep))
        for size in ("B", "L", "XL") for ep in (64, 800)},
 }

@@ -1,4 +1,4 @@
-"""Per-channel latent statistics (NOTES §5): z_norm = (z - mean) / std for the DiT, and back before decoding."""
+"""Per-channel latent statistics (docs/paper.md §5): z_norm = (z - mean) / std for the DiT, back before decoding."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -98,7 +98,7 @@ CFG_SWEEP = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 INTERVAL_SWEEP = [0.0, 0.11, 0.3, 0.5]  # guidance only while t >= start, at CFG 3
 SHIFT_SWEEP = [0.3, 0.5, 1.0, 2.0]
 
-# Paper numbers printed beside the toy tables (NOTES §2, §4, §7)
+# Paper numbers printed beside the toy tables (docs/paper.md §2, §4, §7)
 TABLE2_PAPER = {  # spec -> (rFID, PSNR, gFID LightningDiT-B)
     "d16": (0.49, 26.10, 16.24), "d16_vf": (0.55, 25.29, 15.79),
     "d32": (0.26, 28.59, 22.62), "d32_vf": (0.28, 27.96, 15.82),

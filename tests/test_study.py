@@ -151,8 +151,8 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
 
 def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
     yardstick = {"gfid": 100.0, "gfid_seeds": [95.0, 105.0], "gfid_spread": 10.0}  # 10 % of the mean
-    assert T.single_seed_claim("c", 300.0, 250.0, yardstick)["verdict"] == "lower gfid"  # -17 %
-    assert T.single_seed_claim("c", 300.0, 340.0, yardstick)["verdict"] == "higher gfid"  # +13 %
+    assert T.single_seed_claim("c", 300.0, 250.0, yardstick)["verdict"] == "lower gFID"  # -17 %
+    assert T.single_seed_claim("c", 300.0, 340.0, yardstick)["verdict"] == "higher gFID"  # +13 %
     row = T.single_seed_claim("c", 300.0, 280.0, yardstick)  # -7 %: an absolute 20 > 10, but not relative
     assert row["verdict"].startswith("unresolved") and row["change"] == pytest.approx(-1 / 15)
     assert row["rel_spread"] == pytest.approx(0.1)

@@ -134,7 +134,7 @@ def single_seed_claim(text: str, before: float, after: float, yardstick: dict, k
     if abs(change) <= spread:
         verdict = "unresolved (within the seed spread)"
     else:
-        verdict = f"{'lower' if change < 0 else 'higher'} {key}"
+        verdict = f"{'lower' if change < 0 else 'higher'} {key.replace('gfid', 'gFID')}"
     return {"claim": text, "before": before, "after": after, "change": change, "rel_spread": spread,
             "verdict": verdict}
 

@@ -1,4 +1,5 @@
-"""Analysis figures: t-SNE density scatters, the reconstruction-generation frontier, latent statistics, image grids."""
+"""Analysis figures: t-SNE density scatters, the reconstruction-generation frontier, latent statistics, image grids,
+training curves."""
 from __future__ import annotations
 
 import importlib
@@ -333,4 +334,36 @@ def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float =
         ax.set_title(f"ch{k} μ{z[k].mean():+.2f} σ{z[k].std():.2f}", fontsize=6)
     if c < z.shape[0]:
         fig.suptitle(f"first {c} of {z.shape[0]} channels", fontsize=9)
+    return fig
+
+
+def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str, ylabel: str | None = None,
+                logy: bool = False) -> Figure:
+    """Training curves: for each labelled run, `key` of its logged records (a history's "train" list) by step.
+
+    Runs whose labels share the text before the first comma share a colour (e.g. "f4d32, seed 0" and
+    "f4d32, seed 1"); later runs of a group are dashed.
+    """
+    if not curves:
+        raise DataError("plot_curves needs at least one run")
+    fig = Figure(figsize=(7.5, 3.8))
+    ax = fig.subplots()
+    colours, seen = {}, {}
+    for label, records in curves.items():
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if not points:
+            raise DataError(f"run {label!r} logged no {key!r}; it logged {sorted(records[0]) if records else []}")
+        group = label.split(",")[0]
+        colours.setdefault(group, f"C{len(colours) % 10}")
+        seen[group] = seen.get(group, -1) + 1
+        steps, values = zip(*points)
+        ax.plot(steps, values, color=colours[group], linestyle=("-", "--", ":", "-.")[seen[group] % 4], label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return fig

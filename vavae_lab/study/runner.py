@@ -95,9 +95,10 @@ class Study:
         return self.device or resolve_device(config.device)
 
     # -- stages (each cached by vavae_lab.pipeline) -------------------------------------------------------
-    def tokenizer(self, name: str):
-        """(trained tokenizer in eval mode on CPU, history) of a variant; trains it (resuming) on a cache miss."""
-        return pipeline.tokenizer(self.config(name))
+    def tokenizer(self, name: str, *extra: str):
+        """(trained tokenizer in eval mode on CPU, history) of a variant (`extra`: e.g. tokenizer_seeded(1));
+        trains it (resuming) on a cache miss."""
+        return pipeline.tokenizer(self.config(name, *extra))
 
     def latents(self, name: str, *extra: str) -> Path:
         """The latent cache folder of a variant (extracted on a miss; resumes shard by shard)."""

@@ -1,21 +1,39 @@
 """The download helper against a local HTTP server: hash check, atomic replace, interrupted transfers, offline mode."""
 import hashlib
 import http.server
+import io
 import threading
 
 import pytest
+import torch
 
-from vavae_lab.download import OFFICIAL_FILES, download, official_file
+from vavae_lab.download import OFFICIAL_FILES, OfficialFile, download, official_file
 from vavae_lab.errors import ConfigError, WeightsUnavailableError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 GOOD = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+def _tensor_bytes(x: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(x, buffer)
+    return buffer.getvalue()
+
+
+# a small stand-in for the paper's demo latents (the real files are 10,000 x 32; never fetched by the tests)
+STAND_IN = _tensor_bytes(torch.randn(120, 32, generator=torch.Generator().manual_seed(0)))
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         if self.path == "/missing":
             self.send_error(404)
+            return
+        if self.path.startswith("/latent_demos/"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(STAND_IN)))
+            self.end_headers()
+            self.wfile.write(STAND_IN)
             return
         self.send_response(200)
         self.send_header("Content-Length", str(len(PAYLOAD)))
@@ -110,8 +128,56 @@ def test_official_file_prefers_local_copies(tmp_path, monkeypatch):
         official_file("vavae.pt")
 
 
+DEMOS = ("latents_cache_f16d32.pt", "latents_cache_f16d32_vfdinov2.pt")
+
+
 def test_registry_points_at_the_released_repositories():
-    assert set(OFFICIAL_FILES) == {"vavae-imagenet256-f16d32-dinov2.pt", "lightningdit-xl-imagenet256-64ep.pt",
-                                   "lightningdit-xl-imagenet256-800ep.pt", "latents_stats.pt"}
-    for name, entry in OFFICIAL_FILES.items():
+    weights = {"vavae-imagenet256-f16d32-dinov2.pt", "lightningdit-xl-imagenet256-64ep.pt",
+               "lightningdit-xl-imagenet256-800ep.pt", "latents_stats.pt"}
+    assert set(OFFICIAL_FILES) == weights | set(DEMOS)
+    for name in weights:
+        entry = OFFICIAL_FILES[name]
         assert entry.url.startswith("https://huggingface.co/hustvl/") and entry.url.endswith("/resolve/main/" + name)
+    for name in DEMOS:  # the paper's Table 6 latents: the official repository's raw files, pinned
+        entry = OFFICIAL_FILES[name]
+        assert entry.url == f"https://raw.githubusercontent.com/hustvl/LightningDiT/main/tools/latent_demos/{name}"
+        assert len(entry.sha256) == 64 and entry.size == 1_281_022 and "MIT" in entry.description
+
+
+@pytest.fixture
+def demos_on(server, monkeypatch):
+    """OFFICIAL_FILES with the two demo latent files served by the local server as the stand-in tensor."""
+    sha = hashlib.sha256(STAND_IN).hexdigest()
+    for name in DEMOS:
+        monkeypatch.setitem(OFFICIAL_FILES, name, OfficialFile(f"{server}/latent_demos/{name}", "stand-in", sha,
+                                                               len(STAND_IN)))
+    return OFFICIAL_FILES
+
+
+def test_demo_latents_download_on_demand_hash_checked_then_load(demos_on, tmp_path, monkeypatch, capsys):
+    from vavae_lab.study.paper_latents import PAPER_LATENTS, load_paper_latents, paper_latent_files
+
+    monkeypatch.setenv("VAVAE_LAB_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "data"))  # its weights/ is searched too: keep it empty
+    paths = paper_latent_files()
+    assert set(paths) == set(PAPER_LATENTS) and {p.name for p in paths.values()} == set(DEMOS)
+    assert all(p.parent == tmp_path and p.read_bytes() == STAND_IN for p in paths.values())
+    assert "/latent_demos/latents_cache_f16d32.pt" in capsys.readouterr().out  # the URL is printed
+    assert tuple(load_paper_latents(paths["f16d32"]).shape) == (120, 32)
+    monkeypatch.setenv("VAVAE_LAB_OFFLINE", "1")  # now local: found without a request
+    assert paper_latent_files() == paths
+
+
+def test_demo_latents_with_the_wrong_size_or_hash_are_refused(demos_on, tmp_path, monkeypatch):
+    from vavae_lab.errors import DataError
+    from vavae_lab.study.paper_latents import paper_latent_files
+
+    name = DEMOS[0]
+    monkeypatch.setitem(OFFICIAL_FILES, name, OfficialFile(demos_on[name].url, "x", demos_on[name].sha256, 99))
+    with pytest.raises(WeightsUnavailableError, match=f"{DEMOS[0]}.*{tmp_path}"):
+        paper_latent_files(tmp_path)
+    assert not (tmp_path / name).exists()
+    (tmp_path / name).write_bytes(b"someone else's file")  # a local copy is checked too
+    with pytest.raises(DataError, match="is not the published latents_cache_f16d32.pt") as err:
+        paper_latent_files(tmp_path)
+    assert "\n" not in str(err.value)

@@ -175,6 +175,20 @@ def test_uniformity_metrics_is_deterministic_and_averages_runs():
         assert first[key] == r1[key]["values"][0]
 
 
+def test_all_vectors_with_pca_start_repeat_and_a_random_start_varies():
+    x = np.random.default_rng(1).standard_normal((200, 6)).astype(np.float32)
+    pca = u.uniformity_metrics(x, n=200, runs=2, perplexity=PERPLEXITY)  # every row, PCA start: one embedding
+    rnd = u.uniformity_metrics(x, n=200, runs=2, perplexity=PERPLEXITY, init="random", keep_first=True)
+    assert pca["init"] == "pca" and rnd["init"] == "random" and len(rnd["tsne_seconds"]) == 2
+    for key in u.METRICS:
+        assert pca[key]["values"][0] == pca[key]["values"][1] and pca[key]["std"] == 0.0
+        assert rnd[key]["values"][0] != rnd[key]["values"][1]
+        assert rnd["first"][key] == rnd[key]["values"][0]
+    assert rnd["first"]["embedding"].shape == (200, 2) and "first" not in pca
+    with pytest.raises(ConfigError, match="init"):
+        u.uniformity_metrics(x, n=200, runs=1, init="spectral")
+
+
 def test_metric_registry_directions_summary_and_proxy_signs():
     from vavae_lab.analysis.plots import format_metrics
     from vavae_lab.study.tables import PROXIES
@@ -203,9 +217,10 @@ def test_tsne_config_errors():
 def test_cli_prints_json_for_a_pt_file(tmp_path, capsys):
     path = tmp_path / "vectors.pt"
     torch.save(torch.randn(400, 6), path)
-    assert cli.main(["uniformity", str(path), "--runs", "1", "--n", "300", "--perplexity", "10"]) == 0
+    assert cli.main(["uniformity", str(path), "--runs", "1", "--n", "300", "--perplexity", "10",
+                     "--init", "random"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"density", "gini", "entropy", "n"}
+    assert set(out) >= {"density", "gini", "entropy", "n"} and out["init"] == "random"
     assert out["n"] == 300 and set(out["gini"]) >= {"mean", "std"}
     assert 0 < out["entropy"]["mean"] <= 1
 

@@ -191,7 +191,7 @@ def _uniformity(args) -> None:
 
     source = load_source(args.file)
     result = uniformity_metrics(source, n=args.n, runs=args.runs, seed=args.seed, perplexity=args.perplexity,
-                                max_iter=args.max_iter, workers=args.workers, progress=args.progress)
+                                max_iter=args.max_iter, workers=args.workers, progress=args.progress, init=args.init)
     if result["n"] < args.n:
         print(f"note: only {result['n']} latent vectors available (asked for {args.n}); used all",
               file=sys.stderr)
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-iter", type=int, default=1000,
                    help="t-SNE iterations incl. 250 early exaggeration (1000 = sklearn default and paper)")
     p.add_argument("--workers", type=int, default=1, help="runs computed in parallel processes (same values)")
+    p.add_argument("--init", choices=("pca", "random"), default="pca",
+                   help="t-SNE start: pca (sklearn's default; deterministic given the vectors) or random (seeded "
+                        "per run: runs over all N vectors of an (N, C) file then differ)")
     p.add_argument("--progress", action="store_true", help="show a progress bar over runs on stderr")
     p.set_defaults(func=_uniformity)
 

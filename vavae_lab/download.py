@@ -21,9 +21,11 @@ class OfficialFile:
     url: str
     description: str
     sha256: str | None = None  # None: not pinned yet; download() prints the hash it computed
+    size: int | None = None  # bytes, when pinned: a transfer of another length is refused
 
 
 _HF = "https://huggingface.co/hustvl"
+_GITHUB = "https://raw.githubusercontent.com/hustvl/LightningDiT/main"  # the official code; default branch main
 OFFICIAL_FILES: dict[str, OfficialFile] = {
     "vavae-imagenet256-f16d32-dinov2.pt": OfficialFile(
         f"{_HF}/vavae-imagenet256-f16d32-dinov2/resolve/main/vavae-imagenet256-f16d32-dinov2.pt",
@@ -37,6 +39,16 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
     "latents_stats.pt": OfficialFile(
         f"{_HF}/vavae-imagenet256-f16d32-dinov2/resolve/main/latents_stats.pt",
         "channel mean/std of the VA-VAE f16d32 latents, shape 1 x 32 x 1 x 1 (NOTES §5, §8)"),
+    # The paper's Table 6 latents: 10,000 channel-normalised f16d32 vectors (ImageNet) each, from the official
+    # repository's tools/latent_demos (MIT licence, Copyright (c) 2024 HUST Vision Lab); see notebook 03.
+    "latents_cache_f16d32.pt": OfficialFile(
+        f"{_GITHUB}/tools/latent_demos/latents_cache_f16d32.pt",
+        "10,000 x 32 ImageNet latent vectors of the LDM f16d32 tokenizer, paper's Table 6 (hustvl/LightningDiT, MIT)",
+        "42c869303ce13cb251e8f4d75a01400adea9f723360855db36efda9e59e81f1d", 1_281_022),
+    "latents_cache_f16d32_vfdinov2.pt": OfficialFile(
+        f"{_GITHUB}/tools/latent_demos/latents_cache_f16d32_vfdinov2.pt",
+        "10,000 x 32 ImageNet latent vectors of VA-VAE f16d32 (DINOv2), paper's Table 6 (hustvl/LightningDiT, MIT)",
+        "28518ac86a9002e6ded74f4dbd0b0d0312f4e3e413b83d47e80a721f04c2682c", 1_281_022),
 }
 
 
@@ -150,4 +162,4 @@ def official_file(name: str, root: str | Path | None = None, *, download_missing
     if not download_missing:
         raise WeightsUnavailableError(f"{name} ({entry.description}) is not in {', '.join(map(str, folders))}; "
                                       f"download it from {entry.url} and place it at {dest}")
-    return download(entry.url, dest, entry.sha256, progress=progress)
+    return download(entry.url, dest, entry.sha256, expected_size=entry.size, progress=progress)

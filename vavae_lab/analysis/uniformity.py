@@ -6,7 +6,9 @@ evaluate it at every point -> densities p. Then density = std(p) / mean(p), Gini
 of p / sum(p) divided by log2(n). Lower density and Gini, higher entropy = more uniform. `METRICS` registers
 them (key, function, direction, labels); everything that shows or tabulates them iterates it.
 
-Run r of `uniformity_metrics` uses the seed `seed + r` for both the sampled positions and the t-SNE.
+Run r of `uniformity_metrics` uses the seed `seed + r` for both the sampled positions and the t-SNE. With PCA
+initialisation (sklearn's default) the t-SNE of a fixed set of vectors is deterministic, so runs over all vectors
+of an (N, C) file differ only with init="random" (a random start per seed) or with n below N (another subsample).
 
 Speed: t-SNE is nearly all of the time. scikit-learn's Barnes-Hut gradient is serial in its repulsive part,
 so one run on 10,000 x 32 vectors takes about a minute on 2 CPU cores whatever n_jobs is; the KDE takes about
@@ -198,12 +200,15 @@ def load_source(path: str | Path):
     return x
 
 
+TSNE_INITS = ("pca", "random")  # sklearn's t-SNE starts; "pca" (its default) ignores the seed
+
+
 def embed_tsne(x, *, perplexity: float = 30.0, seed: int = 0, max_iter: int = 1000, n_jobs: int | None = None,
-               verbose: int = 0) -> np.ndarray:
+               verbose: int = 0, init: str = "pca") -> np.ndarray:
     """2-D t-SNE embedding (n x 2) of x with scikit-learn's defaults (Barnes-Hut, init 'pca', learning rate 'auto').
 
     max_iter (>= 250, sklearn's default 1000) includes the 250 early-exaggeration steps; n_jobs only speeds
-    up the neighbour search.
+    up the neighbour search. init "pca" is deterministic given x; "random" starts from a seeded random layout.
     """
     from sklearn.manifold import TSNE
 
@@ -213,10 +218,12 @@ def embed_tsne(x, *, perplexity: float = 30.0, seed: int = 0, max_iter: int = 10
     if not 0 < perplexity < x.shape[0]:
         raise ConfigError(f"perplexity {perplexity} must be positive and below the number of vectors "
                           f"({x.shape[0]}); pick a smaller perplexity or sample more vectors")
+    if init not in TSNE_INITS:
+        raise ConfigError(f"t-SNE init={init!r} is not one of {TSNE_INITS}")
     if max_iter < 250:
         raise ConfigError(f"t-SNE max_iter={max_iter} is below 250, the early-exaggeration phase; use >= 250 "
                           "(1000 is the default and the paper's setting)")
-    tsne = TSNE(n_components=2, perplexity=float(perplexity), max_iter=int(max_iter), init="pca",
+    tsne = TSNE(n_components=2, perplexity=float(perplexity), max_iter=int(max_iter), init=init,
                 learning_rate="auto", random_state=int(seed), n_jobs=n_jobs, verbose=verbose)
     return tsne.fit_transform(_check_finite(x, "the vectors"))
 
@@ -243,10 +250,10 @@ def kde_densities(emb, *, bandwidth: float | str | None = None) -> np.ndarray:
 
 
 def _embed_and_score(vectors: np.ndarray, seed: int, perplexity: float, bandwidth, max_iter: int,
-                     n_jobs: int | None) -> dict:
+                     n_jobs: int | None, init: str = "pca") -> dict:
     """t-SNE, KDE and metrics of already sampled vectors, with the time of each stage."""
     t0 = time.perf_counter()
-    emb = embed_tsne(vectors, perplexity=perplexity, seed=seed, max_iter=max_iter, n_jobs=n_jobs)
+    emb = embed_tsne(vectors, perplexity=perplexity, seed=seed, max_iter=max_iter, n_jobs=n_jobs, init=init)
     t1 = time.perf_counter()
     dens = kde_densities(emb, bandwidth=bandwidth)
     t2 = time.perf_counter()
@@ -255,38 +262,44 @@ def _embed_and_score(vectors: np.ndarray, seed: int, perplexity: float, bandwidt
 
 
 def single_run(source, *, n: int = 10000, seed: int = 0, perplexity: float = 30.0, bandwidth=None,
-               max_iter: int = 1000, n_jobs: int | None = None) -> dict:
+               max_iter: int = 1000, n_jobs: int | None = None, init: str = "pca") -> dict:
     """One run: the sampled vectors, their embedding (n x 2), KDE densities, the METRICS values and timings."""
     t0 = time.perf_counter()
     vectors = sample_vectors(source, n, seed=seed)
-    result = _embed_and_score(vectors, seed, perplexity, bandwidth, max_iter, n_jobs)
+    result = _embed_and_score(vectors, seed, perplexity, bandwidth, max_iter, n_jobs, init)
     return {"vectors": vectors, **result, "n": int(vectors.shape[0]), "seed": seed, "perplexity": perplexity,
-            "bandwidth": bandwidth, "max_iter": max_iter, "seconds": time.perf_counter() - t0}
+            "bandwidth": bandwidth, "max_iter": max_iter, "init": init, "seconds": time.perf_counter() - t0}
 
 
 def uniformity_metrics(source, *, n: int = 10000, runs: int = 3, seed: int = 0, perplexity: float = 30.0,
-                       bandwidth=None, max_iter: int = 1000, workers: int = 1, progress: bool = False) -> dict:
+                       bandwidth=None, max_iter: int = 1000, workers: int = 1, progress: bool = False,
+                       init: str = "pca", keep_first: bool = False) -> dict:
     """Mean, std (population, ddof=0) and per-run values of every metric in METRICS over seeds.
 
-    Run r uses seed + r for the sampled positions and the t-SNE. workers > 1 runs seeds in parallel
-    processes (same values, less wall time when cores are free). "n" is the number of vectors actually used.
+    Run r uses seed + r for the sampled positions and the t-SNE (and its start with init="random"). workers > 1
+    runs seeds in parallel processes (same values, less wall time when cores are free). "n" is the number of
+    vectors actually used; "tsne_seconds" each run's t-SNE time. keep_first adds "first": run 0 as a
+    single_run-style dict (embedding, densities, its metrics) for plots.plot_tsne_density.
     """
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
         raise ConfigError(f"runs must be a positive integer, got {runs!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if init not in TSNE_INITS:
+        raise ConfigError(f"t-SNE init={init!r} is not one of {TSNE_INITS}")
     t0 = time.perf_counter()
     seeds = [int(seed) + r for r in range(runs)]
     samples = [sample_vectors(source, n, seed=s) for s in seeds]
     if workers > 1 and runs > 1:
         from joblib import Parallel, delayed
 
-        jobs = (delayed(_embed_and_score)(v, s, perplexity, bandwidth, max_iter, None) for v, s in zip(samples, seeds))
+        jobs = (delayed(_embed_and_score)(v, s, perplexity, bandwidth, max_iter, None, init)
+                for v, s in zip(samples, seeds))
         results = Parallel(n_jobs=min(workers, runs))(jobs)
     else:
         from tqdm.auto import tqdm
 
-        results = [_embed_and_score(v, s, perplexity, bandwidth, max_iter, None)
+        results = [_embed_and_score(v, s, perplexity, bandwidth, max_iter, None, init)
                    for v, s in tqdm(list(zip(samples, seeds)), desc="uniformity runs", disable=not progress)]
     out: dict = {}
     for key in METRICS:
@@ -294,4 +307,10 @@ def uniformity_metrics(source, *, n: int = 10000, runs: int = 3, seed: int = 0, 
         out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
     out.update({"n": int(samples[0].shape[0]), "runs": int(runs), "seeds": seeds, "perplexity": perplexity,
                 "bandwidth": bandwidth, "max_iter": max_iter, "seconds": time.perf_counter() - t0})
+    out["init"] = init
+    out["tsne_seconds"] = [float(r["tsne_seconds"]) for r in results]
+    if keep_first:
+        first = results[0]
+        out["first"] = {"embedding": first["embedding"], "densities": first["densities"], "seed": seeds[0],
+                        **{k: float(first[k]) for k in METRICS}}
     return out

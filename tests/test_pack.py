@@ -150,7 +150,7 @@ def test_pack_command_refuses_a_folder_that_is_not_a_study_cache(tmp_path, capsy
 def test_shipped_pack_matches_the_current_configs_and_its_hashes():
     """The pack in data/pack (if any) was trained by today's configs: no stale key, no edited file, <= 40 MB."""
     root = pack.pack_dir()
-    assert stale_entries(root) == [], "the shipped pack is stale: regenerate it (README, 'The pretrained pack')"
+    assert stale_entries(root) == [], "the shipped pack is stale: regenerate it (docs/cli.md, 'The pretrained pack')"
     for entry in pack.read_manifest(root)["artifacts"].values():
         for name, rec in entry["files"].items():
             assert pack.sha256_file(root / name) == rec["sha256"], f"{name} differs from its manifest"

@@ -29,16 +29,16 @@ _GITHUB = "https://raw.githubusercontent.com/hustvl/LightningDiT/main"  # the of
 OFFICIAL_FILES: dict[str, OfficialFile] = {
     "vavae-imagenet256-f16d32-dinov2.pt": OfficialFile(
         f"{_HF}/vavae-imagenet256-f16d32-dinov2/resolve/main/vavae-imagenet256-f16d32-dinov2.pt",
-        "VA-VAE f16d32 tokenizer aligned to DINOv2, 125 epochs (NOTES §3, §8)"),
+        "VA-VAE f16d32 tokenizer aligned to DINOv2, the last of three stages (docs/paper.md §3, §8)"),
     "lightningdit-xl-imagenet256-64ep.pt": OfficialFile(
         f"{_HF}/lightningdit-xl-imagenet256-64ep/resolve/main/lightningdit-xl-imagenet256-64ep.pt",
-        "LightningDiT-XL/1, 64 epochs: FID-50k 2.11 with CFG (NOTES §6)"),
+        "LightningDiT-XL/1, 64 epochs: FID-50k 2.11 with CFG (docs/paper.md §6)"),
     "lightningdit-xl-imagenet256-800ep.pt": OfficialFile(
         f"{_HF}/lightningdit-xl-imagenet256-800ep/resolve/main/lightningdit-xl-imagenet256-800ep.pt",
-        "LightningDiT-XL/1, 800 epochs: FID-50k 1.35 with CFG (NOTES §6)"),
+        "LightningDiT-XL/1, 800 epochs: FID-50k 1.35 with CFG (docs/paper.md §6)"),
     "latents_stats.pt": OfficialFile(
         f"{_HF}/vavae-imagenet256-f16d32-dinov2/resolve/main/latents_stats.pt",
-        "channel mean/std of the VA-VAE f16d32 latents, shape 1 x 32 x 1 x 1 (NOTES §5, §8)"),
+        "channel mean/std of the VA-VAE f16d32 latents, shape 1 x 32 x 1 x 1 (docs/paper.md §5, §8)"),
     # The paper's Table 6 latents: 10,000 channel-normalised f16d32 vectors (ImageNet) each, from the official
     # repository's tools/latent_demos (MIT licence, Copyright (c) 2024 HUST Vision Lab); see notebook 03.
     "latents_cache_f16d32.pt": OfficialFile(

@@ -101,7 +101,7 @@ def lab_long() -> Config:
 
 
 # -- ImageNet: the official hustvl/LightningDiT recipe, field by field. Each value says where the official code
-# sets it; configs/reference_imagenet256.yaml cites file and line, and the README lists what is kept different.
+# sets it; configs/reference_imagenet256.yaml cites file and line, and docs/imagenet.md lists what is kept different.
 OFFICIAL_SAMPLING_STEPS = 250  # num_sampling_steps of the official configs: grid points (transport/integrators.py)
 
 

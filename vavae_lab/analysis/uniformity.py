@@ -1,6 +1,6 @@
 """Latent uniformity (paper Table 6): t-SNE of sampled latent vectors, a Gaussian KDE, and three spread metrics.
 
-Protocol (NOTES.md §7): sample n latent vectors (one random spatial position per image, channel-normalised),
+Protocol (docs/paper.md §7): sample n latent vectors (one random spatial position per image, channel-normalised),
 embed them in 2-D with scikit-learn's t-SNE (perplexity 30), fit scipy's `gaussian_kde` on the embedding and
 evaluate it at every point -> densities p. Then density = std(p) / mean(p), Gini of p, and the base-2 entropy
 of p / sum(p) divided by log2(n). Lower density and Gini, higher entropy = more uniform. `METRICS` registers

@@ -46,7 +46,8 @@ def _provenance() -> dict:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # the pack being rewritten does not make the code dirty
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)data/pack"):
         commit += "-dirty"
     cpu = f"{os.cpu_count()} CPU cores"
     if torch.cuda.is_available():
@@ -105,10 +106,10 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     which config made them (`pipeline.save_result` writes one beside each result).
     """
     root = root or pack_dir()
+    prov, entries = _provenance(), {}  # before the old pack is removed
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    prov, entries = _provenance(), {}
     dtype = {"float16": torch.float16, "float32": torch.float32}[dit_dtype]
     for stage in stages:
         if stage in WEIGHTS_STAGES:

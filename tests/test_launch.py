@@ -53,6 +53,9 @@ def test_two_process_run_stops_reattaches_and_resumes(tmp_path):
     buf = io.StringIO()
     assert attach(run).follow(poll=0.1, file=buf).state == "finished"  # replays the log, then returns
     assert "final: psnr=" in buf.getvalue() and "train-tokenizer: finished (exit code 0)" in buf.getvalue()
+    # only the newest launch is replayed: the stopped launch's torchrun SIGTERM noise stays in the log file
+    assert "resuming from" in buf.getvalue() and "got signal" not in buf.getvalue()
+    assert "got signal" in (run / "launch.log").read_text() or "SIGTERM" in (run / "launch.log").read_text()
 
 
 def test_failed_run_reports_its_exit_code(tmp_path):

@@ -20,6 +20,7 @@ from .launch_commands import (LaunchSpec, build_command, check_spec, normalise_s
                               wrapped_command)
 
 # a tqdm bar as written to a log file: "desc:  40%|####  | 8/20 [00:03<00:04, ...]"
+LOG_HEADER = b"===== "  # launch.log: each launch of a run folder starts with this line (stamp and command)
 _BAR = re.compile(r"(?:(?P<desc>[^\r\n|]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*\[")
 
 
@@ -152,11 +153,12 @@ class LaunchHandle:
         return self.status()
 
     def follow(self, poll: float = 1.0, *, file=None) -> RunStatus:
-        """Print the log into the cell until the run ends, with a progress bar; Ctrl-C / interrupt stops following only."""
+        """Print this launch's part of the log into the cell until the run ends, with a progress bar; Ctrl-C /
+        interrupt stops following only. Earlier launches of the run folder (a stopped run, say) are in tail()."""
         from tqdm.auto import tqdm
 
         out = file or sys.stdout
-        bar, desc, offset, pending = None, None, 0, ""
+        bar, desc, offset, pending = None, None, self._section_start(), ""
         try:
             while True:
                 running = self.is_running()
@@ -189,6 +191,15 @@ class LaunchHandle:
         return status
 
     stream = follow
+
+    def _section_start(self) -> int:
+        """The byte offset of the newest launch's "===== " header in launch.log (0 without one)."""
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        newest = data.rfind(b"\n" + LOG_HEADER)
+        return newest + 1 if newest >= 0 else 0
 
     def _read_from(self, offset: int) -> tuple[str, int]:
         try:
@@ -241,7 +252,7 @@ def _start(spec: LaunchSpec) -> LaunchHandle:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(handle.log_path, "ab") as log:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        log.write(f"===== {stamp} {handle.shell_command()}\n".encode())
+        log.write(LOG_HEADER + f"{stamp} {handle.shell_command()}\n".encode())
         log.flush()
         process = subprocess.Popen(wrapped_command(handle.command, handle._file("exit_code")), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

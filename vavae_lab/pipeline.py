@@ -241,7 +241,7 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
 def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
     """FID (and IS, precision, recall, class accuracy) of n held-out real test images scored exactly like n
     generated samples: what a perfect generator would get at this sample count (n: sample.num_samples), cached."""
-    from .data import build_dataset
+    from .data import held_out_dataset
     from .data.images import to_uint8
     from .metrics.build import toy_feature_config
     from .metrics.generation import evaluate_samples
@@ -254,8 +254,7 @@ def real_floor(config: Config, root: str | Path | None = None, *, n: int | None 
     d = config.data
     if d.source != "shapes":
         raise ValueError(f"the real-vs-real floor is computed for the toy shapes data, not data.source={d.source!r}")
-    test = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(n, d.num_test), seed=d.seed,
-                         split="test", num_classes=d.num_classes)
+    test = held_out_dataset(d, n)
     images = to_uint8(torch.stack([test[i][0] for i in range(len(test))]))
     labels = torch.tensor([int(test[i][1]) for i in range(len(test))])
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import dist
 from ..atomic import atomic_write_json
 from ..config import Config, to_dict
-from ..data import build_dataset
+from ..data import train_dataset
 from ..errors import ConfigError
 from ..paths import config_hash
 from ..runs import as_tokenizer
@@ -125,8 +125,7 @@ def _extract(config: Config, model, tokenizer, out_dir: Path, info, progress: bo
     if d.source == "imagefolder" and not d.root:
         raise ConfigError("data.source=imagefolder needs data.root=/path/to/imagenet/train "
                           "(a folder of class sub-folders)")
-    dataset = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=d.num_train, seed=d.seed,
-                            split="train", num_classes=d.num_classes, strict=d.strict)
+    dataset = train_dataset(d)  # centre-cropped whatever data.crop says
     num_items, lc = len(dataset), config.latents
     if lc.shard_size < 1 or lc.batch_size < 1 or lc.stats_count < 1:
         raise ConfigError(f"latents.shard_size={lc.shard_size}, latents.batch_size={lc.batch_size} and "

@@ -188,13 +188,11 @@ class Study:
     def encoded(self, name: str, n: int = 2000) -> torch.Tensor:
         """Channel-normalised latents (n x C x h x w) of the first n held-out images under a variant's tokenizer."""
         from ..analysis.widgets import encode_images
-        from ..data import build_dataset
+        from ..data import held_out_dataset
         from ..latents import normalize
 
         config = self.config(name)
-        data = build_dataset(config.data.source, root=config.data.root, resolution=config.data.resolution,
-                             num_images=min(n, config.data.num_test), seed=config.data.seed, split="test",
-                             num_classes=config.data.num_classes)
+        data = held_out_dataset(config.data, n)
         images = torch.stack([data[i][0] for i in range(len(data))])
         tokenizer, _ = self.tokenizer(name)
         return normalize(encode_images(tokenizer, images), *self.stats(name))

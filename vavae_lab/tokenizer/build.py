@@ -62,13 +62,11 @@ def build_loss(config: Config, vfm_dim: int | None):
 
 def colour_matrix(config: Config) -> torch.Tensor:
     """The colour-balance matrix of tokenizer.loss.colour_balance, measured on the first training images."""
-    from ..data import build_dataset
+    from ..data import train_dataset
     from .colour import COLOUR_SAMPLE, colour_balance_matrix
 
     d = config.data
-    # a generated dataset's first n images are the same whatever its length
-    data = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(COLOUR_SAMPLE, d.num_train),
-                         seed=d.seed, split="train", num_classes=d.num_classes, strict=d.strict)
+    data = train_dataset(d, min(COLOUR_SAMPLE, d.num_train))
     n = min(COLOUR_SAMPLE, len(data))
     if hasattr(data, "get_batch"):  # generated in memory
         images = data.get_batch(torch.arange(n))[0]

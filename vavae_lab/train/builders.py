@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..config import Config
-from ..data import ShapesDataset, build_dataset
+from ..data import ShapesDataset, build_dataset, train_dataset
 from ..errors import ConfigError
 from ..tokenizer.build import build_autoencoder, build_loss, build_vfm
 from .common import StepBatches
@@ -23,8 +23,7 @@ def build_train_eval_data(config: Config, eval_count: int):
     if d.source == "imagefolder" and not d.root:
         raise ConfigError("data.source=imagefolder needs data.root=/path/to/imagenet/train "
                           "(a folder of class sub-folders)")
-    train = build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=d.num_train, seed=d.seed,
-                          split="train", num_classes=d.num_classes, strict=d.strict, crop=d.crop)
+    train = train_dataset(d, crop=d.crop)
     if isinstance(train, ShapesDataset):
         test = build_dataset("shapes", resolution=d.resolution, num_images=max(eval_count, 1), seed=d.seed,
                              split="test", num_classes=d.num_classes)

@@ -122,6 +122,14 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                "spearman": {"n": 1, "probe_gfid": 1.0},
                "table1": [{"change": "x", "gfid": 10.0, "dit_loss": 0.5, "paper_fid": 19.5}],
                "sampling": {"cfg": [{"setting": "CFG 1.0", "gfid": 1.0}]},
+               "convergence": [{"name": n, "tokenizer": n, "seed": 0, "steps": [75, 600], "gfid_steps": [g, g / 2],
+                                "class_acc_steps": [0.5, 0.6]} for n, g in (("d32", 100.0), ("d32_vf", 60.0))],
+               "speedup": T.seeded_speedup([{"name": n, "seed": 0, "steps": [75, 600], "gfid_steps": [g, g / 2]}
+                                            for n, g in (("d32", 100.0), ("d32_vf", 60.0))], "d32", "d32_vf"),
+               "scaling": [{"tokenizer": "f4d4", "size": "toy-XS/1", "params": 183496, "gflops_step": 2.92,
+                            "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
+               "scaling_gap": {"gaps": [{"size": "toy-XS/1", "gap": 10.0, "gap_seeds": [9.0, 11.0]}],
+                               "claim": {"claim": "the gap shrinks", "verdict": "shown"}},
                "timing": {"jobs": [{"job": _describe(((), [("generation", "d32_vf", ())])), "seconds": 75.0}],
                           "jobs_total_seconds": 75.0, "wall_seconds": 80.0, "jobs_in_parallel": 1}}
     path = write_report(results, tmp_path, minutes=1.5)
@@ -133,6 +141,8 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
+    assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
+    assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
 
 
 def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():

@@ -24,13 +24,23 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
 
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint in a run directory, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
+def list_checkpoints(run_dir: str | Path, folder: str = "checkpoints") -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in a run directory (its `folder`), oldest first."""
+    where = Path(run_dir) / folder
+    if not where.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _PATTERN.match(p.name))]
+    found = [(int(m.group(1)), p) for p in where.iterdir() if (m := _PATTERN.match(p.name))]
     return sorted(found)
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """The file of the EMA weights a DiT run keeps after `step` steps (config dit.snapshots; never pruned)."""
+    return Path(run_dir) / "snapshots" / f"step_{step:08d}.pt"
+
+
+def list_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot a DiT run kept, oldest first."""
+    return list_checkpoints(run_dir, "snapshots")
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

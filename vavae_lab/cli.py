@@ -85,7 +85,8 @@ def _check_resume(args, config, stage: str) -> bool:
                                                   "dit": ("dit.pt", config.dit, "DiT")}[stage]
     steps, ckpts = section.train.steps, list_checkpoints(out)
     if (out / final).is_file() and (out / "history.json").is_file() and (not ckpts or ckpts[-1][0] >= steps):
-        changed = _changed_keys(config, out / "config.yaml", {"name", "device", f"{stage}.train.steps"})
+        changed = _changed_keys(config, out / "config.yaml",
+                                {"name", "device", f"{stage}.train.steps", "dit.snapshots"})
         if changed:
             raise ConfigError(f"--resume: {out} is a finished run whose config.yaml does not match this config's "
                               f"{what} ({', '.join(changed[:4])}); drop the overrides to keep it, or train the "
@@ -182,6 +183,81 @@ def _evaluate(args) -> None:
     result = evaluate_samples(args.samples, reference=reference, config=config, device=resolve_device(config.device))
     write_metrics(result, args.out)
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+def _checkpoint_steps(args, config, run) -> list[int]:
+    """The --steps to evaluate (default: the snapshots a --dit run kept and its last step, else 4 log-spaced steps
+    ending at dit.train.steps); each must lie in 1..dit.train.steps."""
+    from .checkpoint import list_snapshots
+    from .pipeline import log_steps
+
+    last = config.dit.train.steps
+    if args.steps:
+        steps = sorted(set(args.steps))
+    elif run is not None:
+        steps = sorted({s for s, _ in list_snapshots(run) if s < last} | {last})
+    else:
+        steps = list(log_steps(last))
+    bad = [s for s in steps if not 1 <= s <= last]
+    if bad:
+        raise ConfigError(f"--steps {' '.join(map(str, bad))}: each step must lie between 1 and the run's "
+                          f"dit.train.steps={last}")
+    return steps
+
+
+def _evaluate_checkpoints(args) -> None:
+    import json
+    from pathlib import Path
+
+    from . import pipeline
+    from .checkpoint import list_snapshots, latest_checkpoint
+
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n {args.n}: the number of samples must be >= 1")
+    run = Path(args.dit) if args.dit else None
+    if run is not None and not ((run / "dit.pt").is_file() or latest_checkpoint(run) or list_snapshots(run)):
+        raise CheckpointError(f"--dit {run}: no DiT run there (no dit.pt, checkpoints/ or snapshots/); pass the "
+                              "folder train-dit wrote, or leave --dit out to use this config's cache folder")
+    config = _config(args, run / "config.yaml" if run else None)
+    steps = _checkpoint_steps(args, config, run)
+    if run is None:  # the study's cached chain: snapshots trained if missing, every gFID cached
+        from .config import apply_overrides
+
+        last = config.dit.train.steps
+        config = apply_overrides(config, {"dit.snapshots": [s for s in steps if s < last]})
+        print(f"dit: {pipeline.stage_dir(config, 'dit')} (the dit cache folder of this config)")
+        results = [pipeline.snapshot_generation(config, s, n=args.n, progress=True) for s in steps]
+    else:
+        results = _score_run(args, config, run, steps)
+    for r in results:
+        acc = f", class acc {r['class_acc']:.2f}" if r.get("class_acc") is not None else ""
+        print(f"step {r['step']}: gFID {r['fid']:.2f}{acc} ({r['n']} samples)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"dit": str(run) if run else None, "steps": steps, "results": results},
+                                             indent=1, default=float))
+        print(f"results: {args.out}")
+
+
+def _score_run(args, config, run, steps) -> list[dict]:
+    """gFID of each --steps snapshot of a --dit run folder (not cached: the folder is not a keyed cache run)."""
+    from .device import resolve_device
+    from .generate import check_pair
+    from .pipeline import evaluate_dit
+    from .runs import load_dit, load_tokenizer
+
+    _default_folders(args, config, tokenizer="tokenizer")
+    models = {}
+    for s in steps:  # every step checked before the first gFID
+        try:
+            models[s] = load_dit(run, step=s)[0]
+        except CheckpointError as exc:
+            raise CheckpointError(f"--steps {s}: {exc}") from exc
+    tok = load_tokenizer(args.tokenizer)
+    check_pair(tok, models[steps[0]], dit_name=f"--dit {run}", tokenizer_name=f"--tokenizer {args.tokenizer}",
+               force=args.force, force_hint="--force")
+    n, device = args.n or config.sample.num_samples, resolve_device(config.device)
+    return [{**evaluate_dit(config, tok, models[s], n=n, device=device, progress=True), "step": s} for s in steps]
 
 
 def _uniformity(args) -> None:
@@ -297,6 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'shapes' (default for toy data), a folder of real images, or an ADM .npz")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("evaluate-checkpoints", help="gFID after each of several steps of one DiT run (a convergence "
+                       "curve, from the EMA snapshots it kept)")
+    _add_config_args(p, "default: the --dit run's config.yaml")
+    p.add_argument("--dit", default=None, help="a DiT run folder that kept snapshots (train-dit ... "
+                   "dit.snapshots=[75,150,300]); not cached. Default: this config's DiT cache folder, trained with the "
+                   "snapshots if they are missing, each gFID cached like the study's")
+    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="STEP",
+                   help="steps to evaluate (default: with --dit the snapshots it kept and its last step, else 4 "
+                        "log-spaced steps ending at dit.train.steps: 75 150 300 600 in lab)")
+    p.add_argument("--n", type=int, default=None, help="samples per gFID (default sample.num_samples)")
+    p.add_argument("--tokenizer", default=None, help="with --dit: the tokenizer run folder; default: this config's "
+                   "tokenizer cache folder")
+    p.add_argument("--force", action="store_true",
+                   help="with --dit: score even with a tokenizer other than the one the DiT was trained for")
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=_evaluate_checkpoints)
+
     p = sub.add_parser("uniformity", help="latent uniformity (t-SNE + KDE): density CV, Gini, normalised entropy")
     p.add_argument("file", help="a latent cache directory, or a .pt/.npy/.safetensors tensor (N, C) or (N, C, h, w)")
     p.add_argument("--runs", type=int, default=3, help="number of seeds to average (paper: 10)")
@@ -320,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="DiT seeds of every gFID in the tokenizer tables (default 0 1; the tokenizers stay fixed)")
     p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
-                   help="only these tables, in this order (dilemma table2 table5 table4 table6 proxies table1 sampling)")
+                   help="only these tables, in this order (dilemma table2 claims table5 table4 table6 proxies table1 "
+                        "sampling convergence scaling)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")
@@ -367,6 +461,7 @@ _RESUME_HINT = {
     "sample": "run the same sample command again to continue (the PNGs already written are kept)",
     "extract-latents": "run the same command again to continue (finished shards are kept)",
     "reproduce": "run the same command again to continue (finished runs are cached)",
+    "evaluate-checkpoints": "run the same command again to continue (finished runs and gFIDs are cached)",
 }
 
 

@@ -242,6 +242,9 @@ class DiTConfig:
     # the DiT's own seed (initial weights, noise, batch order), to repeat a DiT on the same latents; None: the
     # run's top-level `seed`, which also retrains the tokenizer
     seed: Optional[int] = None
+    # steps before the last at which the EMA weights are kept (run/snapshots/step_*.pt) for a convergence curve;
+    # they change no result, so no cache key holds them (pipeline.IGNORED)
+    snapshots: tuple[int, ...] = ()
 
 
 # The one list of samplers: sample.sampler takes one of SAMPLERS; diffusion.samplers.sample_ode integrates the
@@ -418,6 +421,7 @@ _RULES = [
     ("dit.transport.path", *_choice("rectified_flow", "ddpm")),
     ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
     ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
+    ("dit.snapshots", lambda v: all(s > 0 for s in v), "a list of positive step counts, e.g. [75,150,300]"),
     ("sample.sampler", *_choice(*SAMPLERS)), ("sample.steps", *_POSITIVE),
     ("sample.cfg_scale", lambda v: v >= 1, ">= 1 (1.0 = no guidance; below 1 the official code does not guide, "
                                           "inference.py 125, so it is refused here; the paper samples with 10.0)"),

@@ -95,3 +95,31 @@ def describe_estimate(config: Config, stage: str, *, start_step: int = 0) -> str
     steps = (config.tokenizer.train if stage == "tokenizer" else config.dit.train).steps
     return (f"rough estimate: ~{format_minutes(estimate_minutes(config, stage, start_step=start_step))} for "
             f"steps {start_step}..{steps} on a 2-core CPU (scaled from measured lab runs; see vavae_lab.estimate)")
+
+
+def dit_cost(config: Config) -> dict:
+    """Parameters of the config's DiT and FLOPs of one training step, counted, not modelled.
+
+    torch.utils.flop_counter counts every matrix product and convolution of the forward and backward pass of the
+    training loss on one global batch (dit.train.batch_size) of latents of the tokenizer's shape (C = embed_dim,
+    the resolution over the tokenizer's downsampling), with attention in PyTorch's math kernel so that its
+    products are counted too (a fused kernel's are not). It runs on the meta device: no weights, no compute, the
+    same count for any model size in seconds; element-wise work (norms, activations, the optimizer) is left out.
+    Returns {"params", "flops_per_step", "batch", "latent_shape"}.
+    """
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .diffusion.build import build_dit_for, build_transport_for
+
+    side = config.data.resolution // 2 ** (len(config.tokenizer.model.ch_mult) - 1)
+    shape, batch, classes = (config.tokenizer.model.embed_dim, side, side), config.dit.train.batch_size, \
+        config.data.num_classes
+    with torch.device("meta"):
+        model = build_dit_for(config, shape, classes)
+        x, y = torch.randn(batch, *shape), torch.randint(0, classes, (batch,))
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            build_transport_for(config).loss(model, x, y)["loss"].backward()
+    return {"params": sum(p.numel() for p in model.parameters()), "flops_per_step": counter.get_total_flops(),
+            "batch": batch, "latent_shape": list(shape)}

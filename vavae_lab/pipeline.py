@@ -8,7 +8,8 @@ line's defaults all key and chain runs through here, so a run any of them traine
     root/tokenizers/<key>/   tokenizer.pt, history.json, config.yaml, checkpoints
     root/latents/<key>/      shards, stats.safetensors, meta.json
     root/dits/<key>/         dit.pt (self-contained: latent shape, classes, mean/std, tokenizer sha256)
-    root/results/<key>.json  a gFID evaluation
+    root/dits/<key>/snapshots/   EMA weights after the steps of dit.snapshots (a convergence curve)
+    root/results/<key>.json  a gFID evaluation (of a snapshot: keyed by the DiT key, the step and n)
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ IGNORED = {
     "data": ("num_workers",),
     "tokenizer": ("train.progress",),
     "latents": ("batch_size",),
-    "dit": ("train.progress",),
+    "dit": ("train.progress", "snapshots"),  # snapshots only keep copies of the EMA weights along the way
     "sample": ("batch_size", "max_nfe"),  # max_nfe only stops a runaway dopri5
 }
 # fields added after keys were in use (the pack): keyed only when set away from the value that gives the earlier
@@ -83,12 +84,13 @@ def stage_fields(config: Config, section: str) -> dict | int:
     return d
 
 
-def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | None = None) -> str:
+def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | None = None,
+              step: int | None = None) -> str:
     """The cache key of `stage` ("tokenizer", "latents", "dit", "generation", "uniformity", "probe") of `config`.
 
     It hashes the stage's own sections (STAGES) and the key of the stage it consumes, so a change reaches
-    every stage downstream of it and none upstream. "generation" needs the sample count `n`; "uniformity"
-    the vector count `n` and the number of t-SNE `runs`.
+    every stage downstream of it and none upstream. "generation" needs the sample count `n` (and, for a DiT
+    snapshot, its `step`; None is the finished DiT); "uniformity" the vector count `n` and the number of t-SNE `runs`.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
@@ -104,6 +106,8 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
         if n is None:
             raise ValueError(f"the {stage} key needs the sample count n")
         record["n"] = n
+    if stage == "generation" and step is not None:
+        record["step"] = step
     return config_hash(record)
 
 
@@ -219,23 +223,102 @@ def generation(config: Config, root: str | Path | None = None, *, n: int | None 
                progress: bool = False) -> dict:
     """gFID, IS, precision and recall of the config's DiT (n samples, default sample.num_samples), cached as
     JSON with the sample count, the seconds it took and the DiT's final loss. KID is not kept."""
-    from .device import resolve_device
-    from .generate import dit_stats, generation_fid
-
     n = n or config.sample.num_samples
     path, cached = cached_result(config, "generation", root, n=n)
     if cached is not None:
         return cached
     tok, _ = tokenizer(config, root)
     model, history = dit(config, root, progress=progress)
+    out = evaluate_dit(config, tok, model, n=n, device=device, progress=progress)
+    out["dit_loss"] = history["train"][-1]["loss"] if history["train"] else None
+    return save_result(config, "generation", path, out, n=n)
+
+
+def evaluate_dit(config: Config, tok, model, *, n: int, device, progress: bool) -> dict:
+    """gFID, IS, precision, recall and class accuracy of n samples of a DiT (not cached), with n and the seconds."""
+    from .device import resolve_device
+    from .generate import dit_stats, generation_fid
+
     device = torch.device(device) if device is not None else resolve_device(config.device)
     t0 = time.perf_counter()
     res = generation_fid(tok.to(device), model.to(device), dit_stats(model), config, n=n, device=device,
                          progress=progress, kid=False)
     out = {k: res[k] for k in ("fid", "is", "precision", "recall", "class_acc") if k in res}
-    out.update({"n": n, "seconds": time.perf_counter() - t0,
-                "dit_loss": history["train"][-1]["loss"] if history["train"] else None})
-    return save_result(config, "generation", path, out, n=n)
+    return {**out, "n": n, "seconds": time.perf_counter() - t0}
+
+
+# -- convergence: gFID along one DiT run, from the snapshots it kept ------------------------------------------
+def log_steps(total: int, points: int = 4) -> tuple[int, ...]:
+    """Log-spaced steps ending at `total`, halving from it: (75, 150, 300, 600) for 600 and 4 points."""
+    return tuple(sorted({max(1, total // 2 ** k) for k in range(points)}))
+
+
+def curve_steps(config: Config) -> tuple[int, ...]:
+    """The steps of the config's convergence curve: dit.snapshots before the last step, then the last."""
+    last = config.dit.train.steps
+    return (*sorted({s for s in config.dit.snapshots if s < last}), last)
+
+
+def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: bool = False) -> Path:
+    """The DiT run folder of `config`, holding a snapshot after every step of config.dit.snapshots.
+
+    dit.snapshots is in no key, so the snapshot run is the DiT stage's own run: on a miss it is trained with its
+    snapshots. A run trained (or restored from the pack) without them is trained again from scratch with the
+    same config in its snapshot_run/ subfolder (resumable), which hands its snapshots over and is removed: the
+    cached dit.pt is never rewritten (the retrain is bit-identical to it on a CPU, tests/test_convergence.py).
+    """
+    import shutil
+
+    from .checkpoint import snapshot_path
+    from .train.dit import train_dit
+
+    run = stage_dir(config, "dit", root)
+    dit(config, root, progress=progress)
+    missing = [s for s in curve_steps(config)[:-1] if not snapshot_path(run, s).exists()]
+    if missing:
+        scratch = run / "snapshot_run"
+        print(f"training dit {run.name} again in {scratch.name}/ for its snapshots at steps {missing} "
+              "(it was trained without them; its dit.pt stays)")
+        train_dit(config, latents(config, root, progress=progress), scratch, resume=True)
+        for s in missing:
+            snapshot_path(run, s).parent.mkdir(parents=True, exist_ok=True)
+            snapshot_path(scratch, s).replace(snapshot_path(run, s))
+        shutil.rmtree(scratch)
+    return run
+
+
+def snapshot_generation(config: Config, step: int, root: str | Path | None = None, *, n: int | None = None,
+                        device=None, progress: bool = False) -> dict:
+    """`generation` of the config's DiT after `step` of its training steps (a step of `curve_steps`), with the
+    step and the training loss logged by then; cached as JSON keyed by the DiT key, the sampler, n and the step.
+    The last step is the finished DiT, so its result is `generation`'s own."""
+    from .errors import ConfigError
+    from .runs import load_dit
+
+    n = n or config.sample.num_samples
+    if step not in curve_steps(config):
+        raise ConfigError(f"step {step} is not a step of this DiT's convergence curve {list(curve_steps(config))}; "
+                          f"add it to dit.snapshots (below dit.train.steps={config.dit.train.steps})")
+    if step == config.dit.train.steps:
+        return {**generation(config, root, n=n, device=device, progress=progress), "step": step}
+    path, cached = cached_result(config, "generation", root, n=n, step=step)
+    if cached is not None:
+        return cached
+    tok, _ = tokenizer(config, root)
+    run = dit_snapshots(config, root, progress=progress)
+    model, _ = load_dit(run, step=step)
+    history = json.loads((run / "history.json").read_text())
+    logged = [r["loss"] for r in history["train"] if r["step"] <= step]
+    out = {**evaluate_dit(config, tok, model, n=n, device=device, progress=progress), "step": step,
+           "dit_loss": logged[-1] if logged else None}
+    return save_result(config, "generation", path, out, n=n, step=step)
+
+
+def convergence(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None,
+                progress: bool = False) -> list[dict]:
+    """gFID (with IS, precision, recall, class accuracy) after each step of `curve_steps(config)`, from one DiT
+    run's snapshots (`snapshot_generation`: each point cached, nothing retrained per point)."""
+    return [snapshot_generation(config, s, root, n=n, device=device, progress=progress) for s in curve_steps(config)]
 
 
 def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:

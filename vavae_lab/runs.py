@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_checkpoint, list_snapshots, load_checkpoint, snapshot_path
 from .config import from_dict
 from .diffusion.build import build_dit_for
 from .errors import CheckpointError
@@ -77,19 +77,37 @@ def _legacy_record(run_dir: Path, state: dict) -> dict:
             "tokenizer_sha256": (meta.get("identity") or {}).get("tokenizer_weights_sha256")}
 
 
-def load_dit(run_dir: Folder, *, use_ema: bool = True, device: str | torch.device = "cpu"):
-    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode.
-
-    The model's `sampling_record` attribute holds what sampling needs: latent_shape, num_classes,
-    latent_mean/latent_std (1 x C x 1 x 1) and tokenizer_sha256 / tokenizer_dir (None when unknown).
-    """
-    run_dir = Path(run_dir)
+def _dit_state(run_dir: Path, step: int | None) -> tuple[Path, dict]:
+    """(file, contents) of a DiT run: dit.pt, else its newest checkpoint; with `step`, the snapshot kept after that
+    step (dit.pt or a checkpoint when it is their step)."""
+    if step is not None and snapshot_path(run_dir, step).exists():
+        return snapshot_path(run_dir, step), load_checkpoint(snapshot_path(run_dir, step), map_location="cpu")
     path = run_dir / "dit.pt" if (run_dir / "dit.pt").exists() else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
                               f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
     state = load_checkpoint(path, map_location="cpu")
-    if not isinstance(state, dict) or not {"model", "ema", "config"} <= set(state):
+    if step is not None and isinstance(state, dict):  # dit.pt has no "step": its config's is its last
+        last = state.get("step") or (state.get("config") or {}).get("dit", {}).get("train", {}).get("steps")
+        if step != last:
+            kept = ", ".join(str(s) for s, _ in list_snapshots(run_dir)) or "none"
+            raise CheckpointError(f"{run_dir} kept no snapshot at step {step} (snapshots: {kept}; {path.name} is step "
+                                  f"{last}); train the run with dit.snapshots=[{step}] to keep one")
+    return path, state
+
+
+def load_dit(run_dir: Folder, *, use_ema: bool = True, device: str | torch.device = "cpu", step: int | None = None):
+    """(model, config) of a trained DiT run folder (its dit.pt, else its newest checkpoint), in eval mode.
+
+    With `step`, the EMA weights after that many steps: a snapshot the run kept (config dit.snapshots), or dit.pt
+    at its last step. The model's `sampling_record` attribute holds what sampling needs: latent_shape,
+    num_classes, latent_mean/latent_std (1 x C x 1 x 1) and tokenizer_sha256 / tokenizer_dir (None when unknown).
+    """
+    run_dir = Path(run_dir)
+    path, state = _dit_state(run_dir, step)
+    # a snapshot keeps only the EMA weights
+    need = {"ema", "config"} | (set() if use_ema and path.parent.name == "snapshots" else {"model"})
+    if not isinstance(state, dict) or not need <= set(state):
         raise CheckpointError(f"{path} is not a vavae_lab DiT file (it lacks 'model', 'ema' or 'config'; a "
                               "tokenizer?); pass the folder train-dit wrote, or load released weights with "
                               "vavae_lab.load_official_lightningdit")

@@ -367,3 +367,39 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
+
+
+def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, title: str | None = None) -> Figure:
+    """gFID against DiT training steps on a log-step axis (paper Fig. 4a/b): one line per tokenizer (colour) and
+    DiT seed (line style); `floor` (the real-vs-real FID) as a grey horizontal line.
+
+    Each row is one curve, as the study's convergence table gives it: tokenizer (label), seed, steps, gfid_steps.
+    """
+    if not rows:
+        raise DataError("plot_convergence needs at least one row: dict(tokenizer=..., seed=..., steps=[...], "
+                        "gfid_steps=[...])")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    colours: dict[str, str] = {}
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    ticks: set[int] = set()
+    for row in rows:
+        missing = [k for k in ("tokenizer", "steps", "gfid_steps") if k not in row]
+        if missing or len(row.get("steps", ())) != len(row.get("gfid_steps", ())):
+            raise DataError(f"convergence row {dict(row)} needs tokenizer and as many steps as gfid_steps")
+        colour = colours.setdefault(row["tokenizer"], f"C{len(colours) % 10}")
+        seed = row.get("seed", 0)
+        ax.plot(row["steps"], row["gfid_steps"], color=colour, marker="o", markersize=4,
+                linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{row['tokenizer']}, DiT seed {seed}")
+        ticks.update(int(s) for s in row["steps"])
+    if floor is not None:
+        ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
+    ax.minorticks_off()
+    ax.set_xlabel("DiT training steps (log scale)")
+    ax.set_ylabel("gFID (lower is better) ↓")
+    ax.set_title(title or "Convergence: gFID against DiT training steps")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig

@@ -110,8 +110,8 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
 
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
-    """report.md, report.json and the figures (frontier, Table 1 ladder, sampling sweeps) under out_dir."""
-    from ..analysis.plots import plot_frontier  # bare Figures: no backend switch, safe inside a notebook
+    """report.md, report.json and the figures (frontier, convergence) under out_dir."""
+    from ..analysis.plots import plot_convergence, plot_frontier  # bare Figures: no backend switch, notebook-safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +122,10 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         frontier = plot_frontier([{**r, "recon": r["rfid"]} for r in results["table2"] + results["dilemma"][:1]],
                                  "rfid", title="toy frontier: rFID vs gFID")
         frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
+    if results.get("convergence"):
+        floor = (results.get("floor") or {}).get("fid")
+        plot_convergence(results["convergence"], floor=floor).savefig(out / "convergence.png", dpi=100,
+                                                                      bbox_inches="tight")
     md = [f"# Toy study report (preset `{results['preset']}`)", ""]
     if results.get("note"):
         md += [f"> **{results['note']}**", ""]
@@ -157,7 +161,8 @@ def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides:
     """Run (or load from the cache) the toy study (or only `tables`) and write the report; returns report.md's path."""
     t0 = time.perf_counter()
     study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
-    job_list = T.jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables)
+    job_list = T.jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
+                      patch=int(study.dit_size.rsplit("/", 1)[1]))
     timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
     results = collect(preset, overrides, seeds=study.seeds, workers=max(1, jobs), device=device, tables=tables)
     results["timing"] = {"jobs": timing, "jobs_total_seconds": round(sum(t["seconds"] for t in timing), 1),

@@ -10,7 +10,7 @@ from .. import pipeline
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
-from .variants import SEEDS, TOKENIZERS, seed_overrides
+from .variants import CONVERGENCE_POINTS, SEEDS, TOKENIZERS, seed_overrides, size_overrides
 
 
 # The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI
@@ -41,7 +41,10 @@ class Study:
         # Table 6 sampling: the paper's 10,000 vectors and >= 3 t-SNE runs in lab, a token amount in smoke
         self.uniformity_n, self.uniformity_runs = (300, 2) if preset == "smoke" else (10000, 3)
         self.base = load_config(preset, list(self.overrides))
-        self.dit_family = self.base.dit.model.size.rsplit("/", 1)[0]  # Table 1 switches its patch size
+        self.dit_size = self.base.dit.model.size
+        self.dit_family = self.dit_size.rsplit("/", 1)[0]  # Table 1 switches its patch size
+        # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (75 ... 600 in lab)
+        self.curve_steps = pipeline.log_steps(self.base.dit.train.steps, CONVERGENCE_POINTS)
         self.device = torch.device(device) if device else None
 
     def seeded(self, seed: int) -> tuple[str, ...]:
@@ -53,6 +56,14 @@ class Study:
         from .variants import table1_overrides
 
         return table1_overrides(row, self.dit_family)
+
+    def sized(self, family: str) -> tuple[str, ...]:
+        """Extra overrides that train a variant's DiT at size `family` ("toy-S") with the preset DiT's patch."""
+        return size_overrides(family, self.dit_size)
+
+    def snapshotted(self) -> tuple[str, ...]:
+        """The override that keeps a DiT's EMA weights at the curve's steps before its last (in no cache key)."""
+        return (f"dit.snapshots=[{','.join(str(s) for s in self.curve_steps[:-1])}]",)
 
     # -- configs and cache keys -------------------------------------------------------------------------
     def config(self, name: str, *extra: str) -> Config:
@@ -124,6 +135,18 @@ class Study:
         """gFID, IS, precision and recall of a variant's DiT (sampling settings in `extra`), cached as JSON."""
         config = self.config(name, *extra)
         return pipeline.generation(config, n=n, device=self._device(config), progress=self.progress)
+
+    def convergence(self, name: str, *extra: str, n: int | None = None) -> list[dict]:
+        """gFID (IS, precision, recall, class accuracy) of a variant's DiT after each of `curve_steps`, from the
+        snapshots of its one run (pipeline.convergence; each point cached, the last is `generation`'s result)."""
+        config = self.config(name, *self.snapshotted(), *extra)
+        return pipeline.convergence(config, n=n, device=self._device(config), progress=self.progress)
+
+    def dit_cost(self, name: str, *extra: str) -> dict:
+        """Parameters and FLOPs per training step of a variant's DiT (estimate.dit_cost; counted, not trained)."""
+        from ..estimate import dit_cost
+
+        return dit_cost(self.config(name, *extra))
 
     def floor(self) -> dict:
         """FID of held-out real images scored like the study's samples (same count): the best a gFID can be."""

@@ -1,6 +1,7 @@
 """The toy versions of the paper's tables, as lists of row dicts computed from a `Study` (cached runs)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -241,6 +242,125 @@ def sampling(study: Study) -> dict[str, list[dict]]:
     return {k: _rows(study, v) for k, v in sweeps.items()}
 
 
+def steps_to_reach(steps: Sequence[int], gfids: Sequence[float], target: float) -> tuple[float | None, str]:
+    """(steps, how) a gFID curve needs to reach `target`: at its first point at or below it, interpolated linearly
+    in log-steps from the point before ("interpolated"); the first snapshot itself when that one is already there
+    ("at most": it may have got there earlier); (None, "never") when no point reaches it."""
+    for i, (step, gfid) in enumerate(zip(steps, gfids)):
+        if gfid <= target:
+            if i == 0:
+                return float(step), "at most"
+            s0, g0 = steps[i - 1], gfids[i - 1]
+            frac = (g0 - target) / (g0 - gfid)
+            return math.exp(math.log(s0) + frac * (math.log(step) - math.log(s0))), "interpolated"
+    return None, "never"
+
+
+def speedup(steps_a: Sequence[int], gfid_a: Sequence[float], steps_b: Sequence[int], gfid_b: Sequence[float]) -> dict:
+    """The paper's speed-up of curve B over curve A (Fig. 4): A's full budget over the steps B needs to reach the
+    gFID A ends at. {"target", "steps", "speedup", "how", "reason"}; steps and speedup are None when B never
+    reaches it (the reason says B's best), and the speed-up is a lower bound when B is there at its first point."""
+    target, budget = gfid_a[-1], steps_a[-1]
+    need, how = steps_to_reach(steps_b, gfid_b, target)
+    if need is None:
+        reason = f"never reaches {target:.1f} in {steps_b[-1]} steps (its best: {min(gfid_b):.1f})"
+        return {"target": target, "steps": None, "speedup": None, "how": how, "reason": reason}
+    reason = (f"already below {target:.1f} at its first snapshot (step {steps_b[0]}): at least {budget / need:.2f}x"
+              if how == "at most" else "")
+    return {"target": target, "steps": need, "speedup": budget / need, "how": how, "reason": reason}
+
+
+def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
+    """`speedup` of tokenizer b over a per DiT seed (convergence rows), their mean and spread, judged by the seed
+    rule (`claim`): each seed's speed-up - 1 must be positive and exceed the spread. None where a seed never gets
+    there."""
+    curves = {(r["name"], r["seed"]): r for r in rows}
+    seeds = sorted(s for n, s in curves if n == a and (b, s) in curves)
+    per = [speedup(curves[(a, s)]["steps"], curves[(a, s)]["gfid_steps"], curves[(b, s)]["steps"],
+                   curves[(b, s)]["gfid_steps"]) for s in seeds]
+    out = {"claim": f"{V.TOKENIZERS[b].label} reaches the final gFID of {V.TOKENIZERS[a].label}", "a": a, "b": b,
+           "seeds": seeds, "target_seeds": [p["target"] for p in per], "steps_seeds": [p["steps"] for p in per],
+           "speedup_seeds": [p["speedup"] for p in per], "reasons": [p["reason"] for p in per]}
+    values = out["speedup_seeds"]
+    if not per or None in values:
+        never = [f"DiT seed {s}: {p['reason']}" for s, p in zip(seeds, per) if p["speedup"] is None]
+        return {**out, "speedup": None, "speedup_spread": None,
+                "verdict": "not shown: " + ("; ".join(never) or "no seed has both curves")}
+    spread = max(values) - min(values)
+    verdict = claim("", {"x_seeds": [1.0] * len(values), "x_spread": 0.0},
+                    {"x_seeds": values, "x_spread": spread}, "x")["verdict"]
+    first = any(p["how"] == "at most" for p in per)
+    bound = " (a lower bound where a seed is there at its first snapshot)" if first else ""
+    return {**out, "speedup": sum(values) / len(values), "speedup_spread": spread, "verdict": verdict + bound}
+
+
+def convergence(study: Study) -> tuple[list[dict], dict]:
+    """Fig. 4a/b at toy scale: each tokenizer's gFID after each of the study's curve steps, one DiT run per DiT
+    seed; and the speed-up of d32 + VF over d32 (`seeded_speedup`)."""
+    rows = []
+    for name in V.CONVERGENCE:
+        for seed in study.seeds:
+            curve = study.convergence(name, *study.seeded(seed))
+            rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "seed": seed,
+                         "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
+                         "class_acc_steps": [r.get("class_acc") for r in curve]})
+    return _rows(study, rows), seeded_speedup(rows, *V.SPEEDUP)
+
+
+def scaling(study: Study) -> tuple[list[dict], dict]:
+    """Fig. 4c at toy scale: gFID at the preset's step budget for each DiT size on a low-d and a high-d tokenizer,
+    with the DiT's parameters and FLOPs per training step (`estimate.dit_cost`); and the high-d gap per size."""
+    rows = []
+    for name in V.SCALING:
+        for family in V.SCALING_SIZES:
+            extra = study.sized(family)
+            cost = study.dit_cost(name, *extra)
+            rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
+                         .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
+                         **seeded_gfid(study, name, "gfid", *extra)})
+    return _rows(study, rows), scaling_gaps(rows)
+
+
+def scaling_gaps(rows: Sequence[dict]) -> dict:
+    """The gFID gap high-d - low-d (V.SCALING) per DiT size and seed, and whether the largest DiT has the smaller
+    gap than the smallest in every seed by more than the spread (`claim`; Fig. 4c says it shrinks)."""
+    low, high = V.SCALING
+    by = {(r["name"], r["size"]): r for r in rows}
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    gaps = []
+    for size in sizes:
+        diffs = [h - l for l, h in zip(by[(low, size)]["gfid_seeds"], by[(high, size)]["gfid_seeds"])]
+        gaps.append({"size": size, "gap": sum(diffs) / len(diffs), "gap_seeds": diffs,
+                     "gap_spread": max(diffs) - min(diffs)})
+    text = f"the gap of {V.TOKENIZERS[high].label} shrinks from {sizes[0]} to {sizes[-1]}"
+    return {"gaps": gaps, "claim": claim(text, gaps[-1], gaps[0], "gap")}
+
+
+def _convergence_notes(results: dict) -> list[str]:
+    """The figure, the speed-up per DiT seed with its verdict, and the paper's Fig. 4, as report lines."""
+    lines = ["", "![convergence](convergence.png)", ""]
+    sp = results.get("speedup")
+    if sp:
+        seeds = " / ".join("-" if v is None else f"{v:.2f}x" for v in sp["speedup_seeds"])
+        steps = " / ".join("-" if v is None else f"{v:.0f}" for v in sp["steps_seeds"])
+        spread = "" if sp["speedup_spread"] is None else f", spread {sp['speedup_spread']:.2f}"
+        lines.append(f"Speed-up: {sp['claim']} ({' / '.join(f'{t:.1f}' for t in sp['target_seeds'])} per DiT seed) "
+                     f"after {steps} steps: {seeds}{spread}. Verdict: {sp['verdict']}.")
+    return lines + ["", f"({V.FIG4_PAPER_NOTE})"]
+
+
+def _scaling_notes(results: dict) -> list[str]:
+    """The high-d gap per DiT size and the verdict on whether it shrinks, as report lines."""
+    sc = results.get("scaling_gap")
+    if not sc:
+        return []
+    gaps = "; ".join(f"{g['size']} {g['gap']:+.1f} ({' / '.join(f'{d:+.1f}' for d in g['gap_seeds'])})"
+                     for g in sc["gaps"])
+    return ["", f"gFID gap {' - '.join(reversed(V.SCALING))} per DiT size (per DiT seed): {gaps}. "
+                f"Claim: {sc['claim']['claim']}. Verdict: {sc['claim']['verdict']}. FLOPs per step are counted by "
+                "torch.utils.flop_counter (forward + backward of one batch).", "", f"({V.FIG4_PAPER_NOTE})"]
+
+
 Column = tuple[str, str, str]  # (row key, header, format)
 # a list value (one per DiT seed) is shown as "a / b"
 GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT seed", ".1f"),
@@ -308,12 +428,20 @@ TABLES: list[Table] = [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
         ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"]),
     Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,)),
+    Table("convergence", "Fig. 4a/b: convergence, gFID against DiT steps", convergence, [
+        ("tokenizer", "tokenizer", ""), ("seed", "DiT seed", ""), ("steps", "steps", ""),
+        ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f")],
+          V.CONVERGENCE, seeds=True, also="speedup", notes=_convergence_notes),
+    Table("scaling", "Fig. 4c: DiT size at a fixed step budget", scaling, [
+        ("tokenizer", "tokenizer", ""), ("size", "DiT", ""), ("params", "parameters", ","),
+        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS], V.SCALING, seeds=True, also="scaling_gap",
+          notes=_scaling_notes),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
 
 
 def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: Sequence[int] = V.SEEDS,
-         base_seed: int = 0, tables: Sequence[str] | None = None
+         base_seed: int = 0, tables: Sequence[str] | None = None, patch: int = 1
          ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
     """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
 
@@ -321,7 +449,9 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     order once the first job (a tokenizer's pipeline, which also trains the shared toy networks) is done.
     `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows; `seeds` are
     the DiT seeds of the `seeds` tables (`base_seed`: the run's own); `tables` (keys of TABLES) keeps only the
-    jobs those tables need, tokenizers in the order the tables name them.
+    jobs those tables need, tokenizers in the order the tables name them. A tokenizer's convergence runs come
+    first in its job, so that its DiTs are trained once, with their snapshots; the scaling table's other DiT
+    sizes (at the preset DiT's `patch`) are one job per tokenizer and size, after the tokenizers' jobs.
     """
     unknown = [k for k in tables or () if k not in BY_KEY]
     if unknown:
@@ -337,6 +467,8 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     for name in names:
         runs = [V.seed_overrides(s, base_seed) for s in seeds] if name in seeded else [()]
         calls = [("generation", name, r) for r in runs]
+        if "convergence" in keys and name in V.CONVERGENCE:
+            calls = [("convergence", name, r) for r in runs] + calls
         if "dilemma" in keys and name in V.DILEMMA:  # notebook 01's rFID per tokenizer seed
             calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]
         if name in guided:
@@ -346,6 +478,10 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
         if "table6" in keys and name in BY_KEY["table6"].names:
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
+    if "scaling" in keys:
+        sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in V.SCALING for f in V.SCALING_SIZES]
+        out += [(ov, [("generation", n, (*extra, *V.seed_overrides(s, base_seed))) for s in seeds])
+                for n, extra in sized if extra]
     if "table1" in keys:
         out += [(ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
     if "sampling" in keys:

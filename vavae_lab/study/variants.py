@@ -58,6 +58,22 @@ TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
 UNIFORMITY = ("d32", "d32_vf")
 LATENT_VIEWS = ("d4", "d32", "d32_vf")
 DIT_TOKENIZER = "d32_vf"  # the latents notebooks 04 and 05 train and sample on
+# Fig. 4a/b: gFID against DiT steps, from snapshots of one run per tokenizer and DiT seed (4 log-spaced steps
+# ending at the preset's budget); the speed-up is the steps SPEEDUP[1] needs to reach SPEEDUP[0]'s final gFID
+CONVERGENCE = ("d4", "d32", "d32_vf")
+CONVERGENCE_POINTS = 4
+SPEEDUP = ("d32", "d32_vf")
+# Fig. 4c: gFID at the preset's step budget for DiT sizes (same patch as the preset's DiT) on a low and a high d
+SCALING = ("d4", "d32")
+SCALING_SIZES = ("toy-XS", "toy-S", "toy-M")
+FIG4_PAPER_NOTE = ("the paper (docs/paper.md §1): with the VF loss the DiT converges up to 2.7x faster on f16d32 "
+                   "(Fig. 4a/b), and a high-d latent needs a much larger DiT to catch up (Fig. 1, Fig. 4c)")
+
+
+def size_overrides(family: str, base_size: str) -> tuple[str, ...]:
+    """The DiT overrides for size `family` ("toy-S") at the patch of the preset's `base_size` (none for that size)."""
+    size = f"{family}/{base_size.rsplit('/', 1)[1]}"
+    return () if size == base_size else (f"dit.model.size={size}",)
 
 # Table 1, cumulative: each row adds its overrides to all rows above it. The last row is the preset's DiT;
 # {family} is the preset DiT's size without its patch ("toy-XS" for lab).

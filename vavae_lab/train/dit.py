@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                          rng_state, set_rng_state)
+                          rng_state, set_rng_state, snapshot_path)
 from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
 from ..errors import CheckpointError, NonFiniteLossError
@@ -43,7 +43,9 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     """Train a LightningDiT on a latent cache; returns (EMA model if ema_decay > 0 else the model, history).
 
     With `out_dir`, writes config.yaml, metrics.jsonl (loss, its cosine/MSE parts and the loss per t-bin),
-    atomic checkpoints ({"model", "ema", "opt", ...}, the official layout) and the final `dit.pt`.
+    atomic checkpoints ({"model", "ema", "opt", ...}, the official layout) and the final `dit.pt`; and after each
+    step of config.dit.snapshots before the last, the EMA weights as snapshots/step_*.pt (read-only: the run's
+    weights, random streams and cache key are the same with or without them).
     """
     from ..diffusion.transport import loss_by_t_bins
     from ..latents import LatentDataset
@@ -139,6 +141,9 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
             window_t, window_loss = [], []
         bar.update(1)
+        if run_dir is not None and info.is_main and done in dc.snapshots and done < tc.steps:
+            atomic_save({"step": done, "ema": ema.state_dict(), "config": to_dict(config), **artifact},
+                        snapshot_path(run_dir, done))
         if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):
             if info.is_main:
                 path = checkpoint_path(run_dir, done)

@@ -1,0 +1,212 @@
+"""Issue 20: gFID along one DiT run from its snapshots, the speed-up read off two curves, and DiT size scaling."""
+import json
+
+import pytest
+import torch
+
+from vavae_lab import pipeline
+from vavae_lab.checkpoint import list_snapshots, load_checkpoint
+from vavae_lab.cli import main
+from vavae_lab.config import apply_overrides
+from vavae_lab.estimate import dit_cost
+from vavae_lab.study import Study
+from vavae_lab.study import tables as T
+from vavae_lab.study import variants as V
+from vavae_lab.study.runner import SMOKE_STUDY
+from vavae_lab.train.dit import train_dit
+
+TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",
+        "tokenizer.train.eval_images=32", "tokenizer.train.ckpt_every=4", "dit.train.steps=8",
+        "dit.train.batch_size=16", "dit.train.ckpt_every=8", "sample.num_samples=32", "sample.batch_size=32",
+        "sample.steps=2", "metrics.num_images=32", "latents.shard_size=128", "latents.stats_count=128")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A tiny smoke study in its own cache (curve steps 1, 2, 4, 8), shared by the tests that train."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAVAE_LAB_DATA", str(tmp_path_factory.mktemp("convergence")))
+        yield Study("smoke", TINY, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(study, tmp_path_factory):
+    """The d4 DiT trained into two folders: without snapshots (plain/) and with them (snap/)."""
+    root = tmp_path_factory.mktemp("runs")
+    config = study.config("d4")
+    latents = study.latents("d4")
+    train_dit(config, latents, root / "plain")
+    train_dit(apply_overrides(config, {"dit.snapshots": [1, 2, 4]}), latents, root / "snap")
+    return root
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("nothing should be trained or sampled again")
+
+
+def test_snapshots_are_in_no_cache_key():
+    for preset in ("smoke", "lab", "lab_long"):
+        s = Study(preset, progress=False)
+        assert s.curve_steps[-1] == s.base.dit.train.steps and len(s.curve_steps) == V.CONVERGENCE_POINTS
+        for name in V.CONVERGENCE:
+            plain, snap = s.config(name), s.config(name, *s.snapshotted())
+            assert snap.dit.snapshots == s.curve_steps[:-1] and plain.dit.snapshots == ()
+            assert s.dit_key(snap) == s.dit_key(plain) and s.generation_key(snap, 8) == s.generation_key(plain, 8)
+    assert Study("lab").curve_steps == (75, 150, 300, 600) and pipeline.log_steps(20) == (2, 5, 10, 20)
+    lab = Study("lab").config("d32")
+    keys = {pipeline.stage_key(lab, "generation", n=2000, step=s) for s in (75, 150, 300)}
+    assert len(keys) == 3 and pipeline.stage_key(lab, "generation", n=2000) not in keys
+
+
+def test_snapshots_leave_the_final_weights_unchanged(runs):
+    plain = load_checkpoint(runs / "plain" / "dit.pt")
+    snap = load_checkpoint(runs / "snap" / "dit.pt")
+    for part in ("model", "ema"):
+        assert all(torch.equal(plain[part][k], snap[part][k]) for k in plain[part])
+    assert [s for s, _ in list_snapshots(runs / "snap")] == [1, 2, 4] and not list_snapshots(runs / "plain")
+    kept = load_checkpoint(list_snapshots(runs / "snap")[0][1])
+    assert kept["step"] == 1 and "ema" in kept and not {"model", "opt"} & set(kept)  # EMA weights only
+
+
+def test_a_snapshot_is_the_run_stopped_at_its_step(study, runs, tmp_path):
+    """Under the smoke DiT's constant learning rate, the snapshot after 4 of 8 steps is a 4-step run's EMA."""
+    train_dit(apply_overrides(study.config("d4"), {"dit.train.steps": 4}), study.latents("d4"), tmp_path)
+    four = load_checkpoint(tmp_path / "dit.pt")["ema"]
+    kept = load_checkpoint(list_snapshots(runs / "snap")[-1][1])["ema"]
+    assert all(torch.equal(four[k], kept[k]) for k in four)
+
+
+def test_convergence_reuses_a_trained_dit_and_caches_every_point(study, monkeypatch):
+    final = study.generation("d4")  # the DiT trained without snapshots, as the pack restores one
+    run = study._dirs(study.config("d4"))["dit"]
+    weights = (run / "dit.pt").read_bytes()
+    curve = study.convergence("d4")
+    assert [r["step"] for r in curve] == list(study.curve_steps) == [1, 2, 4, 8]
+    assert curve[-1]["fid"] == final["fid"] and all(r["n"] == 32 and 0 <= r["class_acc"] <= 1 for r in curve)
+    assert [s for s, _ in list_snapshots(run)] == [1, 2, 4] and not (run / "snapshot_run").exists()
+    assert (run / "dit.pt").read_bytes() == weights  # retrained beside it for the snapshots; dit.pt never rewritten
+    sidecars = [json.loads(p.read_text()) for p in (run.parents[1] / "results").glob("*.config.json")]
+    assert sorted(c["key_args"].get("step", 8) for c in sidecars) == [1, 2, 4, 8]
+    import vavae_lab.train.dit as train_module
+
+    monkeypatch.setattr(train_module, "train_dit", _boom)
+    monkeypatch.setattr(pipeline, "evaluate_dit", _boom)
+    assert study.convergence("d4") == curve  # every point read back from the cache
+
+
+def test_a_new_dit_is_trained_once_with_its_snapshots(study, monkeypatch):
+    import vavae_lab.train.dit as train_module
+
+    calls = []
+    real = train_module.train_dit
+    monkeypatch.setattr(train_module, "train_dit", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    curve = study.convergence("d4", *study.seeded(1))
+    run = study._dirs(study.config("d4", *study.seeded(1)))["dit"]
+    assert calls == [run] and [s for s, _ in list_snapshots(run)] == [1, 2, 4] and len(curve) == 4
+    assert study.generation("d4", *study.seeded(1))["fid"] == curve[-1]["fid"]
+
+
+def test_speedup_reads_the_steps_to_reach_the_baselines_final_gfid():
+    steps = [1, 2, 4, 8]
+    base = [100.0, 80.0, 60.0, 50.0]
+    sp = T.speedup(steps, base, steps, [90.0, 60.0, 40.0, 30.0])  # 50 lies halfway from 60 (step 2) to 40 (step 4)
+    assert sp["how"] == "interpolated" and sp["steps"] == pytest.approx(2 * 2 ** 0.5)
+    assert sp["speedup"] == pytest.approx(8 / (2 * 2 ** 0.5)) and sp["target"] == 50.0
+    first = T.speedup(steps, base, steps, [45.0, 40.0, 35.0, 30.0])
+    assert first["how"] == "at most" and first["speedup"] == 8.0 and "at least" in first["reason"]
+    never = T.speedup(steps, base, steps, [120.0, 110.0, 100.0, 90.0])
+    assert never["steps"] is None and never["speedup"] is None
+    assert "never reaches 50.0" in never["reason"] and "best: 90.0" in never["reason"]
+
+    def curve(name, seed, gfids):
+        return {"name": name, "seed": seed, "steps": steps, "gfid_steps": gfids}
+
+    a, b = V.SPEEDUP
+    rows = [curve(a, 0, base), curve(a, 1, [100.0, 80.0, 60.0, 52.0]),
+            curve(b, 0, [90.0, 60.0, 40.0, 30.0]), curve(b, 1, [90.0, 62.0, 45.0, 30.0])]
+    both = T.seeded_speedup(rows, a, b)
+    assert both["seeds"] == [0, 1] and all(v > 2 for v in both["speedup_seeds"])
+    assert both["speedup_spread"] == pytest.approx(max(both["speedup_seeds"]) - min(both["speedup_seeds"]))
+    assert both["verdict"] == "shown"
+    rows[3] = curve(b, 1, [120.0, 110.0, 100.0, 90.0])
+    one_never = T.seeded_speedup(rows, a, b)
+    assert one_never["speedup"] is None and one_never["speedup_seeds"][1] is None
+    assert one_never["verdict"].startswith("not shown: DiT seed 1: never reaches 52.0")
+
+
+def test_flops_and_parameters_grow_with_the_dit_size():
+    config = Study("smoke", progress=False).config("d32")
+    costs = [dit_cost(apply_overrides(config, [f"dit.model.size={f}/1"])) for f in V.SCALING_SIZES]
+    assert all(c["params"] > 0 and c["flops_per_step"] > 0 for c in costs)
+    assert [c["params"] for c in costs] == sorted({c["params"] for c in costs})
+    assert [c["flops_per_step"] for c in costs] == sorted({c["flops_per_step"] for c in costs})
+    double = dit_cost(apply_overrides(config, {"dit.train.batch_size": 2 * config.dit.train.batch_size}))
+    assert double["flops_per_step"] == 2 * costs[0]["flops_per_step"]  # counted per batch: exactly linear in it
+
+
+def test_jobs_train_each_curve_before_its_gfids_and_every_size_once():
+    jobs = T.jobs(tables=["convergence", "scaling"], seeds=(0, 1))
+    calls = [c for _, job in jobs for c in job]
+    assert len(calls) == len(set(calls))
+    for _, job in jobs[:len(V.CONVERGENCE)]:
+        methods = [m for m, _, _ in job]
+        assert methods[:2] == ["convergence"] * 2 and set(methods[2:]) <= {"generation"}
+    sized = {(n, e[0]) for m, n, e in calls if m == "generation" and e and e[0].startswith("dit.model.size")}
+    assert sized == {(n, f"dit.model.size={f}/1") for n in V.SCALING for f in V.SCALING_SIZES[1:]}
+
+
+@pytest.mark.slow
+def test_reproduce_builds_both_tables_and_the_figure(study, tmp_path, monkeypatch):
+    from vavae_lab.study import reproduce
+
+    monkeypatch.setattr(V, "SCALING_SIZES", ("toy-XS", "toy-S"))
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # jobs on one torch thread, as conftest runs the suite
+    path = reproduce("smoke", tmp_path, TINY, tables=["convergence", "scaling"], progress=False)
+    results = json.loads((tmp_path / "report.json").read_text())
+    assert len(results["convergence"]) == len(V.CONVERGENCE) * 2 and results["speedup"]["seeds"] == [0, 1]
+    assert [r["size"] for r in results["scaling"]] == ["toy-XS/1", "toy-S/1"] * 2
+    assert [g["size"] for g in results["scaling_gap"]["gaps"]] == ["toy-XS/1", "toy-S/1"]
+    text = path.read_text()
+    assert "## Fig. 4a/b" in text and "## Fig. 4c" in text and "Speed-up:" in text
+    assert (tmp_path / "convergence.png").stat().st_size > 1000
+
+
+def test_evaluate_checkpoints_cli(study, runs, capsys, tmp_path, monkeypatch):
+    overrides = [*SMOKE_STUDY, *TINY, *V.TOKENIZERS["d4"].overrides]
+
+    def fails(*argv):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ")
+        return err
+
+    assert "--steps 0 9: each step must lie between 1 and" in fails("evaluate-checkpoints", "--preset", "smoke",
+                                                                     *overrides, "--steps", "0", "4", "9")
+    assert "--dit" in fails("evaluate-checkpoints", "--dit", tmp_path / "nowhere")
+    err = fails("evaluate-checkpoints", "--dit", runs / "plain", "--steps", "2")
+    assert "--steps 2:" in err and "kept no snapshot at step 2" in err
+    out = tmp_path / "curve.json"
+    assert main(["evaluate-checkpoints", "--dit", str(runs / "snap"), "--n", "16", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["steps"] == [1, 2, 4, 8] and [r["n"] for r in saved["results"]] == [16] * 4
+    monkeypatch.setattr(pipeline, "evaluate_dit", _boom)  # the cache path reads what the study computed
+    study.convergence("d4")
+    assert main(["evaluate-checkpoints", "--preset", "smoke", *overrides, "--steps", "2", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert f"step 2: gFID {study.convergence('d4')[1]['fid']:.2f}" in printed
+
+
+def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor():
+    from vavae_lab.analysis.plots import plot_convergence
+    from vavae_lab.errors import DataError
+
+    rows = [{"tokenizer": t, "seed": s, "steps": [75, 150, 300, 600], "gfid_steps": [90.0, 70.0, 60.0, 55.0]}
+            for t in ("f4d32", "f4d32 + VF") for s in (0, 1)]
+    ax = plot_convergence(rows, floor=3.0).axes[0]
+    assert ax.get_xscale() == "log" and "steps" in ax.get_xlabel() and "gFID" in ax.get_ylabel() and ax.get_title()
+    assert len(ax.get_lines()) == 5 and ax.get_lines()[-1].get_ydata()[0] == 3.0  # 4 curves + the floor
+    assert ax.get_lines()[0].get_linestyle() != ax.get_lines()[1].get_linestyle()  # seeds differ in line style
+    with pytest.raises(DataError):
+        plot_convergence([])
+    with pytest.raises(DataError):
+        plot_convergence([{"tokenizer": "x", "steps": [1, 2], "gfid_steps": [1.0]}])

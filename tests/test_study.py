@@ -159,6 +159,16 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     assert verdicts[3:] == ["shown"] * 3
 
 
+def test_an_ablation_row_is_judged_against_the_full_loss_and_against_no_vf():
+    row = lambda n, *v: {"name": n, "gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
+    rows = [row("d32", 90.0, 88.0), row("d32_vf", 60.0, 62.0), row("a", 80.0, 75.0), row("b", 95.0, 70.0)]
+    out = T.ablation_claims(rows)
+    assert [c["claim"].split(":")[0] for c in out[::2]] == ["a", "b"]  # one pair per ablation row, full and base skipped
+    assert [c["verdict"] for c in out[:2]] == ["shown", "shown"]  # a: +20 / +13 > 5 worse than full, +10 / +13 better than none
+    assert out[2]["verdict"].startswith("same sign")  # b: +35 / +8 worse than full, but its own spread is 25
+    assert out[3]["verdict"].startswith("not shown")  # and better than none in one seed only
+
+
 def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
     yardstick = {"gfid": 100.0, "gfid_seeds": [95.0, 105.0], "gfid_spread": 10.0}  # 10 % of the mean
     assert T.single_seed_claim("c", 300.0, 250.0, yardstick)["verdict"] == "lower gFID"  # -17 %

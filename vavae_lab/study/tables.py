@@ -114,6 +114,19 @@ def vf_claims(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+def ablation_claims(rows: Sequence[dict], full: str = "d32_vf", base: str = "d32") -> list[dict]:
+    """Each ablation row of Table 5 or 4 against the full VF loss (is it worse?) and against no VF (is it better?)."""
+    by = {r["name"]: r for r in rows}
+    out = []
+    for row in rows:
+        if row["name"] in (full, base):
+            continue
+        label = row.get("tokenizer", row["name"])
+        out.append(claim(f"{label}: worse than {by[full].get('tokenizer', full)}", by[full], row))
+        out.append(claim(f"    better than {by[base].get('tokenizer', base)} (no VF)", row, by[base]))
+    return out
+
+
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
                  ("spread", "seed spread", ".1f"), ("verdict", "verdict", "")]
 

@@ -104,6 +104,9 @@ def test_tsne_density_one_panel_per_tokenizer_with_metrics_in_titles():
     titles = [ax.get_title() for ax in fig.axes[:2]]
     assert "f16d32" in titles[0] and "0.263" in titles[0] and "0.145" in titles[0] and "0.9950" in titles[0]
     assert "VA-VAE" in titles[1] and "0.178" in titles[1] and "0.096" in titles[1]
+    assert fig._suptitle is None
+    titled = plots.plot_tsne_density({"f16d32": _result(0.263, 0.145, 0.995)}, title="paper latents")
+    assert titled._suptitle.get_text() == "paper latents"
     with pytest.raises(DataError, match="embedding"):
         plots.plot_tsne_density({"x": {"density": 1.0, "gini": 0.1, "entropy": 0.9}})
 
@@ -163,6 +166,7 @@ def test_reconstructions_grid_and_psnr_titles():
     assert len(fig.axes) == 3 * 2
     # MSE 100 on the 0..255 scale -> 10 log10(255^2 / 100) = 28.13 dB
     assert fig.axes[2].get_title() == "PSNR 28.1" and fig.axes[2].get_ylabel() == "A"
+    assert plots.plot_reconstructions(inputs, {"A": inputs}, title="lab")._suptitle.get_text() == "lab"
     with pytest.raises(DataError, match="one reconstruction per input"):
         plots.plot_reconstructions(inputs, {"A": inputs[:1]})
 

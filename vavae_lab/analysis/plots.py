@@ -86,7 +86,7 @@ def format_metrics(result: Mapping) -> str:
 
 
 def plot_tsne_density(results: Mapping[str, Mapping], *, point_size: float = 3.0, panel_size: float = 3.4,
-                      cmap: str = "viridis") -> Figure:
+                      cmap: str = "viridis", title: str | None = None) -> Figure:
     """t-SNE scatters side by side, coloured by KDE density / mean density, with the metrics in each title.
 
     results maps a tokenizer name to a `uniformity.single_run` result (embedding n x 2, densities n, and each
@@ -115,6 +115,8 @@ def plot_tsne_density(results: Mapping[str, Mapping], *, point_size: float = 3.0
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
     fig.colorbar(scatter, ax=list(axes), label="density / mean density", shrink=0.85)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -212,8 +214,9 @@ def plot_channel_stats(latents, *, title: str | None = None) -> Figure:
     ax_bar.bar(idx + 0.2, std, width=0.4, label="std", color="tab:orange")
     ax_bar.axhline(0.0, color="0.3", linewidth=0.6)
     ax_bar.set_xlabel("channel")
+    ax_bar.set_ylabel("value (normalised latents)")
     ax_bar.set_title(f"mean |mean| {np.abs(mean).mean():.3f} · mean std {std.mean():.3f}", fontsize=9)
-    ax_bar.legend(fontsize=8)
+    ax_bar.legend(fontsize=8, loc="upper left")
     image = ax_corr.imshow(corr, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
     ax_corr.set_xlabel("channel")
     ax_corr.set_ylabel("channel")
@@ -243,7 +246,8 @@ def image_grid(images, nrow: int = 8, titles: Sequence[str] | None = None, *, ce
     return fig
 
 
-def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: float = 1.4) -> Figure:
+def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: float = 1.4,
+                         title: str | None = None) -> Figure:
     """Inputs in the first row, each tokenizer's reconstructions below, titled with their PSNR in dB."""
     inputs = hwc_uint8(images)
     n = inputs.shape[0]
@@ -262,6 +266,8 @@ def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: 
         for j in range(n):
             _show(axes[i, j], rec[j], f"PSNR {_psnr_uint8(inputs[j], rec[j]):.1f}")
         axes[i, 0].set_ylabel(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -166,6 +166,9 @@ def test_reproduce_builds_both_tables_and_the_figure(study, tmp_path, monkeypatc
     assert len(results["convergence"]) == len(V.CONVERGENCE) * 2 and results["speedup"]["seeds"] == [0, 1]
     assert [r["size"] for r in results["scaling"]] == ["toy-XS/1", "toy-S/1"] * 2
     assert [g["size"] for g in results["scaling_gap"]["gaps"]] == ["toy-XS/1", "toy-S/1"]
+    rows, _ = T.scaling(study, ["toy-S"])  # a chosen subset of sizes, read from the same cache
+    assert [r["size"] for r in rows] == ["toy-S/1"] * 2
+    assert [r["gfid"] for r in rows] == [r["gfid"] for r in results["scaling"] if r["size"] == "toy-S/1"]
     text = path.read_text()
     assert "## Fig. 4a/b" in text and "## Fig. 4c" in text and "Speed-up:" in text
     assert (tmp_path / "convergence.png").stat().st_size > 1000
@@ -210,3 +213,22 @@ def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor
         plot_convergence([])
     with pytest.raises(DataError):
         plot_convergence([{"tokenizer": "x", "steps": [1, 2], "gfid_steps": [1.0]}])
+
+
+def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_every_seed():
+    from vavae_lab.analysis.plots import plot_scaling
+    from vavae_lab.errors import DataError
+
+    rows = [{"tokenizer": t, "size": s, "params": p, "gfid": g, "gfid_seeds": [g - 1, g + 1]}
+            for t, base in (("f4d4", 50.0), ("f4d32", 90.0))
+            for s, p, g in (("toy-M/1", 1.9e6, base - 20), ("toy-XS/1", 1.8e5, base))]
+    ax = plot_scaling(rows).axes[0]
+    assert ax.get_xscale() == "log" and "parameters" in ax.get_xlabel() and "gFID" in ax.get_ylabel()
+    lines = ax.get_lines()
+    assert len(lines) == 2 and list(lines[0].get_xdata()) == [1.8e5, 1.9e6]  # sorted by size, not row order
+    assert list(lines[1].get_ydata()) == [90.0, 70.0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # every seed of every row
+    with pytest.raises(DataError, match="params"):
+        plot_scaling([{"tokenizer": "x", "size": "toy-S", "gfid": 1.0}])
+    with pytest.raises(DataError):
+        plot_scaling([])

@@ -7,7 +7,7 @@ import torch
 from vavae_lab import cli, pack, pipeline
 from vavae_lab.runs import load_dit, load_tokenizer
 from vavae_lab.study import Study
-from vavae_lab.study.packing import build_pack, stale_entries
+from vavae_lab.study.packing import build_pack, stale_entries, weights_filter
 
 TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",
         "tokenizer.train.eval_images=32", "tokenizer.train.ckpt_every=4", "dit.train.steps=4",
@@ -139,6 +139,23 @@ def test_an_entry_whose_preset_changed_is_stale(packed, monkeypatch, tmp_path):
     monkeypatch.setitem(presets.PRESETS, "smoke", changed)
     stale = stale_entries(root)
     assert any(s.startswith("tokenizer/") for s in stale) and any(s.startswith("dit/") for s in stale)
+
+
+@pytest.mark.slow
+def test_weights_except_packs_the_results_of_those_runs_but_not_their_weights(packed, monkeypatch, tmp_path):
+    root = tmp_path / "results_only"
+    arts = build_pack(packed["cache"], command="pytest", preset="smoke", root=root,
+                      weights_except=["dit.train.steps=4"])["artifacts"]
+    assert arts and all(e["stage"] not in ("tokenizer", "dit") for e in arts.values())
+    assert not (root / "dit").exists() and (root / "generation").is_dir()
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "fresh"))
+    monkeypatch.setenv(pack.PACK_ENV, str(root))
+    _no_training(monkeypatch)
+    assert Study("smoke", TINY, progress=False).generation("d4")["fid"] == packed["result"]["fid"]
+    keep = weights_filter(["dit.train.steps=5"])
+    assert keep(packed["config"])  # a value that differs keeps the weights
+    assert cli.main(["pack", "--cache", str(packed["cache"]), "--preset", "smoke", "--out", str(tmp_path / "p"),
+                     "--weights-except", "dit.model.size"]) == 2
 
 
 def test_pack_command_refuses_a_folder_that_is_not_a_study_cache(tmp_path, capsys):

@@ -143,6 +143,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert (tmp_path / "frontier.png").stat().st_size > 1000
     assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
+    assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
 
 
 def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():

@@ -299,7 +299,8 @@ def _pack(args) -> None:
                           "data/cache/study (or $VAVAE_LAB_DATA/cache/study)")
     root = Path(args.out).expanduser() if args.out else pack_dir()
     command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
-    manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype)
+    manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype,
+                          weights_except=args.weights_except)
     print(f"packed {len(manifest['artifacts'])} {args.preset} artifacts into {root}: "
           f"{pack_size(root) / 2**20:.1f} MiB")
     stale = stale_entries(root)
@@ -427,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dit-dtype", default="float16", choices=["float16", "float32"],
                    help="precision of the packed DiT weights (tokenizers are always float32, exact)")
     p.add_argument("--command", default=None, help="the command that trained the cache, for the manifest")
+    p.add_argument("--weights-except", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="leave out the weights (not the results) of runs with any of these overrides, e.g. "
+                        "dit.model.size=toy-M/1")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")

@@ -1,7 +1,7 @@
 """Analysis of latents and tokenizers: uniformity metrics, proxies, figures and interactive views."""
 from .plots import (
     channel_summary, image_grid, interpolate_latents, plot_channel_stats, plot_convergence, plot_frontier,
-    plot_interpolation, plot_latent_channels, plot_reconstructions, plot_tsne_density,
+    plot_interpolation, plot_latent_channels, plot_reconstructions, plot_scaling, plot_tsne_density,
 )
 from .uniformity import (
     density_cv, embed_tsne, gini, kde_densities, load_source, normalized_entropy, sample_vectors, single_run,

@@ -400,12 +400,45 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
         ticks.update(int(s) for s in row["steps"])
     if floor is not None:
         ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
-    ax.set_xscale("log")
+    _finish_gfid_axes(ax, "DiT training steps", title or "Convergence: gFID against DiT training steps")
     ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
     ax.minorticks_off()
-    ax.set_xlabel("DiT training steps (log scale)")
+    return fig
+
+
+def _finish_gfid_axes(ax, xlabel: str, title: str) -> None:
+    """The Fig. 4 panels' shared look: log x axis named `xlabel`, gFID on y, title, grid, legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{xlabel} (log scale)")
     ax.set_ylabel("gFID (lower is better) ↓")
-    ax.set_title(title or "Convergence: gFID against DiT training steps")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
+    """gFID against DiT parameters on a log axis (paper Fig. 4c): one line per tokenizer through the seed means
+    (filled markers), each DiT seed as a hollow marker, the DiT size written beside each mean.
+
+    Each row is one tokenizer at one DiT size, as the study's scaling table gives it: tokenizer (label), size,
+    params, gfid and optionally gfid_seeds.
+    """
+    if not rows:
+        raise DataError("plot_scaling needs at least one row: dict(tokenizer=..., size=..., params=..., gfid=...)")
+    for row in rows:
+        missing = [k for k in ("tokenizer", "size", "params", "gfid") if k not in row]
+        if missing:
+            raise DataError(f"scaling row {dict(row)} lacks {', '.join(missing)}")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, label in enumerate(dict.fromkeys(r["tokenizer"] for r in rows)):
+        mine = sorted((r for r in rows if r["tokenizer"] == label), key=lambda r: r["params"])
+        x, y = [r["params"] for r in mine], [r["gfid"] for r in mine]
+        ax.plot(x, y, color=f"C{i % 10}", marker="o", label=f"{label} (mean of the DiT seeds)")
+        for r in mine:
+            seeds = r.get("gfid_seeds") or []
+            ax.scatter([r["params"]] * len(seeds), seeds, facecolors="none", edgecolors=f"C{i % 10}", s=28)
+            ax.annotate(str(r["size"]), (r["params"], r["gfid"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    _finish_gfid_axes(ax, "DiT parameters", title or "DiT size at a fixed step budget: gFID per tokenizer")
     return fig

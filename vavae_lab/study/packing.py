@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ import yaml
 
 from ..atomic import atomic_write_json
 from ..config import Config, from_dict, load_config, to_dict
+from ..errors import ConfigError
 from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
 from ..pipeline import FOLDERS, RESULT_FOLDERS, stage_key
 
@@ -97,14 +99,33 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
     return files, from_dict(meta["config"]), float(history.get("wall_time_s") or 0.0)
 
 
+def weights_filter(weights_except: Sequence[str]):
+    """A test of a run's config for `build_pack`: False when its preset overrides include any of the "key=value"
+    pairs in `weights_except` (e.g. "dit.model.size=toy-M/1"), whose weights are then left out of the pack."""
+    pairs = []
+    for item in weights_except:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--weights-except {item}: give key=value, e.g. dit.model.size=toy-M/1")
+        pairs.append((key.strip(), value.strip()))
+
+    def keep(config: Config) -> bool:
+        mine = {k: str(v) for k, v in overrides_of(config).items()}
+        return not any(mine.get(k) == v for k, v in pairs)
+    return keep
+
+
 def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = None, dit_dtype: str = "float16",
-               stages=WEIGHTS_STAGES + RESULT_STAGES) -> dict:
+               stages=WEIGHTS_STAGES + RESULT_STAGES, weights_except: Sequence[str] = ()) -> dict:
     """Pack every finished tokenizer, DiT and result of `preset` in the study cache root `cache` into `root`.
 
     Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
     gives their folder name (older code), are left out. Results are packed when their config sidecar says
-    which config made them (`pipeline.save_result` writes one beside each result).
+    which config made them (`pipeline.save_result` writes one beside each result). `weights_except`
+    ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results:
+    for runs a notebook only reads numbers from (e.g. the larger DiTs of the scaling table), to fit the budget.
     """
+    keep = weights_filter(weights_except)
     root = root or pack_dir()
     prov, entries = _provenance(), {}  # before the old pack is removed
     if root.exists():
@@ -118,7 +139,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 if not ((run / done).is_file() and (run / "history.json").is_file()):
                     continue
                 config = from_dict(yaml_config(run))
-                if config.name != preset or stage_key(config, stage) != run.name:
+                if config.name != preset or stage_key(config, stage) != run.name or not keep(config):
                     continue
                 files, config, wall = _add_weights(stage, run.name, run, root, dtype)
                 entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,

@@ -111,7 +111,7 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
     """report.md, report.json and the figures (frontier, convergence) under out_dir."""
-    from ..analysis.plots import plot_convergence, plot_frontier  # bare Figures: no backend switch, notebook-safe
+    from ..analysis.plots import plot_convergence, plot_frontier, plot_scaling  # bare Figures: no backend switch, notebook-safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +126,8 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         floor = (results.get("floor") or {}).get("fid")
         plot_convergence(results["convergence"], floor=floor).savefig(out / "convergence.png", dpi=100,
                                                                       bbox_inches="tight")
+    if results.get("scaling"):
+        plot_scaling(results["scaling"]).savefig(out / "scaling.png", dpi=100, bbox_inches="tight")
     md = [f"# Toy study report (preset `{results['preset']}`)", ""]
     if results.get("note"):
         md += [f"> **{results['note']}**", ""]

@@ -320,12 +320,13 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
     return _rows(study, rows), seeded_speedup(rows, *V.SPEEDUP)
 
 
-def scaling(study: Study) -> tuple[list[dict], dict]:
-    """Fig. 4c at toy scale: gFID at the preset's step budget for each DiT size on a low-d and a high-d tokenizer,
-    with the DiT's parameters and FLOPs per training step (`estimate.dit_cost`); and the high-d gap per size."""
+def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict], dict]:
+    """Fig. 4c at toy scale: gFID at the preset's step budget for each DiT size (`sizes`, default
+    V.SCALING_SIZES) on a low-d and a high-d tokenizer, with the DiT's parameters and FLOPs per training step
+    (`estimate.dit_cost`); and the high-d gap per size."""
     rows = []
     for name in V.SCALING:
-        for family in V.SCALING_SIZES:
+        for family in sizes or V.SCALING_SIZES:
             extra = study.sized(family)
             cost = study.dit_cost(name, *extra)
             rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
@@ -369,7 +370,7 @@ def _scaling_notes(results: dict) -> list[str]:
         return []
     gaps = "; ".join(f"{g['size']} {g['gap']:+.1f} ({' / '.join(f'{d:+.1f}' for d in g['gap_seeds'])})"
                      for g in sc["gaps"])
-    return ["", f"gFID gap {' - '.join(reversed(V.SCALING))} per DiT size (per DiT seed): {gaps}. "
+    return ["", "![scaling](scaling.png)", "", f"gFID gap {' - '.join(reversed(V.SCALING))} per DiT size (per DiT seed): {gaps}. "
                 f"Claim: {sc['claim']['claim']}. Verdict: {sc['claim']['verdict']}. FLOPs per step are counted by "
                 "torch.utils.flop_counter (forward + backward of one batch).", "", f"({V.FIG4_PAPER_NOTE})"]
 

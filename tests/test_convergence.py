@@ -209,6 +209,8 @@ def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor
     assert ax.get_xscale() == "log" and "steps" in ax.get_xlabel() and "gFID" in ax.get_ylabel() and ax.get_title()
     assert len(ax.get_lines()) == 5 and ax.get_lines()[-1].get_ydata()[0] == 3.0  # 4 curves + the floor
     assert ax.get_lines()[0].get_linestyle() != ax.get_lines()[1].get_linestyle()  # seeds differ in line style
+    assert ax.get_yscale() == "log"  # the floor (3.0) is 30x below the curves
+    assert plot_convergence(rows).axes[0].get_yscale() == "linear"  # 55-90: a linear axis reads best
     with pytest.raises(DataError):
         plot_convergence([])
     with pytest.raises(DataError):

@@ -141,12 +141,13 @@ _TOLD: set = set()  # pack folders whose provenance this process has printed in 
 
 def _say_loaded(stage: str, key: str, root: Path, entry: dict) -> None:
     """One line per restored artifact: in full (command, machine, the retrain switch) the first time per pack."""
+    verb = "train" if stage in WEIGHTS_STAGES else "compute"  # a result (a gFID, a floor) is computed, not trained
     if root in _TOLD:
-        print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to train)")
+        print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to {verb})")
         return
     _TOLD.add(root)
-    print(f"pack: {stage} {key} loaded from {root} (trained by `{entry['command']}`, "
-          f"{entry['wall_s'] / 60:.1f} min on {entry['machine']}); {RETRAIN_ENV}=1 trains it instead")
+    print(f"pack: {stage} {key} loaded from {root} (made by `{entry['command']}`, "
+          f"{entry['wall_s'] / 60:.1f} min to {verb} on {entry['machine']}); {RETRAIN_ENV}=1 {verb}s it instead")
 
 
 def pack_size(root: Path | None = None) -> int:

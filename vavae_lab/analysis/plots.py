@@ -377,7 +377,8 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str
 
 def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, title: str | None = None) -> Figure:
     """gFID against DiT training steps on a log-step axis (paper Fig. 4a/b): one line per tokenizer (colour) and
-    DiT seed (line style); `floor` (the real-vs-real FID) as a grey horizontal line.
+    DiT seed (line style); `floor` (the real-vs-real FID) as a grey horizontal line. The gFID axis is logarithmic
+    when the values span 10x or more (toy curves start in the thousands).
 
     Each row is one curve, as the study's convergence table gives it: tokenizer (label), seed, steps, gfid_steps.
     """
@@ -401,6 +402,10 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
     if floor is not None:
         ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
     _finish_gfid_axes(ax, "DiT training steps", title or "Convergence: gFID against DiT training steps")
+    values = [g for row in rows for g in row["gfid_steps"] if g > 0] + ([floor] if floor and floor > 0 else [])
+    if values and max(values) >= 10 * min(values):  # early gFIDs in the thousands would flatten the end
+        ax.set_yscale("log")
+        ax.set_ylabel("gFID (lower is better, log scale) ↓")
     ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
     ax.minorticks_off()
     return fig

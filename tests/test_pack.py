@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vavae_lab import cli, pack, pipeline
+from vavae_lab.errors import ConfigError
 from vavae_lab.runs import load_dit, load_tokenizer
 from vavae_lab.study import Study
 from vavae_lab.study.packing import build_pack, stale_entries, weights_filter
@@ -156,6 +157,8 @@ def test_weights_except_packs_the_results_of_those_runs_but_not_their_weights(pa
     assert keep(packed["config"])  # a value that differs keeps the weights
     assert cli.main(["pack", "--cache", str(packed["cache"]), "--preset", "smoke", "--out", str(tmp_path / "p"),
                      "--weights-except", "dit.model.size"]) == 2
+    with pytest.raises(ConfigError, match="--weights-except dit.model.sise=toy-M/1"):
+        weights_filter(["dit.model.sise=toy-M/1"], "smoke")  # a misspelt key would silently keep every weight
 
 
 def test_pack_command_refuses_a_folder_that_is_not_a_study_cache(tmp_path, capsys):

@@ -99,14 +99,20 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
     return files, from_dict(meta["config"]), float(history.get("wall_time_s") or 0.0)
 
 
-def weights_filter(weights_except: Sequence[str]):
+def weights_filter(weights_except: Sequence[str], preset: str | None = None):
     """A test of a run's config for `build_pack`: False when its preset overrides include any of the "key=value"
-    pairs in `weights_except` (e.g. "dit.model.size=toy-M/1"), whose weights are then left out of the pack."""
+    pairs in `weights_except` (e.g. "dit.model.size=toy-M/1"), whose weights are then left out of the pack.
+    With `preset`, each pair must be a valid override of it (a misspelt key would otherwise match nothing)."""
     pairs = []
     for item in weights_except:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--weights-except {item}: give key=value, e.g. dit.model.size=toy-M/1")
+        if preset is not None:
+            try:
+                load_config(preset, [item])
+            except ConfigError as exc:
+                raise ConfigError(f"--weights-except {item}: {exc}") from None
         pairs.append((key.strip(), value.strip()))
 
     def keep(config: Config) -> bool:
@@ -125,7 +131,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results:
     for runs a notebook only reads numbers from (e.g. the larger DiTs of the scaling table), to fit the budget.
     """
-    keep = weights_filter(weights_except)
+    keep = weights_filter(weights_except, preset)
     root = root or pack_dir()
     prov, entries = _provenance(), {}  # before the old pack is removed
     if root.exists():

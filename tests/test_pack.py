@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vavae_lab import cli, pack, pipeline
+from vavae_lab.config import load_config
 from vavae_lab.errors import ConfigError
 from vavae_lab.runs import load_dit, load_tokenizer
 from vavae_lab.study import Study
@@ -159,6 +160,15 @@ def test_weights_except_packs_the_results_of_those_runs_but_not_their_weights(pa
                      "--weights-except", "dit.model.size"]) == 2
     with pytest.raises(ConfigError, match="--weights-except dit.model.sise=toy-M/1"):
         weights_filter(["dit.model.sise=toy-M/1"], "smoke")  # a misspelt key would silently keep every weight
+
+
+def test_weights_except_compares_values_as_the_config_stores_them():
+    keep = weights_filter(["dit.train.lr=2e-3"], "smoke")
+    assert not keep(load_config("smoke", ["dit.train.lr=0.002"]))  # the same number written another way
+    assert keep(load_config("smoke", ["dit.train.lr=0.003"])) and keep(load_config("smoke"))
+    default = load_config("smoke").dit.model.size
+    with pytest.raises(ConfigError, match=f"dit.model.size={default}: that is the smoke preset's own value"):
+        weights_filter([f"dit.model.size={default}"], "smoke")  # no run overrides it: would match nothing
 
 
 def test_pack_command_refuses_a_folder_that_is_not_a_study_cache(tmp_path, capsys):

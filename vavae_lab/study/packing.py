@@ -26,17 +26,19 @@ def overrides_of(config: Config) -> dict:
     """The {dotted key: value} overrides that turn the config's preset into `config` (what the pack records)."""
     from ..presets import get_preset
 
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    base, mine = flat(to_dict(get_preset(config.name))), flat(to_dict(config))
+    base, mine = _flat(to_dict(get_preset(config.name))), _flat(to_dict(config))
     return {k: v for k, v in sorted(mine.items()) if base.get(k) != v}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as {dotted key: value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _provenance() -> dict:
@@ -102,22 +104,27 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
 def weights_filter(weights_except: Sequence[str], preset: str | None = None):
     """A test of a run's config for `build_pack`: False when its preset overrides include any of the "key=value"
     pairs in `weights_except` (e.g. "dit.model.size=toy-M/1"), whose weights are then left out of the pack.
-    With `preset`, each pair must be a valid override of it (a misspelt key would otherwise match nothing)."""
+    With `preset`, each pair must be a valid override of it (a misspelt key would otherwise match nothing) and
+    is compared as the config would store it (so 1e-3 matches 0.001); without, as text."""
     pairs = []
     for item in weights_except:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise ConfigError(f"--weights-except {item}: give key=value, e.g. dit.model.size=toy-M/1")
         if preset is not None:
             try:
-                load_config(preset, [item])
+                value = _flat(to_dict(load_config(preset, [item]))).get(key, value)
             except ConfigError as exc:
                 raise ConfigError(f"--weights-except {item}: {exc}") from None
-        pairs.append((key.strip(), value.strip()))
+            if _flat(to_dict(load_config(preset))).get(key) == value:
+                raise ConfigError(f"--weights-except {item}: that is the {preset} preset's own value, which no run "
+                                  "overrides, so it would leave every weight in; name a value a run sets")
+        pairs.append((key, value))
 
     def keep(config: Config) -> bool:
-        mine = {k: str(v) for k, v in overrides_of(config).items()}
-        return not any(mine.get(k) == v for k, v in pairs)
+        mine = overrides_of(config)
+        return not any(k in mine and (mine[k] == v or str(mine[k]) == str(v)) for k, v in pairs)
     return keep
 
 

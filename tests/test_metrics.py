@@ -162,7 +162,10 @@ def test_toy_feature_config_rejects_bad_values():
     from vavae_lab.paths import config_hash
 
     assert issubclass(ToyFeatureConfig, ToyFeatureSection)  # the recipe is declared once, in the config section
-    assert config_hash(ToyFeatureConfig()) == "be57635f0978"  # the cache key of the default network, unchanged
+    assert ToyFeatureConfig().cache_key() == "be57635f0978"  # the cache key of the default network, unchanged
+    assert ToyFeatureConfig(version=2).cache_key() != "be57635f0978"
+    with pytest.raises(ConfigError, match="version=3"):
+        ToyFeatureConfig(version=3)
 
 
 # ----------------------------------------------------------------------------- FID

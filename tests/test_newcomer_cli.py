@@ -23,7 +23,7 @@ from vavae_lab.train.dit import train_dit
 TINY = ["data.num_train=96", "data.num_test=16", "device=cpu", "latents.shard_size=64", "latents.stats_count=96",
         "latents.batch_size=32", "tokenizer.model.embed_dim=4", "tokenizer.model.z_channels=4",
         "tokenizer.train.progress=false", "dit.train.steps=4", "dit.train.ckpt_every=2", "dit.train.log_every=2",
-        "dit.train.batch_size=16", "dit.train.progress=false", "sample.num_samples=4", "sample.batch_size=4",
+        "dit.train.batch_size=16", "dit.train.progress=false", "sample.num_samples=4", "metrics.toy.feature_dim=2", "sample.batch_size=4",
         "sample.steps=2"]
 WIDE = ["tokenizer.model.embed_dim=8", "tokenizer.model.z_channels=8"]
 

@@ -8,7 +8,8 @@ import time
 import pytest
 
 FAST = ["data.num_train=256", "data.num_test=64", "tokenizer.train.steps=20", "tokenizer.train.eval_images=32",
-        "dit.train.steps=20", "sample.num_samples=40", "sample.batch_size=40", "metrics.num_images=64"]
+        "dit.train.steps=20", "sample.num_samples=40", "sample.batch_size=40", "metrics.num_images=64",
+        "metrics.toy.feature_dim=16"]
 
 
 def _run(*args, env):

@@ -20,7 +20,7 @@ from vavae_lab.tokenizer.build import build_autoencoder
 from vavae_lab.diffusion.build import build_dit_for
 
 TINY = ["device=cpu", "tokenizer.model.embed_dim=4", "tokenizer.model.z_channels=4", "sample.steps=2",
-        "sample.num_samples=10", "sample.batch_size=3", "sample.cfg_scale=1.5"]
+        "sample.num_samples=10", "metrics.toy.feature_dim=2", "sample.batch_size=3", "sample.cfg_scale=1.5"]
 CLASSES = 4
 
 

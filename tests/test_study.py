@@ -13,7 +13,7 @@ from vavae_lab.study.share import export_study, import_study
 
 TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",
         "tokenizer.train.eval_images=32", "tokenizer.train.ckpt_every=4", "dit.train.steps=4",
-        "dit.train.batch_size=16", "dit.train.ckpt_every=4", "sample.num_samples=32", "sample.batch_size=32",
+        "dit.train.batch_size=16", "dit.train.ckpt_every=4", "sample.num_samples=32", "metrics.toy.feature_dim=2", "sample.batch_size=32",
         "sample.steps=2", "metrics.num_images=32", "latents.shard_size=128", "latents.stats_count=128")
 
 

@@ -165,6 +165,10 @@ class TokenizerConfig:
     init_from: Optional[str] = None
 
 
+# the toy FID feature networks: 1 the shape classifier, 2 one head per factor a person sees (docs/yardstick.md)
+TOY_FEATURE_VERSIONS: tuple[int, ...] = (1, 2)
+
+
 @dataclass
 class ToyFeatureSection:
     """The toy FID feature network (a classifier unrelated to the toy VFM).
@@ -180,6 +184,9 @@ class ToyFeatureSection:
     lr: float = 2e-3
     num_images: int = 30000  # shapes train split
     seed: int = 1  # a different seed from the tokenizer's data, so the judge never saw those images
+    # 1: a shape classifier (blind to colour, docs/yardstick.md); 2: one head per factor a person sees (class,
+    # colours, background, size, position, rotation, shading, fill pattern), features taken before the heads
+    version: int = 1
 
 
 @dataclass
@@ -428,6 +435,8 @@ _RULES = [
     ("sample.cfg_interval_start", lambda v: 0 <= v <= 1, "in [0, 1] (t = 1 is data; the paper uses 0.11)"),
     ("sample.cfg_channels", *_NON_NEGATIVE),
     ("sample.timestep_shift", lambda v: v > 0, "> 0 (1.0 = no shift; the paper uses 0.3)"),
+    ("metrics.toy.version", lambda v: v in TOY_FEATURE_VERSIONS,
+     "1 (the shape classifier) or 2 (one head per visible factor, docs/yardstick.md)"),
     ("sample.num_samples", *_POSITIVE), ("sample.batch_size", *_POSITIVE),
     ("sample.atol", *_POSITIVE), ("sample.rtol", *_POSITIVE), ("sample.max_nfe", *_POSITIVE),
 ]

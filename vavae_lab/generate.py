@@ -299,17 +299,9 @@ def generation_fid(tokenizer, dit, stats, config: Config, *, n: int | None = Non
 
     On the toy shapes data also `class_acc`: the share of samples the toy FID network (a classifier) assigns to the
     class they were generated for (chance 1 / num_classes)."""
-    from .metrics.generation import evaluate_samples
+    from .metrics.generation import score_images
 
     shape = (dit.in_channels, dit.input_size, dit.input_size)
     images, labels = generate_images(tokenizer, dit, stats, config, n=n, latent_shape=shape, device=device,
                                      progress=progress)
-    reference = "shapes" if config.data.source == "shapes" else config.data.root
-    result = evaluate_samples(images, reference=reference, config=config, device=device, kid=kid)
-    if reference == "shapes":  # the toy feature net scores shapes samples (evaluate_samples)
-        from .metrics.build import toy_feature_config
-        from .metrics.toy_features import evaluate_accuracy, get_toy_feature_net
-
-        net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
-        result["class_acc"] = evaluate_accuracy(net, images.cpu(), labels.cpu())
-    return result
+    return score_images(images, labels, config, device=device, kid=kid)

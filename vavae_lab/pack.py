@@ -27,7 +27,7 @@ from .errors import CheckpointError
 PACK_ENV, RETRAIN_ENV = "VAVAE_LAB_PACK", "VAVAE_LAB_RETRAIN"
 MANIFEST, FORMAT = "manifest.json", 1
 WEIGHTS_STAGES = ("tokenizer", "dit")
-RESULT_STAGES = ("generation", "uniformity", "probe", "floor")
+RESULT_STAGES = ("generation", "uniformity", "probe", "floor", "reconstruction")
 _REPO = Path(__file__).resolve().parent.parent
 
 

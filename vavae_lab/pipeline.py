@@ -32,6 +32,7 @@ STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "uniformity": ("latents", ()),  # plus the number of vectors n and of t-SNE runs
     "probe": ("tokenizer", ()),  # plus the probe settings
     "floor": (None, ("data", "metrics")),  # real-vs-real FID, plus the number of images n
+    "reconstruction": ("tokenizer", ()),  # the tokenizer's reconstructions scored as samples, plus n
 }
 # dotted fields (relative to their section) that change no result: speed, display, safety caps
 IGNORED = {
@@ -48,9 +49,11 @@ KEYED_WHEN_SET = {
     # official VFM input; stage chains; the toy presets' colour-balanced pixel loss
     "tokenizer": {"vf.preprocess": "normalized", "init_from": None, "loss.colour_balance": 0.0},
     "dit": {"seed": None},  # unset, the top-level seed decides
+    "metrics": {"toy.version": 1},  # the multi-factor toy FID network (version 2)
 }
 FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
-RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors"}
+RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors",
+                  "reconstruction": "reconstructions"}
 
 
 def _drop(d: dict, dotted: str, only_if=...) -> None:
@@ -102,7 +105,7 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
     record = {s: stage_fields(config, s) for s in sections}
     if parent is not None:
         record[parent] = stage_key(config, parent)
-    if stage in ("generation", "floor"):
+    if stage in ("generation", "floor", "reconstruction"):
         if n is None:
             raise ValueError(f"the {stage} key needs the sample count n")
         record["n"] = n
@@ -176,6 +179,10 @@ def tokenizer_probe(config: Config):
     return lambda model: run_probe(model, config)
 
 
+# what a scored set of images keeps (samples, the real floor, reconstructions): FID and its other readings
+SCORES = ("fid", "is", "kid", "kid_std", "precision", "recall", "class_acc")
+
+
 # -- the cached chain ---------------------------------------------------------------------------------
 def tokenizer(config: Config, root: str | Path | None = None):
     """(tokenizer in eval mode on CPU, history): loaded if trained before, else trained (resuming) and saved.
@@ -221,8 +228,8 @@ def dit(config: Config, root: str | Path | None = None, *, progress: bool = Fals
 
 def generation(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None,
                progress: bool = False) -> dict:
-    """gFID, IS, precision and recall of the config's DiT (n samples, default sample.num_samples), cached as
-    JSON with the sample count, the seconds it took and the DiT's final loss. KID is not kept."""
+    """gFID, IS, KID, precision, recall and class accuracy of the config's DiT (n samples, default
+    sample.num_samples), cached as JSON with the sample count, the seconds it took and the DiT's final loss."""
     n = n or config.sample.num_samples
     path, cached = cached_result(config, "generation", root, n=n)
     if cached is not None:
@@ -242,8 +249,8 @@ def evaluate_dit(config: Config, tok, model, *, n: int, device, progress: bool) 
     device = torch.device(device) if device is not None else resolve_device(config.device)
     t0 = time.perf_counter()
     res = generation_fid(tok.to(device), model.to(device), dit_stats(model), config, n=n, device=device,
-                         progress=progress, kid=False)
-    out = {k: res[k] for k in ("fid", "is", "precision", "recall", "class_acc") if k in res}
+                         progress=progress)
+    out = {k: res[k] for k in SCORES if k in res}
     return {**out, "n": n, "seconds": time.perf_counter() - t0}
 
 
@@ -321,32 +328,57 @@ def convergence(config: Config, root: str | Path | None = None, *, n: int | None
     return [snapshot_generation(config, s, root, n=n, device=device, progress=progress) for s in curve_steps(config)]
 
 
-def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
-    """FID (and IS, precision, recall, class accuracy) of n held-out real test images scored exactly like n
-    generated samples: what a perfect generator would get at this sample count (n: sample.num_samples), cached."""
+def _held_out(config: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n held-out test images (float, [-1, 1]) and labels: what the floor and the reconstructions score."""
     from .data import held_out_dataset
+
+    d = config.data
+    if d.source != "shapes":
+        raise ValueError(f"the floor and the reconstruction bound are computed for the toy shapes data, not "
+                         f"data.source={d.source!r}")
+    test = held_out_dataset(d, n)
+    return torch.stack([test[i][0] for i in range(len(test))]), torch.tensor([int(test[i][1]) for i in range(len(test))])
+
+
+def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
+    """FID (and IS, KID, precision, recall, class accuracy) of n held-out real test images scored exactly like n
+    generated samples: what a perfect generator would get at this sample count (n: sample.num_samples), cached."""
     from .data.images import to_uint8
-    from .metrics.build import toy_feature_config
-    from .metrics.generation import evaluate_samples
-    from .metrics.toy_features import evaluate_accuracy, get_toy_feature_net
+    from .metrics.generation import score_images
 
     n = n or config.sample.num_samples
     path, cached = cached_result(config, "floor", root, n=n)
     if cached is not None:
         return cached
-    d = config.data
-    if d.source != "shapes":
-        raise ValueError(f"the real-vs-real floor is computed for the toy shapes data, not data.source={d.source!r}")
-    test = held_out_dataset(d, n)
-    images = to_uint8(torch.stack([test[i][0] for i in range(len(test))]))
-    labels = torch.tensor([int(test[i][1]) for i in range(len(test))])
+    images, labels = _held_out(config, n)
     t0 = time.perf_counter()
-    res = evaluate_samples(images, reference="shapes", config=config, device=device or "cpu", kid=False)
-    out = {k: res[k] for k in ("fid", "is", "precision", "recall") if k in res}
-    net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
-    out["class_acc"] = evaluate_accuracy(net, images, labels)  # what a sample's class_acc is compared with
+    res = score_images(to_uint8(images), labels, config, device=device or "cpu")
+    out = {k: res[k] for k in SCORES if k in res}
     out.update({"n": len(images), "seconds": time.perf_counter() - t0})
     return save_result(config, "floor", path, out, n=n)
+
+
+def reconstruction(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:
+    """The tokenizer's reconstructions of the floor's n held-out images, scored exactly as n samples are: rFID (the
+    gFID a perfect DiT on this tokenizer would reach), KID, precision, recall, class accuracy, PSNR, SSIM; cached."""
+    from .data.images import to_uint8
+    from .metrics.fid import reconstruct
+    from .metrics.generation import score_images
+    from .metrics.recon import psnr, ssim
+
+    n = n or config.sample.num_samples
+    path, cached = cached_result(config, "reconstruction", root, n=n)
+    if cached is not None:
+        return cached
+    tok, _ = tokenizer(config, root)
+    images, labels = _held_out(config, n)
+    t0 = time.perf_counter()
+    recon = reconstruct(tok, images, device=device or "cpu")
+    res = score_images(to_uint8(recon), labels, config, device=device or "cpu")
+    out = {k: res[k] for k in SCORES if k in res}
+    out.update({"psnr": float(psnr(recon, images).mean()), "ssim": float(ssim(recon, images).mean()),
+                "n": len(images), "seconds": time.perf_counter() - t0})
+    return save_result(config, "reconstruction", path, out, n=n)
 
 
 def run_pipeline(config: Config, root: str | Path | None = None, *, progress: bool = False) -> dict:

@@ -131,7 +131,7 @@ def _sample_chunk(seed: int, chunk: int, num_classes: int) -> dict[str, torch.Te
         "fg": off + sign * fg, "fg2": off + sign * fg2, "bg0": off + sign * bg0, "bg1": off + sign * bg1,
         "wave_col": sign * wave_col, "ramp_x": torch.cos(ramp_angle), "ramp_y": torch.sin(ramp_angle),
         "wave_x": wave_freq * torch.cos(wave_angle), "wave_y": wave_freq * torch.sin(wave_angle),
-        "wave_phase": wave_phase, "tex_freq": tex_freq, "shade": shade,
+        "wave_phase": wave_phase, "tex_freq": tex_freq, "shade": shade, "invert": off[:, 0],
     }
 
 
@@ -235,6 +235,25 @@ def _fill(images, masks, labels, seed, num_classes, chunk_size, batch, resolutio
         labels[base: base + take] = params["labels"][:take]
 
 
+def shape_factors(n: int, seed: int, num_classes: int = 10) -> dict[str, torch.Tensor]:
+    """The random parameters that drew the first n images of `generate_shapes(n, ..., seed, num_classes)`.
+
+    One row per image, in the same order (the resolution changes only the rendering): labels, size, centre
+    (cx, cy), rotation (cos, sin), colours after inversion (fg, bg0, bg1, wave_col), the background's ramp
+    and wave, the pattern frequency (tex_freq) and the shading strength (shade), and the inversion flag.
+    """
+    n, _, num_classes, seed = _check_args(n, 4, num_classes, seed)
+    chunk_size = _IMAGES_PER_CLASS_PER_CHUNK * num_classes
+    parts = []
+    for chunk in range((n + chunk_size - 1) // chunk_size):
+        params = _sample_chunk(seed, chunk, num_classes)
+        take = min(chunk_size, n - chunk * chunk_size)
+        parts.append({k: v[:take] for k, v in params.items()})
+    if not parts:
+        return {k: v[:0] for k, v in _sample_chunk(seed, 0, num_classes).items()}
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 @functools.lru_cache(maxsize=6)
 def _cached_shapes(n: int, resolution: int, seed: int, num_classes: int) -> dict[str, torch.Tensor]:
     return generate_shapes(n, resolution, seed, num_classes)
@@ -273,6 +292,10 @@ class ShapesDataset(Dataset):
         if flip:
             image = image.flip(-1)
         return image, int(self.labels[index])
+
+    def factors(self) -> dict[str, torch.Tensor]:
+        """Every image's generating parameters (`shape_factors`): what a person could read off the picture."""
+        return shape_factors(len(self), split_seed(self.seed, self.split), self.num_classes)
 
     def get_batch(self, indices, flips=None, with_masks: bool = False):
         """Return (images B x 3 x H x W in [-1, 1], labels B[, masks B x H x W]), flipping where flips is True."""

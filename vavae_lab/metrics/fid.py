@@ -208,6 +208,18 @@ def compute_fid(real, fake, *, extractor: str = "toy", weights_path=None, toy_co
 
 
 @torch.no_grad()
+def reconstruct(model, images: torch.Tensor, *, batch_size: int = 256, device="cpu") -> torch.Tensor:
+    """A tokenizer's reconstructions (posterior mode, decoded, clamped to [-1, 1]) of float images, on the CPU."""
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        return torch.cat([model.decode(model.encode(images[i:i + batch_size].to(device).float()).mode())
+                          .clamp(-1, 1).float().cpu() for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def reconstruction_metrics(model, images: torch.Tensor, *, batch_size: int = 64, device="cpu",
                            fid_extractor: str | None = "toy", toy_config: ToyFeatureConfig | None = None,
                            inception_path=None, lpips=None, progress: bool = False) -> dict:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
@@ -200,7 +200,7 @@ def _cached_reference_features(key: dict, compute) -> torch.Tensor:
     return features
 
 
-def _num_real(num_real: int | None, n: int, available: int, what: str) -> int:
+def reference_size(num_real: int | None, n: int, available: int, what: str) -> int:
     """The reference size: num_real if given (checked), else max(n, DEFAULT_MIN_REAL) capped by `available`."""
     if num_real is None:
         return min(max(n, DEFAULT_MIN_REAL), available)
@@ -225,7 +225,7 @@ def _shapes_reference(extract, config, size: tuple[int, int], n: int, num_real: 
     if size != (d.resolution, d.resolution):
         raise ConfigError(f"samples are {size[1]}x{size[0]} px but config.data.resolution={d.resolution}; pass "
                           "the config the samples were generated with")
-    count = _num_real(num_real, n, d.num_train, f"the shapes train split (data.num_train={d.num_train})")
+    count = reference_size(num_real, n, d.num_train, f"the shapes train split (data.num_train={d.num_train})")
     key = {"reference": "shapes", "resolution": d.resolution, "seed": d.seed, "num_classes": d.num_classes,
            "num_real": count, **extract.identity}
 
@@ -241,7 +241,7 @@ def _folder_reference(extract, path: Path, size: tuple[int, int], n: int, num_re
     if size[0] != size[1]:
         raise DataError(f"samples are {size[1]}x{size[0]} px; a folder reference is centre-cropped to square images")
     folder = ReferenceFolder(path, size[0])
-    folder.select(_num_real(num_real, n, folder.available, str(path)))
+    folder.select(reference_size(num_real, n, folder.available, str(path)))
     key = {"reference": "folder", "root": str(path.resolve()), "resolution": size[0],
            "files": config_hash(folder.fingerprint(), length=24), **extract.identity}
     features = _cached_reference_features(key, lambda: extract(folder)[extract.fid_layer])
@@ -263,7 +263,7 @@ def _npz_reference(extract, path: Path, available: int | None, n: int, num_real:
         why = "reference_images=False" if available is not None else f"{path.name} holds only mu/sigma"
         note = f"{why}: KID, precision and recall need reference features (arr_0 images) and are reported as NaN"
         return None, f"{path} (mu/sigma)", note
-    count = _num_real(num_real, n, available, f"{path} (arr_0)")
+    count = reference_size(num_real, n, available, f"{path} (arr_0)")
     st = path.stat()
     key = {"reference": "npz", "path": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
            "num_real": count, **extract.identity}
@@ -337,15 +337,23 @@ def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str
     ref_stats = _statistics(real) if kind != "npz" else {"mu": npz_stats[0], "sigma": npz_stats[1]}
     feats = extract(fake)
     fake_features, logits = feats[extract.fid_layer], feats[extract.isc_layer]
+    dim = fake_features.shape[1]
+    for count, what in ((n, "samples"), (None if real is None else len(real), "reference images")):
+        if count is not None and count <= dim:
+            raise DataError(f"FID needs more {what} than feature dimensions: got {count} for {dim}-dimensional "
+                            f"{extract.identity['extractor']} features, so the covariance is singular and the FID "
+                            f"meaningless; score at least {dim + 1} (thousands for a stable number), e.g. "
+                            f"sample.num_samples={max(2 * dim, 1000)}")
     result = {
         "fid": float(fid_statistics_to_metric(_statistics(fake_features), ref_stats, False)[KEY_METRIC_FID]),
         "is": float(isc_features_to_metric(logits, splits=max(1, min(10, n // 2)))[KEY_METRIC_ISC_MEAN]),
-        "kid": math.nan, "precision": math.nan, "recall": math.nan, "n": n,
+        "kid": math.nan, "kid_std": math.nan, "precision": math.nan, "recall": math.nan, "n": n,
     }
     if real is not None and kid:
         subset = min(KID_MAX_SUBSET, n, len(real))  # torch-fidelity refuses a subset larger than either set
-        result["kid"] = float(kid_features_to_metric(fake_features, real, kid_subset_size=subset,
-                                                     verbose=False)[KEY_METRIC_KID_MEAN])
+        kid_result = kid_features_to_metric(fake_features, real, kid_subset_size=subset, verbose=False)
+        result["kid"] = float(kid_result[KEY_METRIC_KID_MEAN])
+        result["kid_std"] = float(kid_result[KEY_METRIC_KID_STD])
     elif not kid:
         notes.append("KID skipped (kid=False)")
     if real is not None:
@@ -358,6 +366,22 @@ def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str
                          f"{PRC_NEIGHBORHOOD + 1} images per set; reported as NaN")
     result.update(n_real=None if real is None else len(real), reference=description, samples=source,
                   extractor=extract.identity["extractor"], layer=extract.fid_layer, notes=notes)
+    return result
+
+
+def score_images(images: torch.Tensor, labels: torch.Tensor | None, config, *, device="cpu", kid: bool = True,
+                 progress: bool = False) -> dict:
+    """The one protocol for every set of toy images, samples and reconstructions alike: `evaluate_samples` against
+    the data's reference (FID, IS, KID, precision, recall) and, on shapes with labels, `class_acc`: the share the
+    toy network puts in the class they stand for (the class asked for, or the class of the image reconstructed)."""
+    reference = "shapes" if config.data.source == "shapes" else config.data.root
+    result = evaluate_samples(images, reference=reference, config=config, device=device, kid=kid, progress=progress)
+    if reference == "shapes" and labels is not None:
+        from .build import toy_feature_config
+        from .toy_features import evaluate_accuracy, get_toy_feature_net
+
+        net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
+        result["class_acc"] = evaluate_accuracy(net, images.cpu(), labels.cpu())
     return result
 
 

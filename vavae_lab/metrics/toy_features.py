@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
-from ..config import ToyFeatureSection
+from ..config import TOY_FEATURE_VERSIONS, ToyFeatureSection
 from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
 from ..paths import cache_dir, config_hash
+from .toy_factors import degrade
 
 CACHE_NAME = "fid_features"
 
@@ -47,6 +48,16 @@ class ToyFeatureConfig(ToyFeatureSection):
             raise ConfigError(f"ToyFeatureConfig.resolution={self.resolution} must be >= 8 (three stride-2 stages)")
         if self.lr <= 0:
             raise ConfigError(f"ToyFeatureConfig.lr={self.lr} must be positive")
+        if self.version not in TOY_FEATURE_VERSIONS:
+            raise ConfigError(f"ToyFeatureConfig.version={self.version!r} must be one of {TOY_FEATURE_VERSIONS} "
+                              "(1: the shape classifier, 2: one head per visible factor)")
+
+    def cache_key(self) -> str:
+        """The hash naming the cached network: the full config, without `version` at 1 (keys made before it)."""
+        values = asdict(self)
+        if values["version"] == 1:
+            del values["version"]
+        return config_hash(values)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ToyFeatureConfig":
@@ -78,7 +89,13 @@ class _Residual(nn.Module):
 
 
 class ToyFeatureNet(nn.Module):
-    """A ResNet-style classifier for 3 x R x R images in [-1, 1] with three stride-2 stages (R -> R/8)."""
+    """A ResNet-style network for 3 x R x R images in [-1, 1] with three stride-2 stages (R -> R/8).
+
+    Version 1 pools the last map and classifies the shape; its FID features are the hidden layer. Version 2
+    keeps the map's layout (flattened, so position survives), adds a regression head for every factor of
+    `toy_factors.FACTORS`, and its FID features are the heads' outputs in units of each one's spread: the
+    standardised factors and the class logits divided by their spread on real images (docs/yardstick.md).
+    """
 
     def __init__(self, config: ToyFeatureConfig):
         super().__init__()
@@ -89,8 +106,16 @@ class ToyFeatureNet(nn.Module):
             _ConvBNAct(w, 2 * w, stride=2), _Residual(2 * w),
             _ConvBNAct(2 * w, 4 * w, stride=2), _Residual(4 * w),
         )
-        self.project = nn.Linear(4 * w, config.feature_dim)
+        side = -(-config.resolution // 8)  # the last map's side: three stride-2 convolutions with padding 1
+        self.project = nn.Linear(4 * w * (side * side if config.version == 2 else 1), config.feature_dim)
         self.classifier = nn.Linear(config.feature_dim, config.num_classes)
+        if config.version == 2:
+            from .toy_factors import num_targets
+
+            self.regressor = nn.Linear(config.feature_dim, num_targets())
+            # the class logits' mean and spread on real training images (set after training)
+            self.register_buffer("logit_mean", torch.zeros(config.num_classes))
+            self.register_buffer("logit_std", torch.ones(config.num_classes))
         self.test_accuracy: float | None = None
         self.train_seconds: float | None = None
 
@@ -101,19 +126,27 @@ class ToyFeatureNet(nn.Module):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return x
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B x feature_dim): pooled trunk, linear projection, ReLU."""
-        h = self.trunk(self._prepare(x)).mean(dim=(2, 3))
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer before the heads (B x feature_dim): the trunk pooled (v1) or flattened (v2), projected, ReLU."""
+        h = self.trunk(self._prepare(x))
+        h = h.flatten(1) if self.config.version == 2 else h.mean(dim=(2, 3))
         return F.relu(self.project(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B x num_classes)."""
-        return self.classifier(self.features(x))
+        return self.classifier(self.hidden(x))
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both outputs from one pass: (penultimate features, logits)."""
-        feats = self.features(x)
-        return feats, self.classifier(feats)
+        """Both outputs from one pass: (the FID features, the class logits)."""
+        h = self.hidden(x)
+        logits = self.classifier(h)
+        if self.config.version == 1:
+            return h, logits
+        return torch.cat([self.regressor(h), (logits - self.logit_mean) / self.logit_std], 1), logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The FID features: the hidden layer (v1), or the factors and scaled logits (v2)."""
+        return self.features_and_logits(x)[0]
 
 
 def _datasets(config: ToyFeatureConfig):
@@ -125,6 +158,27 @@ def _datasets(config: ToyFeatureConfig):
     test = ShapesDataset(config.num_test_images, resolution=config.resolution, seed=config.seed, split="test",
                          num_classes=config.num_classes)
     return train, test
+
+
+class _FactorLoss:
+    """Mean squared error of the factor head on standardised targets, where each factor is visible (v2)."""
+
+    def __init__(self, train):
+        from .toy_factors import factor_targets, quality_stats
+
+        targets, self.mask = factor_targets(train.factors())
+        count = self.mask.sum(0).clamp(min=1)
+        mean = (targets * self.mask).sum(0) / count
+        std = (((targets - mean) ** 2 * self.mask).sum(0) / count).sqrt().clamp(min=1e-6)
+        self.targets = (targets - mean) / std * self.mask
+        self.quality_mean, self.quality_std = quality_stats()
+
+    def __call__(self, predicted: torch.Tensor, idx: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """The masked MSE of a batch's predictions against the standardised targets of images `idx`."""
+        quality = (quality - self.quality_mean) / self.quality_std
+        target = torch.cat([self.targets[idx], quality], 1).to(predicted.device)
+        mask = torch.cat([self.mask[idx], torch.ones_like(quality)], 1).to(predicted.device)
+        return (((predicted - target) * mask) ** 2).sum() / mask.sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -159,19 +213,32 @@ def train_toy_feature_net(config: ToyFeatureConfig, *, device="cpu", progress: b
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     generator = torch.Generator().manual_seed(config.seed)
+    factor_loss = _FactorLoss(train) if config.version == 2 else None
     net.train()
     bar = tqdm(range(config.steps), desc="toy FID features", disable=not progress, leave=False)
     for _ in bar:
         idx = torch.randint(len(train), (config.batch_size,), generator=generator)
-        flips = torch.rand(config.batch_size, generator=generator) < 0.5
-        x, y = train.get_batch(idx, flips=flips)
-        loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        if factor_loss is None:  # v1: a classifier, trained with flips (its only target is flip-invariant)
+            flips = torch.rand(config.batch_size, generator=generator) < 0.5
+            x, y = train.get_batch(idx, flips=flips)
+            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        else:  # v2: the class and every factor; no flips (they would move the position and rotation)
+            x, y = train.get_batch(idx)
+            x, quality = degrade(x, generator)  # blur and noise of known strength: the image-quality factors
+            h = net.hidden(x.to(device))
+            loss = F.cross_entropy(net.classifier(h), y.to(device)) + factor_loss(net.regressor(h), idx, quality)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     net.eval()
+    if config.version == 2:
+        with torch.no_grad():
+            logits = torch.cat([net(from_uint8(train.images[i:i + 500]).to(device)).cpu()
+                                for i in range(0, min(len(train), 5000), 500)])
+        net.logit_mean.copy_(logits.mean(0))
+        net.logit_std.copy_(logits.std(0).clamp(min=1e-6))
     net.test_accuracy = evaluate_accuracy(net, test.images, test.labels, device=device)
     net.train_seconds = time.perf_counter() - started
     return net
@@ -179,7 +246,7 @@ def train_toy_feature_net(config: ToyFeatureConfig, *, device="cpu", progress: b
 
 def toy_feature_cache_path(config: ToyFeatureConfig) -> Path:
     """Where the pretrained network for this config is cached (keyed by the hash of the full config)."""
-    return cache_dir(CACHE_NAME) / f"{config_hash(config)}.pt"
+    return cache_dir(CACHE_NAME) / f"{config.cache_key()}.pt"
 
 
 def save_toy_feature_net(net: ToyFeatureNet, path: str | os.PathLike) -> None:

@@ -168,10 +168,12 @@ class Study:
         return () if seed == self.base.seed else (f"seed={seed}",)
 
     def recon(self, name: str, *extra: str) -> dict:
-        """The tokenizer's held-out reconstruction metrics (PSNR, SSIM, rFID) from its training history."""
-        _, history = pipeline.tokenizer(self.config(name, *extra))
-        last = history["eval"][-1] if history.get("eval") else {}
-        return {k: last.get(k) for k in ("psnr", "ssim", "rfid")}
+        """The tokenizer's reconstructions of the held-out images the floor scores, scored as its DiT's samples are
+        (pipeline.reconstruction, as many images as samples): PSNR, SSIM, rFID, and their KID and class accuracy."""
+        config = self.config(name, *extra)
+        r = pipeline.reconstruction(config, device=self._device(config))
+        return {"psnr": r["psnr"], "ssim": r["ssim"], "rfid": r["fid"], "recon_kid": r.get("kid"),
+                "recon_class_acc": r.get("class_acc")}
 
     def uniformity(self, name: str, *, n: int | None = None, runs: int | None = None, workers: int = 1) -> dict:
         """Table 6 metrics of a variant's latents (mean and std over `runs` t-SNE seeds), cached as JSON."""

@@ -1,0 +1,40 @@
+"""The degradation battery of the two toy FID networks side by side: what each one's FID responds to.
+
+Both networks are the lab preset's (version 1: the shape classifier; version 2: one head per visible factor,
+presets.toy_fid_v2), trained once and cached like the study's; then n held-out real images are corrupted in
+known ways (vavae_lab.metrics.CORRUPTIONS) and scored against the reference split gFIDs use. Prints one table
+(FID and the toy classifier's accuracy per network) and the properties a person expects of a yardstick.
+
+    python benchmarks/yardstick.py                 # lab, n = 2000 (about 4 min on 2 cores the first time)
+    python benchmarks/yardstick.py --preset smoke --n 500
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="lab", help="toy preset whose networks and data are used (lab, smoke)")
+    parser.add_argument("--n", type=int, default=2000, help="held-out images per corruption (the study's sample count)")
+    args = parser.parse_args()
+
+    from vavae_lab.config import apply_overrides
+    from vavae_lab.metrics import battery_table
+    from vavae_lab.metrics.battery import shapes_battery
+    from vavae_lab.presets import get_preset, toy_fid_v2
+
+    base = get_preset(args.preset)
+    columns, seconds = {}, {}
+    for name, overrides in (("v1", []), ("v2", list(toy_fid_v2(args.preset)))):
+        t0 = time.perf_counter()
+        columns[name] = shapes_battery(apply_overrides(base, overrides), n=args.n)
+        seconds[name] = time.perf_counter() - t0
+    print(f"preset {args.preset}, n = {args.n} held-out images per row; seconds (training the network if not "
+          f"cached, then the battery): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    print(battery_table(columns))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The toy FID as a yardstick: the Fréchet formula, the degradation battery on both networks, one protocol for rFID
+and gFID, and the error for too few samples."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+from vavae_lab.data.shapes import ShapesDataset, generate_shapes, shape_factors
+from vavae_lab.errors import DataError
+from vavae_lab.metrics import battery_checks, corrupt, degradation_battery, frechet_distance, gaussian_stats
+from vavae_lab.metrics.battery import CORRUPTIONS
+from vavae_lab.metrics.toy_factors import FACTORS, factor_targets, num_targets
+from vavae_lab.metrics.toy_features import ToyFeatureConfig, get_toy_feature_net
+
+
+@pytest.fixture
+def toy_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path))
+    return tmp_path
+
+
+def _features(seed: int, n: int = 600, d: int = 24, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g) / math.sqrt(d)
+    return torch.randn(n, d, generator=g) @ mix + shift
+
+
+def test_frechet_distance_equals_torch_fidelity():
+    a, b = _features(0), _features(1, shift=0.3)
+    mine = frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    stats = [{"mu": mu.numpy(), "sigma": s.numpy()} for mu, s in (gaussian_stats(a), gaussian_stats(b))]
+    theirs = float(fid_statistics_to_metric(stats[0], stats[1], False)["frechet_inception_distance"])
+    assert mine == pytest.approx(theirs, rel=1e-6, abs=1e-9)
+    assert frechet_distance(*gaussian_stats(a), *gaussian_stats(a)) == pytest.approx(0.0, abs=1e-9)
+    assert mine > 0.3 ** 2 * 24 * 0.5  # the mean shift alone is 0.09 per dimension
+
+
+def test_too_few_samples_for_the_feature_dimension_is_one_clear_error():
+    with pytest.raises(DataError, match="more images than feature dimensions: got 24 images for 24"):
+        gaussian_stats(_features(0, n=24))
+
+
+def test_shape_factors_are_the_generators_own():
+    f = shape_factors(1234, seed=7)
+    assert torch.equal(f["labels"], generate_shapes(1234, 16, 7)["labels"])
+    targets, mask = factor_targets(f)
+    assert targets.shape == mask.shape == (1234, sum(FACTORS.values())) and num_targets() == targets.shape[1] + 2
+    assert torch.isfinite(targets).all() and 0 < mask.mean() < 1  # rotation of round shapes, patterns: masked
+    # every factor varies across images, so each is something to learn
+    assert (targets.std(0) > 1e-3).all()
+
+
+def test_corruptions_do_what_they_say():
+    pool = ShapesDataset(600, 32, 0, "test")
+    n = 100
+    grey, _ = corrupt(pool.images, pool.labels, "desaturate", 1.0, n)
+    assert (grey.max(1).values - grey.min(1).values).max() <= 1  # all three channels equal, up to rounding
+    kept, labels = corrupt(pool.images, pool.labels, "drop classes", 5.0, n)
+    assert labels.max() < 5 and len(kept) == n
+    same, _ = corrupt(pool.images, pool.labels, "none", 0.0, n)
+    assert torch.equal(same, pool.images[:n])
+    shuffled, _ = corrupt(pool.images, pool.labels, "shuffle patches", 8.0, n)
+    assert torch.equal(shuffled.float().mean((1, 2, 3)), pool.images[:n].float().mean((1, 2, 3)))  # same pixels
+    blurred = [corrupt(pool.images, pool.labels, "blur", s, n)[0].float() for s in CORRUPTIONS["blur"]]
+    edges = [float((b[..., 1:] - b[..., :-1]).abs().mean()) for b in blurred]
+    assert edges[0] > edges[1] > edges[2]  # a stronger blur leaves softer edges
+    with pytest.raises(DataError, match="held-out pool has"):
+        corrupt(pool.images[:200], pool.labels[:200], "drop classes", 8.0, n)
+
+
+def _battery(config: ToyFeatureConfig, n: int = 2000) -> list[dict]:
+    net = get_toy_feature_net(config, progress=False)
+    reference = ShapesDataset(5000, 32, 0, "train").images
+    pool = ShapesDataset(5 * n, 32, 0, "test")
+    return degradation_battery(net, reference, pool.images, pool.labels, n=n)
+
+
+@pytest.mark.slow
+def test_multi_factor_network_passes_every_property_of_the_battery(toy_cache):
+    # version 2 at the toy preset's 600 steps (about a minute on 2 cores); the lab's switch trains 1,500
+    rows = _battery(ToyFeatureConfig(version=2))
+    failed = [c for c in battery_checks(rows) if not c["passed"]]
+    assert not failed, failed
+    fid = {r["label"]: r["fid"] for r in rows}
+    assert fid["desaturate 100%"] > 20 * fid["none"]  # greyscale is seen (the classifier's FID did not move)
+
+
+@pytest.mark.slow
+def test_shape_classifier_is_colour_blind_and_blur_dominated(toy_cache):
+    # version 1, small: the failures the battery was built to show, stated as properties of the old network
+    rows = _battery(ToyFeatureConfig(steps=300, num_images=10000, width=16, feature_dim=64), n=1000)
+    checks = {c["property"]: c["passed"] for c in battery_checks(rows)}
+    assert not checks["colour changes are seen"]
+    assert not checks["no mild corruption dominates"]
+    fid = {r["label"]: r["fid"] for r in rows}
+    assert fid["desaturate 100%"] < 2 * fid["none"] < fid["blur sigma 1.0 px"] / 10
+
+
+def test_one_protocol_a_perfect_tokenizer_scores_the_floor(toy_cache, monkeypatch):
+    """rFID is scored exactly as samples are: reconstructions by an identity tokenizer give the floor's numbers."""
+    from vavae_lab import pipeline
+    from vavae_lab.config import apply_overrides
+    from vavae_lab.presets import get_preset
+
+    class Identity(torch.nn.Module):
+        def encode(self, x):
+            return type("Posterior", (), {"mode": lambda self_: x})()
+
+        def decode(self, z):
+            return z
+
+    config = apply_overrides(get_preset("smoke"), {"sample.num_samples": 200, "data.num_test": 200})
+    monkeypatch.setattr(pipeline, "tokenizer", lambda config, root=None: (Identity(), {}))
+    recon, floor = pipeline.reconstruction(config), pipeline.real_floor(config)
+    for key in ("fid", "kid", "precision", "recall", "class_acc"):
+        assert recon[key] == pytest.approx(floor[key], rel=1e-9, abs=1e-12), key
+    assert recon["n"] == floor["n"] == 200 and recon["psnr"] > 60  # nothing lost
+    assert np.isfinite(recon["kid_std"])

@@ -164,7 +164,13 @@ def _fail_on_reference(extract, n_fake):
 def test_shapes_reference_small_n_and_errors(toy_env, monkeypatch):
     root, config = toy_env
     monkeypatch.setenv("VAVAE_LAB_DATA", str(root))
-    three = evaluate_samples(ShapesDataset(3, split="test").images, config=config, num_real=50)
+    dim = config.metrics.toy.feature_dim
+    with pytest.raises(DataError, match=f"FID needs more samples than feature dimensions: got {dim} for {dim}-dim"):
+        evaluate_samples(ShapesDataset(dim, split="test").images, config=config, num_real=50)
+    with pytest.raises(DataError, match=f"more reference images than feature dimensions: got {dim}"):
+        evaluate_samples(ShapesDataset(dim + 1, split="test").images, config=config, num_real=dim)
+    narrow = apply_overrides(config, ["metrics.toy.feature_dim=2"])  # 3 samples are enough for 2-d features
+    three = evaluate_samples(ShapesDataset(3, split="test").images, config=narrow, num_real=50)
     assert math.isfinite(three["fid"]) and math.isfinite(three["kid"])  # KID's subset shrinks to 3
     assert math.isnan(three["precision"]) and "at least 4 images" in three["notes"][0]
     with pytest.raises(DataError, match="at least 2"):
@@ -242,7 +248,7 @@ def test_npz_reference_uses_mu_sigma_and_arr0(inception_weights, tmp_path, monke
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "data"))
     # Inception is fully convolutional up to its adaptive pooling: a 96 px input (not 299) keeps this test fast.
     monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 96)
-    images = _random_uint8(4, size=16, seed=4)
+    images = _random_uint8(70, size=16, seed=4)  # more images than the 64 feature dimensions, or FID refuses
     extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["64"],
                                             feature_extractor_weights_path=str(inception_weights))
     with torch.no_grad():
@@ -259,7 +265,7 @@ def test_npz_reference_uses_mu_sigma_and_arr0(inception_weights, tmp_path, monke
     assert stats_only["n_real"] is None and "only mu/sigma" in stats_only["notes"][0]
     with_images = evaluate_samples(images, reference=tmp_path / "batch.npz", config=config)
     assert with_images["fid"] == pytest.approx(stats_only["fid"], abs=1e-9)
-    assert with_images["n_real"] == 4 and with_images["precision"] == 1.0 and with_images["recall"] == 1.0
+    assert with_images["n_real"] == 70 and with_images["precision"] == 1.0 and with_images["recall"] == 1.0
     assert math.isfinite(with_images["kid"]) and with_images["notes"] == []
     with pytest.raises(ConfigError, match="Inception features"):
         evaluate_samples(images, reference=tmp_path / "stats.npz", config=config, extractor="toy")

@@ -120,3 +120,20 @@ def test_one_protocol_a_perfect_tokenizer_scores_the_floor(toy_cache, monkeypatc
         assert recon[key] == pytest.approx(floor[key], rel=1e-9, abs=1e-12), key
     assert recon["n"] == floor["n"] == 200 and recon["psnr"] > 60  # nothing lost
     assert np.isfinite(recon["kid_std"])
+
+
+def test_claims_say_where_class_accuracy_and_kid_disagree_with_fid():
+    from vavae_lab.study.tables import claim
+
+    low = {"gfid_seeds": [50.0, 52.0], "gfid_spread": 2.0, "class_acc": 0.40, "class_acc_n": 4000, "kid": 0.010,
+           "kid_std": 0.001}
+    high = {"gfid_seeds": [70.0, 75.0], "gfid_spread": 5.0, "class_acc": 0.45, "class_acc_n": 4000, "kid": 0.020,
+            "kid_std": 0.001}
+    row = claim("d32 worse than d4", low, high)
+    assert row["verdict"] == "shown"
+    assert "class acc. DISAGREES (0.4 -> 0.45)" in row["readings"] and "KID agrees" in row["readings"]
+    # within two standard errors (binomial for 4,000 samples: 0.011 each) a reading is level, not a disagreement
+    near = claim("close", low, {**high, "class_acc": 0.41})
+    assert "class acc. level (0.4 -> 0.41)" in near["readings"]
+    assert claim("no readings", {k: low[k] for k in ("gfid_seeds", "gfid_spread")},
+                 {k: high[k] for k in ("gfid_seeds", "gfid_spread")})["readings"] == "-"

@@ -173,7 +173,7 @@ class Study:
         config = self.config(name, *extra)
         r = pipeline.reconstruction(config, device=self._device(config))
         return {"psnr": r["psnr"], "ssim": r["ssim"], "rfid": r["fid"], "recon_kid": r.get("kid"),
-                "recon_class_acc": r.get("class_acc")}
+                "recon_kid_std": r.get("kid_std"), "recon_class_acc": r.get("class_acc"), "recon_class_acc_n": r["n"]}
 
     def uniformity(self, name: str, *, n: int | None = None, runs: int | None = None, workers: int = 1) -> dict:
         """Table 6 metrics of a variant's latents (mean and std over `runs` t-SNE seeds), cached as JSON."""

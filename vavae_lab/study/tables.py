@@ -40,10 +40,11 @@ def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict
     results = [study.generation(name, *extra, *study.seeded(s)) for s in study.seeds]
     fids = [r["fid"] for r in results]
     out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
-    for reading in ("class_acc", "kid"):  # the other readings beside FID, where the results hold them
+    for reading in ("class_acc", "kid", "kid_std"):  # the other readings beside FID, where the results hold them
         values = [r.get(reading) for r in results]
         if None not in values:
             out[key.replace("gfid", reading)] = sum(values) / len(values)
+    out[key.replace("gfid", "class_acc") + "_n"] = sum(r.get("n", 0) for r in results)  # samples classified
     return out
 
 
@@ -95,7 +96,43 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
         verdict = "reversed"
     else:
         verdict = "not shown (the sign changes between seeds)"
-    return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict}
+    return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
+            "readings": other_readings(low, high, key)}
+
+
+# the readings beside each FID (class accuracy: higher is better; KID: lower is better), by the FID's key
+READINGS = {"gfid": ("class_acc", "kid"), "gfid_cfg": ("class_acc_cfg", "kid_cfg"),
+            "rfid": ("recon_class_acc", "recon_kid")}
+
+
+def _noise(row: dict, field: str) -> float | None:
+    """One standard error of a reading: binomial for a class accuracy over its images, the subsets' spread for KID."""
+    if field.startswith("kid") or field.endswith("kid"):
+        return row.get(field.replace("kid", "kid_std", 1))
+    n, p = row.get(f"{field}_n"), row[field]
+    return math.sqrt(p * (1 - p) / n) if n else None
+
+
+def other_readings(low: dict, high: dict, key: str = "gfid") -> str:
+    """Do class accuracy and KID point the same way as the FID difference `high` - `low` (means, no seed rule)?
+
+    The claim says `high` is worse by FID; a reading agrees when it also calls `high` worse, and is level when
+    the two differ by less than two of their standard errors combined. Said for each reading the rows hold, so a
+    table shows where FID and the others disagree instead of picking one."""
+    acc, kid = READINGS.get(key, (None, None))
+    fid_worse = sum(high[f"{key}_seeds"]) > sum(low[f"{key}_seeds"])
+    said = []
+    for name, field, sign in (("class acc.", acc, -1), ("KID", kid, 1)):
+        if not field or low.get(field) is None or high.get(field) is None:
+            continue
+        diff = high[field] - low[field]
+        noise = [_noise(r, field) for r in (low, high)]
+        if None not in noise and abs(diff) < 2 * math.hypot(*noise):
+            verdict = "level"
+        else:
+            verdict = "agrees" if (sign * diff > 0) == fid_worse else "DISAGREES"
+        said.append(f"{name} {verdict} ({low[field]:.3g} -> {high[field]:.3g})")
+    return "; ".join(said) if said else "-"
 
 
 def dilemma_claims(rows: Sequence[dict]) -> list[dict]:
@@ -138,7 +175,8 @@ def ablation_claims(rows: Sequence[dict], full: str = "d32_vf", base: str = "d32
 
 
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
-                 ("spread", "seed spread", ".1f"), ("verdict", "verdict", "")]
+                 ("spread", "seed spread", ".1f"), ("verdict", "verdict", ""),
+                 ("readings", "class acc. and KID (low -> high row)", "")]
 
 
 def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:
@@ -238,22 +276,30 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
 
 def table1(study: Study) -> list[dict]:
     """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss."""
-    rows = []
+    rows, rfid = [], study.recon(V.DIT_TOKENIZER)["rfid"]
     for i, (label, _) in enumerate(V.TABLE1):
         res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
+                     "class_acc": res.get("class_acc"), "rfid": rfid, "bound": _below(res["fid"], rfid),
                      "paper_fid": V.TABLE1_PAPER[i]})
     return _rows(study, rows)
+
+
+def _below(gfid: float, rfid: float) -> str:
+    """`below_bound` for one gFID: 'no', or 'below rFID' when the samples beat the tokenizer's reconstructions."""
+    return "below rFID" if gfid < rfid else "no"
 
 
 def sampling(study: Study) -> dict[str, list[dict]]:
     """Notebook 05's sweeps on the lab DiT: sampler and steps, CFG scale, CFG interval, timestep shift."""
     name = V.DIT_TOKENIZER
+    rfid = study.recon(name)["rfid"]
 
     def row(label, *extra, **fields):
         res = study.generation(name, *extra)
         return {"setting": label, **fields, "gfid": res["fid"], "is": res.get("is"),
-                "precision": res.get("precision"), "recall": res.get("recall"), "seconds": res.get("seconds")}
+                "precision": res.get("precision"), "recall": res.get("recall"), "class_acc": res.get("class_acc"),
+                "kid": res.get("kid"), "rfid": rfid, "bound": _below(res["fid"], rfid), "seconds": res.get("seconds")}
 
     sweeps = {
         "sampler": [row(label, *extra) for label, extra in V.SAMPLER_SWEEP],
@@ -324,9 +370,11 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
     for name in V.CONVERGENCE:
         for seed in study.seeds:
             curve = study.convergence(name, *study.seeded(seed))
+            rfid = study.recon(name)["rfid"]
             rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "seed": seed,
                          "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
-                         "class_acc_steps": [r.get("class_acc") for r in curve]})
+                         "class_acc_steps": [r.get("class_acc") for r in curve], "rfid": rfid,
+                         "below_rfid_steps": [r["step"] for r in curve if r["fid"] < rfid] or "none"})
     return _rows(study, rows), seeded_speedup(rows, *V.SPEEDUP)
 
 
@@ -339,9 +387,10 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
         for family in sizes or V.SCALING_SIZES:
             extra = study.sized(family)
             cost = study.dit_cost(name, *extra)
-            rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
-                         .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
-                         **seeded_gfid(study, name, "gfid", *extra)})
+            row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
+                   .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
+                   "rfid": study.recon(name)["rfid"], **seeded_gfid(study, name, "gfid", *extra)}
+            rows.append({**row, "bound": below_bound(row)})
     return _rows(study, rows), scaling_gaps(rows)
 
 
@@ -401,7 +450,9 @@ DILEMMA_COLUMNS: list[Column] = [*TOKENIZER_COLUMNS[:4], ("rfid_seeds", "rFID pe
 ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
                                   *GFID_COLUMNS, ("bound", "gFID < rFID?", ""), ("paper_gfid", "paper gFID", ".2f")]
 SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
-                                  ("precision", "precision", ".3f"), ("recall", "recall", ".3f")]
+                                  ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
+                                  ("class_acc", "class acc.", ".2f"), ("kid", "KID", ".4f"),
+                                  ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", "")]
 
 
 @dataclass(frozen=True)
@@ -454,15 +505,18 @@ TABLES: list[Table] = [
           notes=_spearman_line),
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
+        ("class_acc", "class acc.", ".2f"), ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", ""),
         ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"]),
     Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,)),
     Table("convergence", "Fig. 4a/b: convergence, gFID against DiT steps", convergence, [
         ("tokenizer", "tokenizer", ""), ("seed", "DiT seed", ""), ("steps", "steps", ""),
-        ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f")],
+        ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f"),
+        ("rfid", "rFID (bound)", ".1f"), ("below_rfid_steps", "steps with gFID < rFID", "")],
           V.CONVERGENCE, seeds=True, also="speedup", notes=_convergence_notes),
     Table("scaling", "Fig. 4c: DiT size at a fixed step budget", scaling, [
         ("tokenizer", "tokenizer", ""), ("size", "DiT", ""), ("params", "parameters", ","),
-        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS], V.SCALING, seeds=True, also="scaling_gap",
+        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, ("rfid", "rFID (bound)", ".1f"),
+        ("bound", "gFID < rFID?", "")], V.SCALING, seeds=True, also="scaling_gap",
           notes=_scaling_notes),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}

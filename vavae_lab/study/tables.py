@@ -250,9 +250,11 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
     for name in V.UNIFORMITY:
         u = study.uniformity(name, workers=workers)
         paper = V.TABLE6_PAPER.get(name, {})
-        rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, **seeded_gfid(study, name),
-                     **{k: u[k]["mean"] for k in METRICS}, **{f"{k}_std": u[k]["std"] for k in METRICS},
-                     "n": u["n"], "runs": u["runs"], **{f"paper_{k}": paper.get(k) for k in METRICS}})
+        row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, **seeded_gfid(study, name),
+               "rfid": study.recon(name)["rfid"], **{k: u[k]["mean"] for k in METRICS},
+               **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
+               **{f"paper_{k}": paper.get(k) for k in METRICS}}
+        rows.append({**row, "bound": below_bound(row)})
     return _rows(study, rows)
 
 
@@ -268,7 +270,10 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     +1 always means "ranks like gFID".
     """
     names = list(names or V.TOKENIZERS)
-    rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), **study.probe(n)} for n in names]
+    rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), "rfid": study.recon(n)["rfid"],
+             **study.probe(n)} for n in names]
+    for row in rows:
+        row["bound"] = _below(row["gfid"], row["rfid"])
     gfid = [r["gfid"] for r in rows]
     corr = {"n": len(rows), **{k: sign * spearman([r[k] for r in rows], gfid) for k, sign in PROXIES.items()}}
     return _rows(study, rows), corr
@@ -497,10 +502,12 @@ TABLES: list[Table] = [
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
         ("tokenizer", "tokenizer", ""),
         *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
-        *GFID_COLUMNS, *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
+        *GFID_COLUMNS, ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", ""),
+        *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
           V.UNIFORMITY, seeds=True, workers=True),
     Table("proxies", "Cheap gFID proxies", proxies, [
-        ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), ("probe_gfid", "probe gFID", ".1f"),
+        ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), ("rfid", "rFID (bound)", ".1f"),
+        ("bound", "gFID < rFID?", ""), ("probe_gfid", "probe gFID", ".1f"),
         *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], tuple(V.TOKENIZERS), also="spearman",
           notes=_spearman_line),
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
@@ -548,7 +555,7 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     out = []
     for name in names:
         runs = [V.seed_overrides(s, base_seed) for s in seeds] if name in seeded else [()]
-        calls = [("generation", name, r) for r in runs]
+        calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
         if "convergence" in keys and name in V.CONVERGENCE:
             calls = [("convergence", name, r) for r in runs] + calls
         if "dilemma" in keys and name in V.DILEMMA:  # notebook 01's rFID per tokenizer seed

@@ -160,6 +160,26 @@ def test_image_grid_and_uint8_conversion():
         plots.image_grid(floats, titles=["a"])
 
 
+def test_class_grid_puts_samples_beside_real_images_of_their_class():
+    from vavae_lab.analysis.class_grid import plot_class_grid
+
+    real = torch.zeros(6, 3, 4, 4, dtype=torch.uint8)
+    real[:, 0] = torch.arange(6).view(6, 1, 1) * 40  # each real image's red channel names it
+    real_labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    samples = torch.full((4, 3, 4, 4), 255, dtype=torch.uint8)
+    labels, predicted = torch.tensor([2, 1, 0, 1]), torch.tensor([2, 0, 0, 1])
+    fig = plot_class_grid(samples, labels, real, real_labels, ["a", "b_c", "d"], per_class=1, predicted=predicted)
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["a", "b c", "d"]
+    assert axes[1, 0].images[0].get_array()[0, 0, 0] == 40  # class b's first real image is image 1
+    # class b's sample (index 1) was named class 0: framed red; class a's (index 2) green
+    assert axes[1, 2].spines["left"].get_edgecolor()[:3] == matplotlib.colors.to_rgb("tab:red")
+    assert axes[0, 2].spines["left"].get_edgecolor()[:3] == matplotlib.colors.to_rgb("tab:green")
+    assert not axes[0, 1].axison  # the gap
+    with pytest.raises(DataError, match=r"the samples hold 1 image\(s\) of class 'a', the grid shows 2"):
+        plot_class_grid(samples, labels, real, real_labels, ["a", "b_c", "d"], per_class=2)
+
+
 def test_reconstructions_grid_and_psnr_titles():
     inputs = np.zeros((2, 3, 4, 4), dtype=np.uint8)
     fig = plots.plot_reconstructions(inputs, {"A": inputs + 10, "B": inputs})

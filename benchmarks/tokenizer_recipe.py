@@ -32,6 +32,11 @@ RECIPES = {
     "lab_2800": ["tokenizer.train.steps=2800"],
     # the plain-L1 lab recipe with GroupNorm over all channels (one group): tried against the grey plateau, no fix
     "lab_gn1": ["tokenizer.model.norm_groups=1", "tokenizer.loss.colour_balance=0"],
+    # the paper's compression ladder (issue 30): one more stride-2 level (f8) on 32 px, a 4 x 4 grid (d 4 / 8 / 16
+    # keep 48x / 24x / 12x fewer numbers), 2,400 x 32
+    "f8_32px": ["tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
+    # the same on 64 px shapes, an 8 x 8 grid (the same ladder at d 4 / 8 / 16), 2,400 x 32
+    "f8_64px": ["data.resolution=64", "tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
 }
 COMMON = ["tokenizer.train.progress=false", "tokenizer.probe.every=0", "device=cpu"]
 
@@ -51,7 +56,24 @@ def row_config(recipe: str, dim: int, vf: bool, scale: float):
     return config
 
 
-def run_row(recipe: str, dim: int, vf: bool, scale: float, out: str | None) -> dict:
+def _judge(config, run: str) -> dict:
+    """The run's reconstructions of the study's held-out images scored as samples with the multi-factor toy FID
+    network (presets.TOY_FID_V2 at the run's resolution): rFID and the share still named as their class."""
+    from vavae_lab.config import apply_overrides
+    from vavae_lab.data.images import to_uint8
+    from vavae_lab.metrics import reconstruct, score_images
+    from vavae_lab.pipeline import SCORES, held_out_images
+    from vavae_lab.presets import TOY_FID_V2
+    from vavae_lab.runs import load_tokenizer
+
+    judged = apply_overrides(config, list(TOY_FID_V2))
+    images, labels = held_out_images(judged, judged.sample.num_samples)
+
+    res = score_images(to_uint8(reconstruct(load_tokenizer(run), images)), labels, judged)
+    return {f"v2_{k}": res[k] for k in SCORES if k in res}
+
+
+def run_row(recipe: str, dim: int, vf: bool, scale: float, out: str | None, judge: bool = False) -> dict:
     """Train one row; returns PSNR at each quarter with the loop's wall seconds there, img/s and rFID."""
     import torch
 
@@ -81,7 +103,8 @@ def run_row(recipe: str, dim: int, vf: bool, scale: float, out: str | None) -> d
         prev = record["step"]
         walls.append(elapsed - sum(s for _, s in probes[:k]))
     final = history["eval"][-1]
-    return {"recipe": recipe, "d": dim, "vf": vf, "steps": tc.steps, "batch": tc.batch_size,
+    judged = _judge(config, out) if judge and out else {}
+    return {**judged, "recipe": recipe, "d": dim, "vf": vf, "steps": tc.steps, "batch": tc.batch_size,
             "psnr": [p for p, _ in probes], "wall": walls, "train_s": walls[-1],
             "img_s": tc.steps * tc.batch_size / walls[-1], "final_psnr": final["psnr"], "rfid": final.get("rfid"),
             "n_eval": final.get("n"), "total_s": total, "load": (load0, os.getloadavg()[0])}
@@ -95,13 +118,15 @@ def main() -> None:
     parser.add_argument("--vf", action="store_true", help="also a VF row (toy VFM) for each recipe and d")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every recipe's steps (quick checks)")
     parser.add_argument("--out", default=None, help="keep each run's folder under this path")
+    parser.add_argument("--judge", action="store_true", help="also score each run's reconstructions as samples with "
+                        "the multi-factor toy FID network (rFID v2, class accuracy); needs --out")
     args = parser.parse_args()
     rows = []
     for recipe in args.recipes:
         for dim in args.dims:
             for vf in ([False, True] if args.vf else [False]):
                 out = os.path.join(args.out, f"{recipe}_d{dim}{'_vf' if vf else ''}") if args.out else None
-                rows.append(run_row(recipe, dim, vf, args.scale, out))
+                rows.append(run_row(recipe, dim, vf, args.scale, out, args.judge))
                 r = rows[-1]
                 print(f"done {recipe} d{dim}{' +VF' if vf else ''}: PSNR {r['final_psnr']:.2f} dB, "
                       f"rFID {r['rfid']:.2f}, train {r['train_s']:.0f} s", flush=True)
@@ -115,6 +140,10 @@ def main() -> None:
               f"{cells}{r['img_s']:>7.0f}{r['rfid']:>7.1f}{r['total_s']:>8.0f}  {r['load'][0]:.1f}->{r['load'][1]:.1f}")
     print(f"each quarter: PSNR (dB) @ train s, the training loop alone (no probes, no final eval); rFID on "
           f"{rows[0]['n_eval']} eval images; total s includes data, toy networks and the final evaluation")
+    judged = [r for r in rows if "v2_fid" in r]
+    for r in judged:
+        print(f"{r['recipe']:<10}{r['d']:>3}  reconstructions scored as samples by the multi-factor network: "
+              f"rFID {r['v2_fid']:.2f}, class accuracy {r['v2_class_acc']:.3f}, KID {r['v2_kid']:.4f}")
 
 
 if __name__ == "__main__":

@@ -328,7 +328,7 @@ def convergence(config: Config, root: str | Path | None = None, *, n: int | None
     return [snapshot_generation(config, s, root, n=n, device=device, progress=progress) for s in curve_steps(config)]
 
 
-def _held_out(config: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out_images(config: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n held-out test images (float, [-1, 1]) and labels: what the floor and the reconstructions score."""
     from .data import held_out_dataset
 
@@ -350,7 +350,7 @@ def real_floor(config: Config, root: str | Path | None = None, *, n: int | None 
     path, cached = cached_result(config, "floor", root, n=n)
     if cached is not None:
         return cached
-    images, labels = _held_out(config, n)
+    images, labels = held_out_images(config, n)
     t0 = time.perf_counter()
     res = score_images(to_uint8(images), labels, config, device=device or "cpu")
     out = {k: res[k] for k in SCORES if k in res}
@@ -371,7 +371,7 @@ def reconstruction(config: Config, root: str | Path | None = None, *, n: int | N
     if cached is not None:
         return cached
     tok, _ = tokenizer(config, root)
-    images, labels = _held_out(config, n)
+    images, labels = held_out_images(config, n)
     t0 = time.perf_counter()
     recon = reconstruct(tok, images, device=device or "cpu")
     res = score_images(to_uint8(recon), labels, config, device=device or "cpu")

@@ -87,9 +87,11 @@ def test_new_fields_stay_out_of_the_keys_until_set():
     assert "crop" not in stage_fields(lab, "data")
     assert "preprocess" not in stage_fields(lab, "tokenizer")["vf"] and "init_from" not in stage_fields(lab, "tokenizer")
     assert "seed" not in stage_fields(lab, "dit")
-    assert set(KEYED_WHEN_SET) == {"data", "tokenizer", "dit"}
+    assert "version" not in stage_fields(lab, "metrics")["toy"]
+    assert set(KEYED_WHEN_SET) == {"data", "tokenizer", "dit", "metrics"}
     base = stage_key(lab, "tokenizer")
-    for override in ("data.crop=random", "tokenizer.vf.preprocess=official", "tokenizer.init_from=runs/stage1"):
+    for override in ("data.crop=random", "tokenizer.vf.preprocess=official", "tokenizer.init_from=runs/stage1",
+                     "metrics.toy.version=2"):
         assert stage_key(apply_overrides(lab, [override]), "tokenizer") != base, override
     assert stage_key(apply_overrides(lab, ["dit.seed=1"]), "dit") != stage_key(lab, "dit")
 

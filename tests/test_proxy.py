@@ -14,7 +14,8 @@ from test_train_tokenizer import TINY
 
 PROBE = ["tokenizer.probe.images=96", "tokenizer.probe.dit_steps=4", "tokenizer.probe.dit_batch=16",
          "tokenizer.probe.samples=20", "tokenizer.probe.sample_steps=2", "tokenizer.probe.uniformity_n=60",
-         "metrics.num_images=64", "tokenizer.loss.disc_start=100"]
+         "metrics.num_images=64", "tokenizer.loss.disc_start=100",
+         "metrics.toy.feature_dim=8"]  # the probe's 20 samples need features of fewer dimensions
 
 
 def test_spearman_matches_hand_ranks():

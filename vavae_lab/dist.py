@@ -59,15 +59,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over ranks (identity in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= dist.get_world_size()
-    return value
-
-
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if `flag` is true on any rank (used to stop all ranks together)."""
     if dist.is_available() and dist.is_initialized():

@@ -127,11 +127,6 @@ def load_dit(run_dir: Folder, *, use_ema: bool = True, device: str | torch.devic
     return model.to(device).eval(), config
 
 
-def load_latents(cache: Folder, **kwargs) -> LatentDataset:
-    """The latent cache in folder `cache` as a LatentDataset (keyword arguments as LatentDataset takes)."""
-    return LatentDataset(cache, **kwargs)
-
-
 def latents_complete(cache: Folder) -> bool:
     """Whether a latent cache finished: its meta.json says complete and its stats file exists."""
     meta = read_meta(cache) or {}

@@ -1,8 +1,6 @@
 """Pixel-level reconstruction metrics: PSNR and SSIM for image batches in [-1, 1]."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -87,8 +85,3 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, win_size: in
     """Structural similarity per image: the SSIM map averaged over channels and the valid region."""
     out = ssim_map(x, y, data_range=data_range, win_size=win_size, sigma=sigma, k1=k1, k2=k2)
     return out.flatten(1).mean(dim=1).to(x.dtype)
-
-
-def psnr_from_mse(mse: float, data_range: float = 2.0) -> float:
-    """PSNR in dB for a given mean squared error (clamped at 1e-10), handy for reading loss curves."""
-    return 10.0 * math.log10(data_range**2 / max(mse, MSE_FLOOR))

@@ -21,7 +21,7 @@ SMOKE_STUDY = (
     "dit.train.batch_size=32", "dit.train.ckpt_every=20", "sample.num_samples=128", "sample.batch_size=128",
     "sample.steps=5", "metrics.num_images=128", "metrics.toy.steps=30", "metrics.toy.num_images=512",
     "tokenizer.probe.images=256", "tokenizer.probe.dit_steps=10", "tokenizer.probe.dit_batch=32",
-    "tokenizer.probe.samples=64", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
+    "tokenizer.probe.samples=100", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
 )
 
 

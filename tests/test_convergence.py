@@ -150,7 +150,7 @@ def test_jobs_train_each_curve_before_its_gfids_and_every_size_once():
     assert len(calls) == len(set(calls))
     for _, job in jobs[:len(V.CONVERGENCE)]:
         methods = [m for m, _, _ in job]
-        assert methods[:2] == ["convergence"] * 2 and set(methods[2:]) <= {"generation"}
+        assert methods[:2] == ["convergence"] * 2 and set(methods[2:]) <= {"generation", "recon"}
     sized = {(n, e[0]) for m, n, e in calls if m == "generation" and e and e[0].startswith("dit.model.size")}
     assert sized == {(n, f"dit.model.size={f}/1") for n in V.SCALING for f in V.SCALING_SIZES[1:]}
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vavae_lab.device import autocast, resolve_device
-from vavae_lab.diffusion import dit_blocks
+from vavae_lab.diffusion import fused
 from vavae_lab.diffusion.lightningdit import LightningDiT, build_dit, count_parameters
 from vavae_lab.diffusion.transport import RectifiedFlow
 from vavae_lab.train.common import ema_update
@@ -186,7 +186,7 @@ def main() -> None:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dit_blocks.FAST_PATHS = not args.plain
+    fused.FAST_PATHS = not args.plain
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         rows = args.rows or ["B/2", "B/1", "L/1", "XL/2", "XL/1"]

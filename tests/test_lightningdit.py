@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vavae_lab.diffusion import dit_blocks
+from vavae_lab.diffusion import dit_blocks, fused
 from vavae_lab.diffusion.dit_blocks import (
     LabelEmbedder,
     RMSNorm,
@@ -292,7 +292,7 @@ def test_fast_rmsnorm_and_modulation_match_the_llama_formula_forward_and_backwar
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)) * w
 
     def fast(x, w, shift, scale):
-        return dit_blocks._RMSNormModulate.apply(x, w, shift, scale, norm.eps)
+        return fused.RMSNormModulate.apply(x, w, shift, scale, norm.eps)
 
     want = _grads(lambda x, w, sh, sc: formula(x, w) * (1 + sc[:, None]) + sh[:, None], x, weight, shift, scale)
     _assert_all_close(_grads(fast, x, weight, shift, scale), want)
@@ -345,7 +345,7 @@ def test_fast_swiglu_matches_the_formula_forward_and_backward():
         gate, value = h.chunk(2, dim=-1)
         return torch.nn.functional.silu(gate) * value
 
-    _assert_all_close(_grads(dit_blocks._SwiGLU.apply, hidden), _grads(formula, hidden))
+    _assert_all_close(_grads(fused.SwiGLU.apply, hidden), _grads(formula, hidden))
     ffn = SwiGLUFFN(8, 6)
     x = torch.randn(2, 5, 8, generator=gen)
     assert torch.allclose(ffn(x), ffn.w3(formula(ffn.w12(x))), atol=1e-6)
@@ -357,7 +357,7 @@ def test_fast_paths_match_the_plain_formulas_for_the_whole_model(switches, monke
     x, t, y = _inputs()
     runs = []
     for fast in (True, False):
-        monkeypatch.setattr(dit_blocks, "FAST_PATHS", fast)
+        monkeypatch.setattr(fused, "FAST_PATHS", fast)
         model = _toy(class_dropout=0.0, **switches).train()
         out = model(x, t, y)
         out.square().mean().backward()

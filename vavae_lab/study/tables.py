@@ -1,13 +1,16 @@
 """The toy versions of the paper's tables, as lists of row dicts computed from a `Study` (cached runs)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..analysis.proxy import spearman
 from ..analysis.uniformity import METRICS
 from . import variants as V
+# the verdicts live in claims.py; notebooks reach them as tables.<name> too
+from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
+                     claim, dilemma_claims, other_readings, scaling_gaps, seeded_speedup, single_seed_claim, speedup,
+                     steps_to_reach, vf_claims)
 from ..errors import ConfigError
 from .runner import Study
 
@@ -48,13 +51,6 @@ def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict
     return out
 
 
-def below_bound(row: dict, key: str = "gfid") -> str:
-    """A flag for a row whose gFID in some DiT seed is below its tokenizer's rFID scored as samples are (the best a
-    perfect DiT on that tokenizer could reach): 'no' when none is, else which seeds (look at it, do not believe it)."""
-    seeds = [i for i, g in enumerate(row.get(f"{key}_seeds", [])) if row.get("rfid") is not None and g < row["rfid"]]
-    return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-
-
 def seeded_recon(study: Study, name: str) -> dict:
     """rfid_seeds / psnr_seeds: a variant's rFID and PSNR with its tokenizer trained once per study seed; their spread."""
     recs = [study.recon(name, *study.tokenizer_seeded(s)) for s in study.seeds]
@@ -78,131 +74,6 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
             row["bound_cfg"] = below_bound(row, "gfid_cfg")
         rows.append(row)
     return _rows(study, rows)
-
-
-def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
-    """Does `high` have the larger `key` (gFID) than `low` in every DiT seed, each time by more than the seed spread?
-
-    The study's rule for a difference: its sign holds in every seed and it exceeds the larger of the two
-    rows' seed spreads. Returns a table row: the claim, the difference per seed, the spread and the verdict.
-    """
-    diffs = [h - l for l, h in zip(low[f"{key}_seeds"], high[f"{key}_seeds"])]
-    spread = max(low[f"{key}_spread"], high[f"{key}_spread"])
-    if all(d > spread for d in diffs):
-        verdict = "shown"
-    elif all(d > 0 for d in diffs):
-        verdict = "same sign in every seed, within the seed spread"
-    elif all(d < -spread for d in diffs):
-        verdict = "reversed"
-    else:
-        verdict = "not shown (the sign changes between seeds)"
-    return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
-            "readings": other_readings(low, high, key)}
-
-
-# the readings beside each FID (class accuracy: higher is better; KID: lower is better), by the FID's key
-READINGS = {"gfid": ("class_acc", "kid"), "gfid_cfg": ("class_acc_cfg", "kid_cfg"),
-            "rfid": ("recon_class_acc", "recon_kid")}
-
-
-def _noise(row: dict, field: str) -> float | None:
-    """One standard error of a reading: binomial for a class accuracy over its images, the subsets' spread for KID."""
-    if field.startswith("kid") or field.endswith("kid"):
-        return row.get(field.replace("kid", "kid_std", 1))
-    n, p = row.get(f"{field}_n"), row[field]
-    return math.sqrt(p * (1 - p) / n) if n else None
-
-
-def other_readings(low: dict, high: dict, key: str = "gfid") -> str:
-    """Do class accuracy and KID point the same way as the FID difference `high` - `low` (means, no seed rule)?
-
-    The claim says `high` is worse by FID; a reading agrees when it also calls `high` worse, and is level when
-    the two differ by less than two of their standard errors combined. Said for each reading the rows hold, so a
-    table shows where FID and the others disagree instead of picking one."""
-    acc, kid = READINGS.get(key, (None, None))
-    fid_worse = sum(high[f"{key}_seeds"]) > sum(low[f"{key}_seeds"])
-    said = []
-    for name, field, sign in (("class acc.", acc, -1), ("KID", kid, 1)):
-        if not field or low.get(field) is None or high.get(field) is None:
-            continue
-        diff = high[field] - low[field]
-        noise = [_noise(r, field) for r in (low, high)]
-        if None not in noise and abs(diff) < 2 * math.hypot(*noise):
-            verdict = "level"
-        else:
-            verdict = "agrees" if (sign * diff > 0) == fid_worse else "DISAGREES"
-        said.append(f"{name} {verdict} ({low[field]:.3g} -> {high[field]:.3g})")
-    return "; ".join(said) if said else "-"
-
-
-def dilemma_claims(rows: Sequence[dict]) -> list[dict]:
-    """The dilemma's two sides on notebook 01's rows (d4, d16, d32): rFID falls with d (over tokenizer seeds),
-    gFID rises with d (over DiT seeds). A difference per seed is (larger d) - (smaller d) for gFID and the
-    reverse for rFID, so a positive one is the paper's direction in both."""
-    by = {r["name"]: r for r in rows}
-    out = []
-    for (a, b), tag in ((("d4", "d32"), "(a) rFID improves with d: d4 -> d32 (tokenizer seeds)"),
-                        (("d4", "d16"), "    d4 -> d16"), (("d16", "d32"), "    d16 -> d32")):
-        out.append(claim(tag, by[b], by[a], "rfid"))
-    for (a, b), tag in ((("d4", "d32"), "(b) gFID worsens with d: d4 -> d32 (DiT seeds)"),
-                        (("d4", "d16"), "    d4 -> d16"), (("d16", "d32"), "    d16 -> d32")):
-        out.append(claim(tag, by[a], by[b]))
-    return out
-
-
-def vf_claims(rows: Sequence[dict]) -> list[dict]:
-    """The VF loss's effect on notebook 02's Table 2 rows: gFID without VF minus gFID with VF, per d."""
-    by = {r["name"]: r for r in rows}
-    out = [claim("(c) VF improves d32's gFID: d32 + VF -> d32", by["d32_vf"], by["d32"])]
-    if "d16_vf" in by:
-        out.append(claim("    VF at d16: d16 + VF -> d16", by["d16_vf"], by["d16"]))
-    if "gfid_cfg_seeds" in by["d32"]:
-        out.append(claim("    with CFG 3: d32 + VF -> d32", by["d32_vf"], by["d32"], "gfid_cfg"))
-    return out
-
-
-def ablation_claims(rows: Sequence[dict], full: str = "d32_vf", base: str = "d32") -> list[dict]:
-    """Each ablation row of Table 5 or 4 against the full VF loss (is it worse?) and against no VF (is it better?)."""
-    by = {r["name"]: r for r in rows}
-    out = []
-    for row in rows:
-        if row["name"] in (full, base):
-            continue
-        label = row.get("tokenizer", row["name"])
-        out.append(claim(f"{label}: worse than {by[full].get('tokenizer', full)}", by[full], row))
-        out.append(claim(f"    better than {by[base].get('tokenizer', base)} (no VF)", row, by[base]))
-    return out
-
-
-CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
-                 ("spread", "seed spread", ".1f"), ("verdict", "verdict", ""),
-                 ("readings", "class acc. and KID (low -> high row)", "")]
-
-
-def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:
-    """A change from `before` to `after` (two rows measured with one DiT seed each), judged by the study's rule.
-
-    With one seed per row there is no sign to check in every seed, so only the rule's other half applies: the
-    relative change after / before - 1 counts when it exceeds the relative seed spread of `yardstick`, a
-    `seeded_gfid` row of a comparable DiT (its `key`_spread / `key`); otherwise it is unresolved. Relative,
-    because the rows compared (notebook 04's ladder, notebook 05's sweeps) sit at very different gFIDs.
-    Returns a table row: the comparison, both values, the change, the yardstick and the verdict.
-    """
-    if not before > 0 or yardstick.get(key) is None or not yardstick[key] > 0:
-        raise ConfigError(f"single_seed_claim needs a positive `before` and yardstick[{key!r}], got {before} and "
-                          f"{yardstick.get(key)}")
-    change = after / before - 1
-    spread = yardstick[f"{key}_spread"] / yardstick[key]
-    if abs(change) <= spread:
-        verdict = "unresolved (within the seed spread)"
-    else:
-        verdict = f"{'lower' if change < 0 else 'higher'} {key.replace('gfid', 'gFID')}"
-    return {"claim": text, "before": before, "after": after, "change": change, "rel_spread": spread,
-            "verdict": verdict}
-
-
-SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".1f"), ("after", "to", ".1f"),
-                       ("change", "change", "+.0%"), ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
 
 
 def dilemma(study: Study) -> list[dict]:
@@ -273,7 +144,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), "rfid": study.recon(n)["rfid"],
              **study.probe(n)} for n in names]
     for row in rows:
-        row["bound"] = _below(row["gfid"], row["rfid"])
+        row["bound"] = below_rfid(row["gfid"], row["rfid"])
     gfid = [r["gfid"] for r in rows]
     corr = {"n": len(rows), **{k: sign * spearman([r[k] for r in rows], gfid) for k, sign in PROXIES.items()}}
     return _rows(study, rows), corr
@@ -285,14 +156,9 @@ def table1(study: Study) -> list[dict]:
     for i, (label, _) in enumerate(V.TABLE1):
         res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
-                     "class_acc": res.get("class_acc"), "rfid": rfid, "bound": _below(res["fid"], rfid),
+                     "class_acc": res.get("class_acc"), "rfid": rfid, "bound": below_rfid(res["fid"], rfid),
                      "paper_fid": V.TABLE1_PAPER[i]})
     return _rows(study, rows)
-
-
-def _below(gfid: float, rfid: float) -> str:
-    """`below_bound` for one gFID: 'no', or 'below rFID' when the samples beat the tokenizer's reconstructions."""
-    return "below rFID" if gfid < rfid else "no"
 
 
 def sampling(study: Study) -> dict[str, list[dict]]:
@@ -304,7 +170,7 @@ def sampling(study: Study) -> dict[str, list[dict]]:
         res = study.generation(name, *extra)
         return {"setting": label, **fields, "gfid": res["fid"], "is": res.get("is"),
                 "precision": res.get("precision"), "recall": res.get("recall"), "class_acc": res.get("class_acc"),
-                "kid": res.get("kid"), "rfid": rfid, "bound": _below(res["fid"], rfid), "seconds": res.get("seconds")}
+                "kid": res.get("kid"), "rfid": rfid, "bound": below_rfid(res["fid"], rfid), "seconds": res.get("seconds")}
 
     sweeps = {
         "sampler": [row(label, *extra) for label, extra in V.SAMPLER_SWEEP],
@@ -314,58 +180,6 @@ def sampling(study: Study) -> dict[str, list[dict]]:
         "shift": [row(f"shift {s}", f"sample.timestep_shift={s}", shift=s) for s in V.SHIFT_SWEEP],
     }
     return {k: _rows(study, v) for k, v in sweeps.items()}
-
-
-def steps_to_reach(steps: Sequence[int], gfids: Sequence[float], target: float) -> tuple[float | None, str]:
-    """(steps, how) a gFID curve needs to reach `target`: at its first point at or below it, interpolated linearly
-    in log-steps from the point before ("interpolated"); the first snapshot itself when that one is already there
-    ("at most": it may have got there earlier); (None, "never") when no point reaches it."""
-    for i, (step, gfid) in enumerate(zip(steps, gfids)):
-        if gfid <= target:
-            if i == 0:
-                return float(step), "at most"
-            s0, g0 = steps[i - 1], gfids[i - 1]
-            frac = (g0 - target) / (g0 - gfid)
-            return math.exp(math.log(s0) + frac * (math.log(step) - math.log(s0))), "interpolated"
-    return None, "never"
-
-
-def speedup(steps_a: Sequence[int], gfid_a: Sequence[float], steps_b: Sequence[int], gfid_b: Sequence[float]) -> dict:
-    """The paper's speed-up of curve B over curve A (Fig. 4): A's full budget over the steps B needs to reach the
-    gFID A ends at. {"target", "steps", "speedup", "how", "reason"}; steps and speedup are None when B never
-    reaches it (the reason says B's best), and the speed-up is a lower bound when B is there at its first point."""
-    target, budget = gfid_a[-1], steps_a[-1]
-    need, how = steps_to_reach(steps_b, gfid_b, target)
-    if need is None:
-        reason = f"never reaches {target:.1f} in {steps_b[-1]} steps (its best: {min(gfid_b):.1f})"
-        return {"target": target, "steps": None, "speedup": None, "how": how, "reason": reason}
-    reason = (f"already below {target:.1f} at its first snapshot (step {steps_b[0]}): at least {budget / need:.2f}x"
-              if how == "at most" else "")
-    return {"target": target, "steps": need, "speedup": budget / need, "how": how, "reason": reason}
-
-
-def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
-    """`speedup` of tokenizer b over a per DiT seed (convergence rows), their mean and spread, judged by the seed
-    rule (`claim`): each seed's speed-up - 1 must be positive and exceed the spread. None where a seed never gets
-    there."""
-    curves = {(r["name"], r["seed"]): r for r in rows}
-    seeds = sorted(s for n, s in curves if n == a and (b, s) in curves)
-    per = [speedup(curves[(a, s)]["steps"], curves[(a, s)]["gfid_steps"], curves[(b, s)]["steps"],
-                   curves[(b, s)]["gfid_steps"]) for s in seeds]
-    out = {"claim": f"{V.TOKENIZERS[b].label} reaches the final gFID of {V.TOKENIZERS[a].label}", "a": a, "b": b,
-           "seeds": seeds, "target_seeds": [p["target"] for p in per], "steps_seeds": [p["steps"] for p in per],
-           "speedup_seeds": [p["speedup"] for p in per], "reasons": [p["reason"] for p in per]}
-    values = out["speedup_seeds"]
-    if not per or None in values:
-        never = [f"DiT seed {s}: {p['reason']}" for s, p in zip(seeds, per) if p["speedup"] is None]
-        return {**out, "speedup": None, "speedup_spread": None,
-                "verdict": "not shown: " + ("; ".join(never) or "no seed has both curves")}
-    spread = max(values) - min(values)
-    verdict = claim("", {"x_seeds": [1.0] * len(values), "x_spread": 0.0},
-                    {"x_seeds": values, "x_spread": spread}, "x")["verdict"]
-    first = any(p["how"] == "at most" for p in per)
-    bound = " (a lower bound where a seed is there at its first snapshot)" if first else ""
-    return {**out, "speedup": sum(values) / len(values), "speedup_spread": spread, "verdict": verdict + bound}
 
 
 def convergence(study: Study) -> tuple[list[dict], dict]:
@@ -397,21 +211,6 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
                    "rfid": study.recon(name)["rfid"], **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
     return _rows(study, rows), scaling_gaps(rows)
-
-
-def scaling_gaps(rows: Sequence[dict]) -> dict:
-    """The gFID gap high-d - low-d (V.SCALING) per DiT size and seed, and whether the largest DiT has the smaller
-    gap than the smallest in every seed by more than the spread (`claim`; Fig. 4c says it shrinks)."""
-    low, high = V.SCALING
-    by = {(r["name"], r["size"]): r for r in rows}
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    gaps = []
-    for size in sizes:
-        diffs = [h - l for l, h in zip(by[(low, size)]["gfid_seeds"], by[(high, size)]["gfid_seeds"])]
-        gaps.append({"size": size, "gap": sum(diffs) / len(diffs), "gap_seeds": diffs,
-                     "gap_spread": max(diffs) - min(diffs)})
-    text = f"the gap of {V.TOKENIZERS[high].label} shrinks from {sizes[0]} to {sizes[-1]}"
-    return {"gaps": gaps, "claim": claim(text, gaps[-1], gaps[0], "gap")}
 
 
 def _convergence_notes(results: dict) -> list[str]:

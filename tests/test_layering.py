@@ -18,7 +18,8 @@ PACKAGE = "vavae_lab"
 # Lowest layer first. A module belongs to the longest prefix listed; it may import its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
     # the foundation: no model, no training
-    ("errors", "lazy", "paths", "atomic", "device", "dist", "checkpoint", "weights", "config", "presets", "download"),
+    ("errors", "lazy", "paths", "atomic", "choices", "device", "dist", "checkpoint", "weights", "config", "presets",
+     "download"),
     # what the lab is made of: data, the two models, metrics (each with its builders beside it)
     ("data", "tokenizer", "diffusion", "metrics"),
     # run-time estimates from a config and the model sizes

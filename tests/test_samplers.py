@@ -190,7 +190,8 @@ def test_sampler_errors_name_the_setting():
 
 
 def test_one_list_of_samplers_config_and_sample_ode_agree():
-    from vavae_lab.config import ODE_SAMPLERS, SAMPLERS, Config, apply_overrides
+    from vavae_lab.choices import ODE_SAMPLERS, SAMPLERS
+    from vavae_lab.config import Config, apply_overrides
     from vavae_lab.diffusion.samplers import METHODS
 
     assert METHODS == ODE_SAMPLERS and SAMPLERS == (*ODE_SAMPLERS, "ddpm")

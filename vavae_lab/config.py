@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import yaml
 
+from .choices import (CROPS, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS, PRECISIONS,
+                      PREPROCESS, SAMPLERS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
 
 
@@ -165,10 +167,6 @@ class TokenizerConfig:
     init_from: Optional[str] = None
 
 
-# the toy FID feature networks: 1 the shape classifier, 2 one head per factor a person sees (docs/yardstick.md)
-TOY_FEATURE_VERSIONS: tuple[int, ...] = (1, 2)
-
-
 @dataclass
 class ToyFeatureSection:
     """The toy FID feature network (a classifier unrelated to the toy VFM).
@@ -252,12 +250,6 @@ class DiTConfig:
     # steps before the last at which the EMA weights are kept (run/snapshots/step_*.pt) for a convergence curve;
     # they change no result, so no cache key holds them (pipeline.IGNORED)
     snapshots: tuple[int, ...] = ()
-
-
-# The one list of samplers: sample.sampler takes one of SAMPLERS; diffusion.samplers.sample_ode integrates the
-# ODE_SAMPLERS, and "ddpm" is the DDPM/DDIM sampler of a DiT trained with dit.transport.path=ddpm.
-ODE_SAMPLERS: tuple[str, ...] = ("euler", "heun", "dopri5")
-SAMPLERS: tuple[str, ...] = (*ODE_SAMPLERS, "ddpm")
 
 
 @dataclass
@@ -402,8 +394,8 @@ def _train_rules(prefix: str) -> list:
         ("steps", _POSITIVE), ("batch_size", _POSITIVE), ("lr", _POSITIVE), ("log_every", _POSITIVE),
         ("ckpt_every", _POSITIVE), ("warmup_steps", _NON_NEGATIVE), ("grad_clip", _NON_NEGATIVE),
         ("micro_batch", _NON_NEGATIVE),
-        ("eval_every", _NON_NEGATIVE), ("eval_images", _NON_NEGATIVE), ("optimizer", _choice("adam", "adamw")),
-        ("lr_schedule", _choice("constant", "cosine")), ("precision", _choice("fp32", "bf16", "fp16")))]
+        ("eval_every", _NON_NEGATIVE), ("eval_images", _NON_NEGATIVE), ("optimizer", _choice(*OPTIMIZERS)),
+        ("lr_schedule", _choice(*LR_SCHEDULES)), ("precision", _choice(*PRECISIONS)))]
 
 
 def _init_source(value) -> bool:
@@ -414,19 +406,19 @@ def _init_source(value) -> bool:
 
 
 _RULES = [
-    ("data.source", *_choice("shapes", "imagefolder")), ("data.resolution", *_POSITIVE),
-    ("data.crop", *_choice("center", "random")),
-    ("tokenizer.vf.preprocess", *_choice("normalized", "official")),
+    ("data.source", *_choice(*SOURCES)), ("data.resolution", *_POSITIVE),
+    ("data.crop", *_choice(*CROPS)),
+    ("tokenizer.vf.preprocess", *_choice(*PREPROCESS)),
     ("tokenizer.init_from", _init_source, "null, a preset name (e.g. imagenet256_f16d32_vf_stage1) or a tokenizer "
                                           "run folder path holding a '/' (e.g. runs/stage1)"),
     ("tokenizer.loss.colour_balance", *_NON_NEGATIVE),
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),
-    ("dit.model.mlp", *_choice("swiglu", "gelu")), ("dit.model.norm", *_choice("rmsnorm", "layernorm")),
-    ("dit.model.pos", *_choice("rope", "abs")), ("dit.model.class_dropout", *_UNIT),
-    ("dit.transport.path", *_choice("rectified_flow", "ddpm")),
-    ("dit.transport.t_sampling", *_choice("logit_normal", "uniform")), ("dit.transport.logit_std", *_POSITIVE),
+    ("dit.model.mlp", *_choice(*MLP_KINDS)), ("dit.model.norm", *_choice(*NORM_KINDS)),
+    ("dit.model.pos", *_choice(*POS_KINDS)), ("dit.model.class_dropout", *_UNIT),
+    ("dit.transport.path", *_choice(*PATHS)),
+    ("dit.transport.t_sampling", *_choice(*T_SAMPLINGS)), ("dit.transport.logit_std", *_POSITIVE),
     ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
     ("dit.snapshots", lambda v: all(s > 0 for s in v), "a list of positive step counts, e.g. [75,150,300]"),
     ("sample.sampler", *_choice(*SAMPLERS)), ("sample.steps", *_POSITIVE),

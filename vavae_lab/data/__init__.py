@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from ..choices import SOURCES
 from ..errors import ConfigError
 from .imagefolder import IMG_EXTENSIONS, ImageFolderDataset, center_crop_arr
 from .shapes import CLASS_NAMES, SPLITS, ShapesDataset, generate_shapes, split_seed
 
-SOURCES: tuple[str, ...] = ("shapes", "imagefolder")
 
 __all__ = [
     "CLASS_NAMES", "IMG_EXTENSIONS", "SOURCES", "SPLITS", "ImageFolderDataset", "ShapesDataset",

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..choices import CROPS
 from ..errors import ConfigError, DataError
 
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
@@ -31,9 +32,6 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     top = (arr.shape[0] - image_size) // 2
     left = (arr.shape[1] - image_size) // 2
     return arr[top: top + image_size, left: left + image_size]
-
-
-CROPS: tuple[str, ...] = ("center", "random")
 
 
 def resize_short_side(arr: np.ndarray, size: int) -> np.ndarray:

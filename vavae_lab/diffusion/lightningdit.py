@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..choices import MLP_KINDS, NORM_KINDS, POS_KINDS
 from ..errors import ConfigError
 from .dit_blocks import (
     FinalLayer,
@@ -18,9 +19,6 @@ from .dit_blocks import (
     sincos_pos_embed_2d,
 )
 
-MLP_KINDS = ("swiglu", "gelu")
-NORM_KINDS = ("rmsnorm", "layernorm")
-POS_KINDS = ("rope", "abs")
 # Keyword arguments of LightningDiT that a size does not fix.
 SWITCHES = ("mlp_ratio", "class_dropout", "mlp", "norm", "pos", "qk_norm", "adaln_shift", "learn_sigma",
             "grad_checkpoint")

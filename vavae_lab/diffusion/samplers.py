@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from vavae_lab.config import ODE_SAMPLERS
+from ..choices import ODE_SAMPLERS
 from vavae_lab.diffusion.transport import DDPM, draw
 from vavae_lab.errors import ConfigError
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vavae_lab.errors import ConfigError, DataError
+from ..choices import PATHS, T_SAMPLINGS
+from ..errors import ConfigError, DataError
 
 # Time convention used everywhere in vavae_lab.diffusion: t in [0, 1], t = 0 is pure noise, t = 1 is data.
-T_SAMPLINGS = ("logit_normal", "uniform")
-PATHS = ("rectified_flow", "ddpm")
 
 
 def _expand_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

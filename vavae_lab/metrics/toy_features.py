@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
-from ..config import TOY_FEATURE_VERSIONS, ToyFeatureSection
+from ..choices import TOY_FEATURE_VERSIONS
+from ..config import ToyFeatureSection
 from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError

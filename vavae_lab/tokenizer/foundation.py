@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..choices import PREPROCESS
 from ..errors import CheckpointError, ConfigError, VavaeLabError, WeightsUnavailableError
 from .toy_vfm import coerce_toy_config, get_toy_vfm, random_toy_vfm
 
@@ -24,7 +25,6 @@ VFM_REGISTRY: dict[str, dict] = {
 # How images in [-1, 1] reach a timm model: "normalized" (this project's default: bicubic antialiased resize,
 # then the model's mean/std) or "official" (hustvl's vavae/ldm/models/foundation_models.py: the [-1, 1] images
 # themselves, bilinear resize without antialias; the released VA-VAE was trained with it)
-PREPROCESS: tuple[str, ...] = ("normalized", "official")
 
 OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE")
 

@@ -1,0 +1,20 @@
+"""Every string option of a config, listed once: the config's gate (`config._RULES`) and the modules read these."""
+from __future__ import annotations
+
+SOURCES: tuple[str, ...] = ("shapes", "imagefolder")  # data.source
+CROPS: tuple[str, ...] = ("center", "random")  # data.crop: ADM's centre crop, or the official training's random one
+PREPROCESS: tuple[str, ...] = ("normalized", "official")  # tokenizer.vf.preprocess: the VFM's input
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")  # *.train.optimizer
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # *.train.lr_schedule
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # *.train.precision
+MLP_KINDS: tuple[str, ...] = ("swiglu", "gelu")  # dit.model.mlp
+NORM_KINDS: tuple[str, ...] = ("rmsnorm", "layernorm")  # dit.model.norm
+POS_KINDS: tuple[str, ...] = ("rope", "abs")  # dit.model.pos: 2-D RoPE or sin-cos absolute
+PATHS: tuple[str, ...] = ("rectified_flow", "ddpm")  # dit.transport.path
+T_SAMPLINGS: tuple[str, ...] = ("logit_normal", "uniform")  # dit.transport.t_sampling
+# sample.sampler: diffusion.samplers.sample_ode integrates the ODE_SAMPLERS; "ddpm" is the DDPM/DDIM sampler of a
+# DiT trained with dit.transport.path=ddpm
+ODE_SAMPLERS: tuple[str, ...] = ("euler", "heun", "dopri5")
+SAMPLERS: tuple[str, ...] = (*ODE_SAMPLERS, "ddpm")
+# metrics.toy.version: 1 the shape classifier, 2 one head per factor a person sees (docs/yardstick.md)
+TOY_FEATURE_VERSIONS: tuple[int, ...] = (1, 2)

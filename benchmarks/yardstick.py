@@ -16,7 +16,8 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="lab", help="toy preset whose networks and data are used (lab, smoke)")
+    parser.add_argument("--preset", default="lab", choices=("smoke", "lab", "lab_long"),
+                        help="toy preset whose networks and data are used")
     parser.add_argument("--n", type=int, default=2000, help="held-out images per corruption (the study's sample count)")
     args = parser.parse_args()
 
@@ -25,11 +26,16 @@ def main() -> None:
     from vavae_lab.metrics.battery import shapes_battery
     from vavae_lab.presets import get_preset, toy_fid_v2
 
+    from vavae_lab.errors import VavaeLabError
+
     base = get_preset(args.preset)
     columns, seconds = {}, {}
     for name, overrides in (("v1", []), ("v2", list(toy_fid_v2(args.preset)))):
         t0 = time.perf_counter()
-        columns[name] = shapes_battery(apply_overrides(base, overrides), n=args.n)
+        try:
+            columns[name] = shapes_battery(apply_overrides(base, overrides), n=args.n)
+        except VavaeLabError as exc:  # e.g. --n below the features' dimension: one line, the flag named
+            parser.error(f"--n {args.n}: {exc}")
         seconds[name] = time.perf_counter() - t0
     print(f"preset {args.preset}, n = {args.n} held-out images per row; seconds (training the network if not "
           f"cached, then the battery): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))

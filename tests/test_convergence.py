@@ -12,7 +12,7 @@ from vavae_lab.estimate import dit_cost
 from vavae_lab.study import Study
 from vavae_lab.study import tables as T
 from vavae_lab.study import variants as V
-from vavae_lab.study.runner import SMOKE_STUDY
+from vavae_lab.presets import SMOKE_STUDY
 from vavae_lab.train.dit import train_dit
 
 TINY = ("data.num_train=128", "data.num_test=64", "tokenizer.train.steps=4", "tokenizer.train.batch_size=8",

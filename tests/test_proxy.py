@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from vavae_lab.analysis.proxy import probe_config, spearman
+from vavae_lab.analysis.proxy import spearman
+from vavae_lab.presets import probe_config
 from vavae_lab.config import apply_overrides
 from vavae_lab.pipeline import tokenizer_probe
 from vavae_lab.presets import get_preset

@@ -6,13 +6,39 @@ from typing import Callable
 
 from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
                      ProbeConfig, SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig,
-                     VAEConfig, VFConfig)
+                     VAEConfig, VFConfig, apply_overrides)
 from .errors import ConfigError
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # the multi-factor toy FID network (docs/yardstick.md), as overrides of a toy preset until the toy presets switch
 # to it: at 1,500 steps (2.4 min on 2 cores) greyscale scores 50x and half the classes dropped 30x its floor
 TOY_FID_V2 = ("metrics.toy.version=2", "metrics.toy.steps=1500")
+
+
+# The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI
+SMOKE_STUDY = (
+    "data.num_train=512", "data.num_test=256", "tokenizer.train.steps=20", "tokenizer.train.batch_size=16",
+    "tokenizer.train.eval_images=128", "tokenizer.train.ckpt_every=20", "tokenizer.vf.toy.steps=30",
+    "tokenizer.vf.toy.num_images=512", "latents.shard_size=512", "latents.stats_count=512", "dit.train.steps=20",
+    "dit.train.batch_size=32", "dit.train.ckpt_every=20", "sample.num_samples=128", "sample.batch_size=128",
+    "sample.steps=5", "metrics.num_images=128", "metrics.toy.steps=30", "metrics.toy.num_images=512",
+    "tokenizer.probe.images=256", "tokenizer.probe.dit_steps=10", "tokenizer.probe.dit_batch=32",
+    "tokenizer.probe.samples=100", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
+)
+
+
+def probe_config(config: Config) -> Config:
+    """The config of the probe run: the tokenizer's data at a small size and a tiny DiT at a fixed budget."""
+    p = config.tokenizer.probe
+    return apply_overrides(config, {
+        "data.num_train": min(p.images, config.data.num_train) if config.data.source == "shapes" else p.images,
+        "latents.flip": False, "latents.shard_size": p.images, "latents.stats_count": p.images,
+        "dit.model.size": p.dit_size, "dit.train.steps": p.dit_steps, "dit.train.batch_size": p.dit_batch,
+        "dit.train.lr": 1e-3, "dit.train.warmup_steps": 0, "dit.train.ckpt_every": p.dit_steps,
+        "dit.train.progress": False, "dit.train.compile": False, "dit.train.precision": "fp32",
+        "dit.ema_decay": 0.0, "sample.num_samples": p.samples, "sample.steps": p.sample_steps,
+        "sample.cfg_scale": 1.0, "sample.batch_size": p.samples, "metrics.num_images": max(p.samples, 1000),
+    })
 
 
 def toy_fid_v2(preset: str) -> tuple[str, ...]:

@@ -14,21 +14,8 @@ import numpy as np
 import torch
 
 from ..config import Config, apply_overrides
+from ..presets import probe_config
 from .uniformity import METRICS
-
-
-def probe_config(config: Config) -> Config:
-    """The config of the probe run: the tokenizer's data at a small size and a tiny DiT at a fixed budget."""
-    p = config.tokenizer.probe
-    return apply_overrides(config, {
-        "data.num_train": min(p.images, config.data.num_train) if config.data.source == "shapes" else p.images,
-        "latents.flip": False, "latents.shard_size": p.images, "latents.stats_count": p.images,
-        "dit.model.size": p.dit_size, "dit.train.steps": p.dit_steps, "dit.train.batch_size": p.dit_batch,
-        "dit.train.lr": 1e-3, "dit.train.warmup_steps": 0, "dit.train.ckpt_every": p.dit_steps,
-        "dit.train.progress": False, "dit.train.compile": False, "dit.train.precision": "fp32",
-        "dit.ema_decay": 0.0, "sample.num_samples": p.samples, "sample.steps": p.sample_steps,
-        "sample.cfg_scale": 1.0, "sample.batch_size": p.samples, "metrics.num_images": max(p.samples, 1000),
-    })
 
 
 def spearman(x, y) -> float:

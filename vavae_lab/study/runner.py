@@ -10,19 +10,8 @@ from .. import pipeline
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
+from ..presets import SMOKE_STUDY
 from .variants import CONVERGENCE_POINTS, SEEDS, TOKENIZERS, seed_overrides, size_overrides
-
-
-# The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI
-SMOKE_STUDY = (
-    "data.num_train=512", "data.num_test=256", "tokenizer.train.steps=20", "tokenizer.train.batch_size=16",
-    "tokenizer.train.eval_images=128", "tokenizer.train.ckpt_every=20", "tokenizer.vf.toy.steps=30",
-    "tokenizer.vf.toy.num_images=512", "latents.shard_size=512", "latents.stats_count=512", "dit.train.steps=20",
-    "dit.train.batch_size=32", "dit.train.ckpt_every=20", "sample.num_samples=128", "sample.batch_size=128",
-    "sample.steps=5", "metrics.num_images=128", "metrics.toy.steps=30", "metrics.toy.num_images=512",
-    "tokenizer.probe.images=256", "tokenizer.probe.dit_steps=10", "tokenizer.probe.dit_batch=32",
-    "tokenizer.probe.samples=100", "tokenizer.probe.sample_steps=4", "tokenizer.probe.uniformity_n=256",
-)
 
 
 class Study:

@@ -337,7 +337,8 @@ def held_out_images(config: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"the floor and the reconstruction bound are computed for the toy shapes data, not "
                          f"data.source={d.source!r}")
     test = held_out_dataset(d, n)
-    return torch.stack([test[i][0] for i in range(len(test))]), torch.tensor([int(test[i][1]) for i in range(len(test))])
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    return images, torch.tensor([int(test[i][1]) for i in range(len(test))])
 
 
 def real_floor(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None) -> dict:

@@ -34,5 +34,6 @@ __all__ = [
 from .generation import ReferenceFolder, evaluate_samples, score_images, write_metrics  # noqa: E402
 from .samples_io import SampleFolder, load_samples, save_grid, save_samples  # noqa: E402
 
-__all__ += ["ReferenceFolder", "evaluate_samples", "score_images", "write_metrics", "SampleFolder", "load_samples", "save_grid",
+__all__ += ["ReferenceFolder", "evaluate_samples", "score_images", "write_metrics", "SampleFolder", "load_samples",
+            "save_grid",
             "save_samples"]

@@ -25,7 +25,8 @@ CORRUPTIONS: dict[str, tuple[float, ...]] = {
     "mix classes": (0.1, 0.25, 0.5),  # weight of an image of another class blended in
     "shuffle patches": (8.0,),  # 8 px patches in a random order: the control, no shape is left
 }
-UNITS = {"none": "", "blur": "sigma {} px", "noise": "sigma {}", "desaturate": "{:.0%}", "tint": "{}", "hue": "{:.0f} deg",
+UNITS = {"none": "", "blur": "sigma {} px", "noise": "sigma {}", "desaturate": "{:.0%}", "tint": "{}",
+         "hue": "{:.0f} deg",
          "brightness": "+{}", "down-up": "x{:.0f}", "drop classes": "{:.0f} of 10 dropped", "mix classes": "{:.0%}",
          "shuffle patches": "{:.0f} px"}
 
@@ -170,7 +171,8 @@ def battery_checks(rows: list[dict]) -> list[dict]:
          f"greyscale {grey:.3g}, tint 0.12 {tint:.3g} vs 10 x floor {10 * floor:.3g}"),
         ("hue rotation, which keeps the colour distribution, stays near the floor", hue <= 3 * floor,
          f"largest {hue:.3g} vs 3 x floor {3 * floor:.3g}"),
-        ("dropping classes is seen", drop5 >= 10 * floor, f"5 of 10 dropped {drop5:.3g} vs 10 x floor {10 * floor:.3g}"),
+        ("dropping classes is seen", drop5 >= 10 * floor,
+         f"5 of 10 dropped {drop5:.3g} vs 10 x floor {10 * floor:.3g}"),
         ("no mild corruption dominates", max(blur1, noise05) < min(grey, drop5),
          f"blur 1 px {blur1:.3g}, noise 0.05 {noise05:.3g} vs greyscale {grey:.3g}, 5 classes dropped {drop5:.3g}"),
         ("shuffled patches rank above mild changes", shuffle > max(fid[("blur", 0.5)], noise05, grey),

@@ -97,7 +97,8 @@ def factor_targets(f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     shade = torch.where(patterned, torch.zeros_like(f["shade"]), f["shade"])
     columns = [
         _opponent(f["fg"]), _opponent(0.5 * (f["bg0"] + f["bg1"])), _opponent(ramp) * f["ramp_x"][:, None],
-        _opponent(ramp) * f["ramp_y"][:, None], _opponent(f["wave_col"]), torch.stack([wave_freq, torch.cos(wave_angle), torch.sin(wave_angle)], 1),
+        _opponent(ramp) * f["ramp_y"][:, None], _opponent(f["wave_col"]),
+        torch.stack([wave_freq, torch.cos(wave_angle), torch.sin(wave_angle)], 1),
         f["size"][:, None], torch.stack([f["cx"], f["cy"]], 1),
         torch.stack([torch.cos(order * angle), torch.sin(order * angle)], 1),
         torch.stack([shade * f["cos"], shade * f["sin"]], 1),

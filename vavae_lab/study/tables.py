@@ -51,6 +51,12 @@ def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict
     return out
 
 
+def bound(study: Study, name: str) -> dict:
+    """What no DiT on a variant's tokenizer can beat: its reconstructions scored as samples (rFID, class accuracy)."""
+    rec = study.recon(name)
+    return {"rfid": rec["rfid"], "recon_class_acc": rec["recon_class_acc"]}
+
+
 def seeded_recon(study: Study, name: str) -> dict:
     """rfid_seeds / psnr_seeds: a variant's rFID and PSNR with its tokenizer trained once per study seed; their spread."""
     recs = [study.recon(name, *study.tokenizer_seeded(s)) for s in study.seeds]
@@ -122,7 +128,7 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
         u = study.uniformity(name, workers=workers)
         paper = V.TABLE6_PAPER.get(name, {})
         row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, **seeded_gfid(study, name),
-               "rfid": study.recon(name)["rfid"], **{k: u[k]["mean"] for k in METRICS},
+               **bound(study, name), **{k: u[k]["mean"] for k in METRICS},
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
                **{f"paper_{k}": paper.get(k) for k in METRICS}}
         rows.append({**row, "bound": below_bound(row)})
@@ -141,7 +147,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     +1 always means "ranks like gFID".
     """
     names = list(names or V.TOKENIZERS)
-    rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), "rfid": study.recon(n)["rfid"],
+    rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), **bound(study, n),
              **study.probe(n)} for n in names]
     for row in rows:
         row["bound"] = below_rfid(row["gfid"], row["rfid"])
@@ -152,11 +158,12 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
 
 def table1(study: Study) -> list[dict]:
     """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss."""
-    rows, rfid = [], study.recon(V.DIT_TOKENIZER)["rfid"]
+    rows, limit = [], bound(study, V.DIT_TOKENIZER)
+    rfid = limit["rfid"]
     for i, (label, _) in enumerate(V.TABLE1):
         res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
-                     "class_acc": res.get("class_acc"), "rfid": rfid, "bound": below_rfid(res["fid"], rfid),
+                     "class_acc": res.get("class_acc"), **limit, "bound": below_rfid(res["fid"], rfid),
                      "paper_fid": V.TABLE1_PAPER[i]})
     return _rows(study, rows)
 
@@ -164,13 +171,14 @@ def table1(study: Study) -> list[dict]:
 def sampling(study: Study) -> dict[str, list[dict]]:
     """Notebook 05's sweeps on the lab DiT: sampler and steps, CFG scale, CFG interval, timestep shift."""
     name = V.DIT_TOKENIZER
-    rfid = study.recon(name)["rfid"]
+    limit = bound(study, name)
+    rfid = limit["rfid"]
 
     def row(label, *extra, **fields):
         res = study.generation(name, *extra)
         return {"setting": label, **fields, "gfid": res["fid"], "is": res.get("is"),
                 "precision": res.get("precision"), "recall": res.get("recall"), "class_acc": res.get("class_acc"),
-                "kid": res.get("kid"), "rfid": rfid, "bound": below_rfid(res["fid"], rfid), "seconds": res.get("seconds")}
+                "kid": res.get("kid"), **limit, "bound": below_rfid(res["fid"], rfid), "seconds": res.get("seconds")}
 
     sweeps = {
         "sampler": [row(label, *extra) for label, extra in V.SAMPLER_SWEEP],
@@ -189,10 +197,11 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
     for name in V.CONVERGENCE:
         for seed in study.seeds:
             curve = study.convergence(name, *study.seeded(seed))
-            rfid = study.recon(name)["rfid"]
+            limit = bound(study, name)
+            rfid = limit["rfid"]
             rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "seed": seed,
                          "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
-                         "class_acc_steps": [r.get("class_acc") for r in curve], "rfid": rfid,
+                         "class_acc_steps": [r.get("class_acc") for r in curve], **limit,
                          "below_rfid_steps": [r["step"] for r in curve if r["fid"] < rfid] or "none"})
     return _rows(study, rows), seeded_speedup(rows, *V.SPEEDUP)
 
@@ -208,7 +217,7 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
             cost = study.dit_cost(name, *extra)
             row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
                    .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
-                   "rfid": study.recon(name)["rfid"], **seeded_gfid(study, name, "gfid", *extra)}
+                   **bound(study, name), **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
     return _rows(study, rows), scaling_gaps(rows)
 
@@ -240,6 +249,8 @@ def _scaling_notes(results: dict) -> list[str]:
 
 Column = tuple[str, str, str]  # (row key, header, format)
 # a list value (one per DiT seed) is shown as "a / b"
+# what no DiT on the row's tokenizer can beat: its reconstructions scored as samples (`bound`)
+BOUND_COLUMNS: list[Column] = [("rfid", "rFID (bound)", ".1f"), ("recon_class_acc", "recon class acc.", ".2f")]
 GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT seed", ".1f"),
                               ("gfid_spread", "seed spread", ".1f"), ("class_acc", "class acc.", ".2f"),
                               ("kid", "KID", ".4f")]
@@ -252,11 +263,12 @@ TOKENIZER_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSN
 DILEMMA_COLUMNS: list[Column] = [*TOKENIZER_COLUMNS[:4], ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
                                  *TOKENIZER_COLUMNS[4:]]
 ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
-                                  *GFID_COLUMNS, ("bound", "gFID < rFID?", ""), ("paper_gfid", "paper gFID", ".2f")]
+                                  ("recon_class_acc", "recon class acc.", ".2f"), *GFID_COLUMNS,
+                                  ("bound", "gFID < rFID?", ""), ("paper_gfid", "paper gFID", ".2f")]
 SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
                                   ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
                                   ("class_acc", "class acc.", ".2f"), ("kid", "KID", ".4f"),
-                                  ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", "")]
+                                  *BOUND_COLUMNS, ("bound", "gFID < rFID?", "")]
 
 
 @dataclass(frozen=True)
@@ -301,27 +313,27 @@ TABLES: list[Table] = [
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
         ("tokenizer", "tokenizer", ""),
         *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
-        *GFID_COLUMNS, ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", ""),
+        *GFID_COLUMNS, *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
         *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
           V.UNIFORMITY, seeds=True, workers=True),
     Table("proxies", "Cheap gFID proxies", proxies, [
-        ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), ("rfid", "rFID (bound)", ".1f"),
+        ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", ""), ("probe_gfid", "probe gFID", ".1f"),
         *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], tuple(V.TOKENIZERS), also="spearman",
           notes=_spearman_line),
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
-        ("class_acc", "class acc.", ".2f"), ("rfid", "rFID (bound)", ".1f"), ("bound", "gFID < rFID?", ""),
+        ("class_acc", "class acc.", ".2f"), *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
         ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"]),
     Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,)),
     Table("convergence", "Fig. 4a/b: convergence, gFID against DiT steps", convergence, [
         ("tokenizer", "tokenizer", ""), ("seed", "DiT seed", ""), ("steps", "steps", ""),
         ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f"),
-        ("rfid", "rFID (bound)", ".1f"), ("below_rfid_steps", "steps with gFID < rFID", "")],
+        *BOUND_COLUMNS, ("below_rfid_steps", "steps with gFID < rFID", "")],
           V.CONVERGENCE, seeds=True, also="speedup", notes=_convergence_notes),
     Table("scaling", "Fig. 4c: DiT size at a fixed step budget", scaling, [
         ("tokenizer", "tokenizer", ""), ("size", "DiT", ""), ("params", "parameters", ","),
-        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, ("rfid", "rFID (bound)", ".1f"),
+        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", "")], V.SCALING, seeds=True, also="scaling_gap",
           notes=_scaling_notes),
 ]

@@ -338,12 +338,14 @@ def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str
     feats = extract(fake)
     fake_features, logits = feats[extract.fid_layer], feats[extract.isc_layer]
     dim = fake_features.shape[1]
+    enough = max(2 * dim, 1000)
+    fixes = {"samples": f"sample.num_samples={enough}", "reference images": f"num_real={enough}"}
     for count, what in ((n, "samples"), (None if real is None else len(real), "reference images")):
         if count is not None and count <= dim:
             raise DataError(f"FID needs more {what} than feature dimensions: got {count} for {dim}-dimensional "
                             f"{extract.identity['extractor']} features, so the covariance is singular and the FID "
                             f"meaningless; score at least {dim + 1} (thousands for a stable number), e.g. "
-                            f"sample.num_samples={max(2 * dim, 1000)}")
+                            f"{fixes[what]}")
     result = {
         "fid": float(fid_statistics_to_metric(_statistics(fake_features), ref_stats, False)[KEY_METRIC_FID]),
         "is": float(isc_features_to_metric(logits, splits=max(1, min(10, n // 2)))[KEY_METRIC_ISC_MEAN]),

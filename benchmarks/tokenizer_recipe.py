@@ -37,6 +37,9 @@ RECIPES = {
     "f8_32px": ["tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
     # the same on 64 px shapes, an 8 x 8 grid (the same ladder at d 4 / 8 / 16), 2,400 x 32
     "f8_64px": ["data.resolution=64", "tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
+    # f8 on 32 px with the outline shapes (data.shape_set=outline): classes an f8 grid can keep, fill patterns as a
+    # factor of every shape
+    "f8_outline": ["data.shape_set=outline", "tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
 }
 COMMON = ["tokenizer.train.progress=false", "tokenizer.probe.every=0", "device=cpu"]
 

@@ -40,6 +40,34 @@ def test_first_images_do_not_depend_on_n(small, large, resolution):
         assert torch.equal(a[key], b[key][:small])
 
 
+def test_outline_set_shares_every_factor_but_the_shape_and_its_fill():
+    from vavae_lab.data.shapes import PATTERNS, SET_CLASSES, shape_factors
+
+    classic, outline = shape_factors(3000, 4), shape_factors(3000, 4, shape_set="outline")
+    for key in classic:
+        if key != "pattern":
+            assert torch.equal(classic[key], outline[key]), key
+    share = torch.bincount(outline["pattern"], minlength=len(PATTERNS)).float() / 3000
+    assert (share - 1 / 3).abs().max() < 0.05  # plain, striped, checkered alike, in every class
+    for k in range(10):
+        assert len(outline["pattern"][outline["labels"] == k].unique()) == 3
+    # classic: the fill is the class (stripes only on the grating disk, checkers only on the checkered square)
+    names = SET_CLASSES["classic"]
+    assert torch.equal(classic["pattern"] == 1, classic["labels"] == names.index("grating_disk"))
+    assert torch.equal(classic["pattern"] == 2, classic["labels"] == names.index("checkered_square"))
+    data = ShapesDataset(200, 32, 0, "test", shape_set="outline")
+    assert data.class_names == SET_CLASSES["outline"] and "flower" not in data.class_names
+    area = data.masks.float().mean((1, 2))
+    assert area.min() > 0.02 and area.max() < 0.9  # the new outlines (bar, corner) are visible too
+
+
+def test_shape_set_is_checked_in_the_users_words():
+    with pytest.raises(ConfigError, match="shape_set='outlines' is not a shape set; use one of classic, outline"):
+        ShapesDataset(10, shape_set="outlines")
+    with pytest.raises(ConfigError, match="the outline shapes are disk"):
+        generate_shapes(10, 16, 0, num_classes=12, shape_set="outline")
+
+
 def test_labels_are_balanced_for_every_prefix():
     labels = generate_shapes(1234, 8, seed=0, num_classes=7)["labels"]
     for n in (7, 100, 1234):

@@ -52,6 +52,11 @@ def test_shape_factors_are_the_generators_own():
     assert torch.isfinite(targets).all() and 0 < mask.mean() < 1  # rotation of round shapes, patterns: masked
     # every factor varies across images, so each is something to learn
     assert (targets.std(0) > 1e-3).all()
+    # the outline set: the fill is no longer the class, so striped? and checkered? are targets of their own
+    o = shape_factors(1234, seed=7, shape_set="outline")
+    targets, mask = factor_targets(o, "outline")
+    assert targets.shape[1] == targets.shape[1] == num_targets("outline") - 2 == sum(FACTORS.values()) + 2
+    assert (targets.std(0) > 1e-3).all() and torch.equal(mask[:, -2], (o["pattern"] > 0).float())
 
 
 def test_corruptions_do_what_they_say():

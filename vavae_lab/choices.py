@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 SOURCES: tuple[str, ...] = ("shapes", "imagefolder")  # data.source
+SHAPE_SETS: tuple[str, ...] = ("classic", "outline")  # data.shape_set: the shapes' classes (data/shapes.SET_CLASSES)
 CROPS: tuple[str, ...] = ("center", "random")  # data.crop: ADM's centre crop, or the official training's random one
 PREPROCESS: tuple[str, ...] = ("normalized", "official")  # tokenizer.vf.preprocess: the VFM's input
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")  # *.train.optimizer

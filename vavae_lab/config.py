@@ -13,7 +13,7 @@ from typing import Any, Optional
 import yaml
 
 from .choices import (CROPS, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS, PRECISIONS,
-                      PREPROCESS, SAMPLERS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
+                      PREPROCESS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
 
 
@@ -27,6 +27,9 @@ class DataConfig:
     num_train: int = 30000  # shapes only
     num_test: int = 5000  # shapes only
     num_classes: int = 10  # shapes only; imagefolder counts its class folders
+    # shapes only: which classes (data/shapes.SET_CLASSES): "classic" (three told apart by fine texture) or
+    # "outline" (ten told apart by outline, fill pattern random for every shape)
+    shape_set: str = "classic"
     seed: int = 0
     hflip: bool = True  # random horizontal flip while training
     strict: bool = False  # raise on a corrupt image instead of skipping it
@@ -407,7 +410,7 @@ def _init_source(value) -> bool:
 
 _RULES = [
     ("data.source", *_choice(*SOURCES)), ("data.resolution", *_POSITIVE),
-    ("data.crop", *_choice(*CROPS)),
+    ("data.crop", *_choice(*CROPS)), ("data.shape_set", *_choice(*SHAPE_SETS)),
     ("tokenizer.vf.preprocess", *_choice(*PREPROCESS)),
     ("tokenizer.init_from", _init_source, "null, a preset name (e.g. imagenet256_f16d32_vf_stage1) or a tokenizer "
                                           "run folder path holding a '/' (e.g. runs/stage1)"),

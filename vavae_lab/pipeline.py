@@ -45,7 +45,7 @@ IGNORED = {
 # fields added after keys were in use (the pack): keyed only when set away from the value that gives the earlier
 # behaviour, so every older key stays valid (section -> dotted field -> that value)
 KEYED_WHEN_SET = {
-    "data": {"crop": "center"},  # the ImageNet presets' official random crop
+    "data": {"crop": "center", "shape_set": "classic"},  # the ImageNet presets' official random crop; the outline shapes
     # official VFM input; stage chains; the toy presets' colour-balanced pixel loss
     "tokenizer": {"vf.preprocess": "normalized", "init_from": None, "loss.colour_balance": 0.0},
     "dit": {"seed": None},  # unset, the top-level seed decides

@@ -16,10 +16,13 @@ __all__ = [
 
 
 def build_dataset(source: str, *, root=None, resolution: int = 32, num_images: int = 1000, seed: int = 0,
-                  split: str = "train", num_classes: int = 10, strict: bool = False, crop: str = "center") -> Dataset:
-    """Build the dataset a config names: 'shapes' (generated) or 'imagefolder' (root/<class>/<images>, `crop`)."""
+                  split: str = "train", num_classes: int = 10, strict: bool = False, crop: str = "center",
+                  shape_set: str = "classic") -> Dataset:
+    """Build the dataset a config names: 'shapes' (generated, of `shape_set`) or 'imagefolder'
+    (root/<class>/<images>, `crop`)."""
     if source == "shapes":
-        return ShapesDataset(num_images, resolution=resolution, seed=seed, split=split, num_classes=num_classes)
+        return ShapesDataset(num_images, resolution=resolution, seed=seed, split=split, num_classes=num_classes,
+                             shape_set=shape_set)
     if source == "imagefolder":
         if root is None:
             raise ConfigError("source='imagefolder' needs root=<folder with one sub-folder per class>, "
@@ -33,10 +36,10 @@ def train_dataset(d, num_images: int | None = None, *, crop: str = "center") -> 
     n images are the same whatever its length)."""
     return build_dataset(d.source, root=d.root, resolution=d.resolution,
                          num_images=d.num_train if num_images is None else num_images, seed=d.seed, split="train",
-                         num_classes=d.num_classes, strict=d.strict, crop=crop)
+                         num_classes=d.num_classes, strict=d.strict, crop=crop, shape_set=d.shape_set)
 
 
 def held_out_dataset(d, n: int) -> Dataset:
     """The first min(n, data.num_test) held-out images of the dataset a DataConfig names."""
     return build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(n, d.num_test), seed=d.seed,
-                         split="test", num_classes=d.num_classes)
+                         split="test", num_classes=d.num_classes, shape_set=d.shape_set)

@@ -211,6 +211,7 @@ def shapes_battery(config, *, n: int = 2000, device="cpu", progress: bool = Fals
     net = get_toy_feature_net(toy_feature_config(config), device=device, progress=progress)
     count = reference_size(None, n, d.num_train, f"the shapes train split (data.num_train={d.num_train})")
     reference = ShapesDataset(count, resolution=d.resolution, seed=d.seed, split="train",
-                              num_classes=d.num_classes).images
-    pool = ShapesDataset(5 * n, resolution=d.resolution, seed=d.seed, split="test", num_classes=d.num_classes)
+                              num_classes=d.num_classes, shape_set=d.shape_set).images
+    pool = ShapesDataset(5 * n, resolution=d.resolution, seed=d.seed, split="test", num_classes=d.num_classes,
+                         shape_set=d.shape_set)
     return degradation_battery(net.cpu(), reference, pool.images, pool.labels, n=n)

@@ -11,5 +11,5 @@ def toy_feature_config(config: Config):
     t = config.metrics.toy
     return ToyFeatureConfig(resolution=config.data.resolution, num_images=t.num_images, steps=t.steps,
                             batch_size=t.batch_size, lr=t.lr, seed=t.seed, width=t.width, feature_dim=t.feature_dim,
-                            version=t.version)
+                            version=t.version, shape_set=config.data.shape_set)
 

@@ -228,9 +228,12 @@ def _shapes_reference(extract, config, size: tuple[int, int], n: int, num_real: 
     count = reference_size(num_real, n, d.num_train, f"the shapes train split (data.num_train={d.num_train})")
     key = {"reference": "shapes", "resolution": d.resolution, "seed": d.seed, "num_classes": d.num_classes,
            "num_real": count, **extract.identity}
+    if d.shape_set != "classic":  # keyed only when set: the classic keys stay as they were
+        key["shape_set"] = d.shape_set
 
     def compute() -> torch.Tensor:
-        shapes = ShapesDataset(count, resolution=d.resolution, seed=d.seed, split="train", num_classes=d.num_classes)
+        shapes = ShapesDataset(count, resolution=d.resolution, seed=d.seed, split="train", num_classes=d.num_classes,
+                               shape_set=d.shape_set)
         return extract(UInt8Dataset(shapes.images))[extract.fid_layer]
 
     return _cached_reference_features(key, compute), f"shapes train split ({count} images, seed {d.seed})"

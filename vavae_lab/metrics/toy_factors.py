@@ -6,13 +6,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.shapes import CLASS_NAMES
+from ..data.shapes import SET_CLASSES
 
 # Rotational symmetry of each class's outline (0: round, the rotation is invisible in the outline). The shading
 # of plain shapes and the stripes of the patterned ones carry the rotation separately (the "shading" factor).
 SYMMETRY = {"disk": 0, "square": 4, "triangle": 3, "ring": 0, "plus": 4, "flower": 5, "crescent": 1,
-            "checkered_square": 4, "grating_disk": 2, "frame": 4, "hexagon": 6, "half_disk": 1}
-PATTERNED = ("checkered_square", "grating_disk")
+            "checkered_square": 4, "grating_disk": 2, "frame": 4, "hexagon": 6, "half_disk": 1, "bar": 2,
+            "corner": 1}
 
 # factor -> its number of target values, in the order `factor_targets` stacks them
 FACTORS: dict[str, int] = {
@@ -24,9 +24,12 @@ FACTORS: dict[str, int] = {
     "position": 2,
     "rotation": 2,  # cos and sin of k x angle for a k-fold symmetric outline (absent for round ones)
     "shading": 2,  # the light-to-dark direction across a plain shape, scaled by its strength
-    "fill pattern": 1,  # the stripe / checker frequency of the patterned classes (absent for the others)
+    "fill pattern": 1,  # the stripe / checker frequency of patterned shapes (absent for plain ones)
     "inverted": 1,  # a dark shape on a light ground
 }
+# the outline set draws any shape plain, striped or checkered: its fill is two more targets (striped? checkered?)
+# before the frequency, where in the classic set the class says it
+OUTLINE_FILL = 3
 # image quality, learned from degradations of known strength applied during training (`degrade`)
 QUALITY: dict[str, tuple[float, float, float]] = {  # factor -> (share of images degraded, lowest, highest strength)
     "blur": (0.5, 0.3, 2.0),  # Gaussian sigma in pixels
@@ -34,9 +37,14 @@ QUALITY: dict[str, tuple[float, float, float]] = {  # factor -> (share of images
 }
 
 
-def num_targets() -> int:
+def factor_sizes(shape_set: str = "classic") -> dict[str, int]:
+    """FACTORS as a shape set has them: factor -> its number of target values."""
+    return {**FACTORS, "fill pattern": OUTLINE_FILL} if shape_set == "outline" else dict(FACTORS)
+
+
+def num_targets(shape_set: str = "classic") -> int:
     """How many values the factor head predicts: the picture's factors, then image quality."""
-    return sum(FACTORS.values()) + len(QUALITY)
+    return sum(factor_sizes(shape_set).values()) + len(QUALITY)
 
 
 def _opponent(rgb: torch.Tensor) -> torch.Tensor:
@@ -82,15 +90,16 @@ def quality_stats() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(mean), torch.tensor(std)
 
 
-def factor_targets(f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets N x K, mask N x K): the FACTORS of every image from `shape_factors`, mask 0 where one is invisible."""
+def factor_targets(f: dict[str, torch.Tensor], shape_set: str = "classic") -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets N x K, mask N x K): the factors (`factor_sizes`) of every image from `shape_factors`, mask 0 where
+    one is invisible."""
     labels = f["labels"]
-    n = len(labels)
-    order = torch.tensor([SYMMETRY[name] for name in CLASS_NAMES], dtype=torch.float32)[labels]
+    order = torch.tensor([SYMMETRY[name] for name in SET_CLASSES[shape_set]], dtype=torch.float32)[labels]
     angle = torch.atan2(f["sin"], f["cos"])
-    patterned = torch.zeros(n, dtype=torch.bool)
-    for name in PATTERNED:
-        patterned |= labels == CLASS_NAMES.index(name)
+    patterned = f["pattern"] > 0
+    fill = [f["tex_freq"][:, None]]
+    if shape_set == "outline":
+        fill = [(f["pattern"] == 1).float()[:, None], (f["pattern"] == 2).float()[:, None], *fill]
     ramp = f["bg1"] - f["bg0"]
     wave_freq = torch.sqrt(f["wave_x"] ** 2 + f["wave_y"] ** 2)
     wave_angle = 2 * torch.atan2(f["wave_y"], f["wave_x"])  # a sinusoid's orientation is defined mod 180 degrees
@@ -102,12 +111,12 @@ def factor_targets(f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
         f["size"][:, None], torch.stack([f["cx"], f["cy"]], 1),
         torch.stack([torch.cos(order * angle), torch.sin(order * angle)], 1),
         torch.stack([shade * f["cos"], shade * f["sin"]], 1),
-        f["tex_freq"][:, None], f["invert"][:, None],
+        *fill, f["invert"][:, None],
     ]
     targets = torch.cat(columns, 1).float()
     mask = torch.ones_like(targets)
     start = sum(FACTORS[k] for k in list(FACTORS)[:list(FACTORS).index("rotation")])
     mask[:, start:start + 2] = (order > 0).float()[:, None]
     mask[:, -2] = patterned.float()
-    assert targets.shape[1] == sum(FACTORS.values())
+    assert targets.shape[1] == sum(factor_sizes(shape_set).values())
     return targets, mask

@@ -36,6 +36,7 @@ class ToyFeatureConfig(ToyFeatureSection):
     num_test_images: int = 2000  # shapes test split, for the reported accuracy
     num_classes: int = 10
     weight_decay: float = 1e-4
+    shape_set: str = "classic"  # data.shape_set: the classes it tells apart
 
     def __post_init__(self):
         """Reject settings that cannot build or train the network."""
@@ -54,10 +55,13 @@ class ToyFeatureConfig(ToyFeatureSection):
                               "(1: the shape classifier, 2: one head per visible factor)")
 
     def cache_key(self) -> str:
-        """The hash naming the cached network: the full config, without `version` at 1 (keys made before it)."""
+        """The hash naming the cached network: the full config, without `version` at 1 and `shape_set` at classic
+        (keys made before them)."""
         values = asdict(self)
         if values["version"] == 1:
             del values["version"]
+        if values["shape_set"] == "classic":
+            del values["shape_set"]
         return config_hash(values)
 
     @classmethod
@@ -113,7 +117,7 @@ class ToyFeatureNet(nn.Module):
         if config.version == 2:
             from .toy_factors import num_targets
 
-            self.regressor = nn.Linear(config.feature_dim, num_targets())
+            self.regressor = nn.Linear(config.feature_dim, num_targets(config.shape_set))
             # the class logits' mean and spread on real training images (set after training)
             self.register_buffer("logit_mean", torch.zeros(config.num_classes))
             self.register_buffer("logit_std", torch.ones(config.num_classes))
@@ -155,9 +159,9 @@ def _datasets(config: ToyFeatureConfig):
     from ..data.shapes import ShapesDataset
 
     train = ShapesDataset(config.num_images, resolution=config.resolution, seed=config.seed, split="train",
-                          num_classes=config.num_classes)
+                          num_classes=config.num_classes, shape_set=config.shape_set)
     test = ShapesDataset(config.num_test_images, resolution=config.resolution, seed=config.seed, split="test",
-                         num_classes=config.num_classes)
+                         num_classes=config.num_classes, shape_set=config.shape_set)
     return train, test
 
 
@@ -167,7 +171,7 @@ class _FactorLoss:
     def __init__(self, train):
         from .toy_factors import factor_targets, quality_stats
 
-        targets, self.mask = factor_targets(train.factors())
+        targets, self.mask = factor_targets(train.factors(), train.shape_set)
         count = self.mask.sum(0).clamp(min=1)
         mean = (targets * self.mask).sum(0) / count
         std = (((targets - mean) ** 2 * self.mask).sum(0) / count).sqrt().clamp(min=1e-6)

@@ -13,7 +13,8 @@ def toy_vfm_config(config: Config):
     t, f = config.tokenizer.vf.toy, 2 ** (len(config.tokenizer.model.ch_mult) - 1)
     return ToyVFMConfig(objective=t.objective, width=t.width, feature_dim=t.feature_dim, steps=t.steps,
                         batch_size=t.batch_size, lr=t.lr, num_images=t.num_images,
-                        resolution=config.data.resolution, seed=t.seed, grid=config.data.resolution // f)
+                        resolution=config.data.resolution, seed=t.seed, grid=config.data.resolution // f,
+                        shape_set=config.data.shape_set)
 
 
 def build_autoencoder(config: Config):

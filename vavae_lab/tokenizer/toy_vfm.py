@@ -33,6 +33,7 @@ class ToyVFMConfig(ToyVFMSection):
     grid: int = 8  # native feature grid; the feature stride is resolution / grid
     mask_ratio: float = 0.6  # masked objective: fraction of grid cells hidden from the input
     num_classes: int = 10
+    shape_set: str = "classic"  # data.shape_set: the images it learns from
 
 
 def coerce_toy_config(config=None) -> ToyVFMConfig:
@@ -192,7 +193,7 @@ def _shapes(cfg: ToyVFMConfig, num_images: int, split: str):
     """The embedded shapes dataset for this config (imported lazily)."""
     from ..data.shapes import ShapesDataset
     return ShapesDataset(num_images, resolution=cfg.resolution, seed=cfg.seed, split=split,
-                         num_classes=cfg.num_classes)
+                         num_classes=cfg.num_classes, shape_set=cfg.shape_set)
 
 
 def random_toy_vfm(config=None) -> ToyVFM:
@@ -291,7 +292,10 @@ def evaluate_toy_vfm(model: ToyVFM, *, num_train: int = 2000, num_test: int = 10
 def toy_vfm_cache_path(config=None):
     """Where the pretrained toy VFM for this config is (or will be) cached."""
     cfg = coerce_toy_config(config)
-    return cache_dir("toy_vfm") / f"{config_hash(cfg)}.pt"
+    values = asdict(cfg)
+    if values["shape_set"] == "classic":  # keyed only when set: the keys made before it stay valid
+        del values["shape_set"]
+    return cache_dir("toy_vfm") / f"{config_hash(values)}.pt"
 
 
 def get_toy_vfm(config=None, *, device="cpu", progress: bool = True) -> ToyVFM:

@@ -26,7 +26,7 @@ def build_train_eval_data(config: Config, eval_count: int):
     train = train_dataset(d, crop=d.crop)
     if isinstance(train, ShapesDataset):
         test = build_dataset("shapes", resolution=d.resolution, num_images=max(eval_count, 1), seed=d.seed,
-                             split="test", num_classes=d.num_classes)
+                             split="test", num_classes=d.num_classes, shape_set=d.shape_set)
         eval_images = test.get_batch(torch.arange(min(eval_count, len(test))))[0]
     else:  # a fixed, seeded subset of the image folder (no held-out split in the ImageNet train layout)
         g = torch.Generator().manual_seed(d.seed)

@@ -160,6 +160,18 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     assert verdicts[3:] == ["shown"] * 3
 
 
+def test_vf_claims_read_the_top_rung_first_and_ask_whether_the_gain_grows_with_d():
+    row = lambda n, t, *v: {"name": n, "tokenizer": t, "gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
+    rows = [row("d8", "f8d8", 30.0, 31.0, 30.5, 31.5), row("d8_vf", "f8d8 + VF", 29.0, 30.0, 29.5, 30.0),
+            row("d16", "f8d16", 50.0, 52.0, 51.0, 50.0), row("d16_vf", "f8d16 + VF", 40.0, 41.0, 40.5, 41.0)]
+    out = T.vf_claims(rows)
+    assert [c["claim"] for c in out] == ["(c) VF improves f8d16's gFID: f8d16 + VF -> f8d16",
+                                        "    VF at f8d8: f8d8 + VF -> f8d8", "    the gain grows with d: f8d8 -> f8d16"]
+    assert out[0]["verdict"] == "shown" and out[0]["diff_seeds"] == [10.0, 11.0, 10.5, 9.0]
+    assert out[1]["verdict"].startswith("same sign")  # +1.0 / +1.0 / +1.0 / +1.5 within the spread 1.0
+    assert out[2]["verdict"] == "shown" and out[2]["diff_seeds"] == [9.0, 10.0, 9.5, 7.5]  # gain 10 vs 1
+
+
 def test_an_ablation_row_is_judged_against_the_full_loss_and_against_no_vf():
     row = lambda n, *v: {"name": n, "gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
     rows = [row("d32", 90.0, 88.0), row("d32_vf", 60.0, 62.0), row("a", 80.0, 75.0), row("b", 95.0, 70.0)]
@@ -195,14 +207,34 @@ def test_jobs_repeat_every_tokenizer_table_gfid_per_dit_seed_with_cfg_only_where
     seed1 = V.seed_overrides(1)
     assert seed1 == ("dit.seed=1", "sample.seed=1") and V.seed_overrides(0) == ()
     repeated = {n for _, n, e in calls if e[-2:] == seed1}
-    assert repeated == {*V.DILEMMA, *V.TABLE2, *V.TABLE5, *V.TABLE4, *V.UNIFORMITY}
-    assert {n for _, n, e in calls if T.CFG in e} == {*V.DILEMMA, *V.TABLE2}
-    assert all(("generation", n, (T.CFG, *seed1)) in calls for n in V.DILEMMA)
+    classic = V.LADDERS[4]
+    assert repeated == {*classic.rungs, *classic.table2, *V.TABLE5, *V.TABLE4, *V.UNIFORMITY}
+    assert {n for _, n, e in calls if T.CFG in e} == {*classic.rungs, *classic.table2}
+    assert all(("generation", n, (T.CFG, *seed1)) in calls for n in classic.rungs)
+
+
+def test_the_f8_ladder_measures_every_gfid_over_tokenizer_x_dit_seed_pairs():
+    ladder = V.LADDERS[8]
+    assert ladder.rungs == ("d4", "d8", "d16") and ladder.table2 == ("d8", "d8_vf", "d16", "d16_vf")
+    pairs = V.seed_runs((0, 1), 0, tokenizer_seeds=True)
+    assert pairs == [(), ("dit.seed=1", "sample.seed=1"), ("seed=1", "dit.seed=0", "sample.seed=0"), ("seed=1",)]
+    calls = [(n, e) for _, job in T.jobs(seeds=(0, 1), tables=["dilemma", "table2"], ladder=ladder)
+             for m, n, e in job if m == "generation"]
+    for name in (*ladder.rungs, *ladder.table2):
+        assert [e for n, e in calls if n == name and T.CFG not in e] == pairs
+        assert [e for n, e in calls if n == name and T.CFG in e] == [(T.CFG, *p) for p in pairs]
+    # four different DiTs on two different tokenizers (the keys say so)
+    study = Study("smoke")
+    configs = [study.config("d8", *p) for p in pairs]
+    assert len({study.dit_key(c) for c in configs}) == 4 and len({study.tokenizer_key(c) for c in configs}) == 2
+    assert V.LADDERS[4].paper["d32"] == "f16d32" and ladder.paper["d16"] == "f16d64"  # beside the same compression
+    assert V.TOKENIZERS["d8_vf"].label(8) == "f8d8 + VF" and V.TOKENIZERS["d32"].label(4) == "f4d32"
 
 
 def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
     jobs = T.jobs(tables=["table2", "dilemma"])
-    assert [job[0][1] for _, job in jobs] == list(dict.fromkeys([*V.TABLE2, *V.DILEMMA]))
+    classic = V.LADDERS[4]
+    assert [job[0][1] for _, job in jobs] == list(dict.fromkeys([*classic.table2, *classic.rungs]))
     assert not any(m in ("probe", "uniformity") for _, job in jobs for m, _, _ in job)
     with pytest.raises(ConfigError, match="--tables tabel2: no such table"):
         T.jobs(tables=["tabel2"])

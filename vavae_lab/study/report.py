@@ -164,6 +164,7 @@ def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides:
     t0 = time.perf_counter()
     study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
     job_list = T.jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
+                      ladder=study.ladder,
                       patch=int(study.dit_size.rsplit("/", 1)[1]))
     timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
     results = collect(preset, overrides, seeds=study.seeds, workers=max(1, jobs), device=device, tables=tables)

@@ -11,7 +11,8 @@ from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
-from .variants import CONVERGENCE_POINTS, SEEDS, TOKENIZERS, seed_overrides, size_overrides
+from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, downsampling, ladder_of, seed_overrides,
+                       seed_runs, size_overrides)
 
 
 class Study:
@@ -35,6 +36,20 @@ class Study:
         # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (75 ... 600 in lab)
         self.curve_steps = pipeline.log_steps(self.base.dit.train.steps, CONVERGENCE_POINTS)
         self.device = torch.device(device) if device else None
+
+    @property
+    def ladder(self) -> Ladder:
+        """The d ladder of notebooks 01 and 02 at this preset's downsampling factor (variants.LADDERS)."""
+        return ladder_of(self.base)
+
+    def label(self, name: str) -> str:
+        """A variant's name in tables: the preset's f, its d and what it adds ("f8d16 + VF")."""
+        return TOKENIZERS[name].label(downsampling(self.base))
+
+    def seed_runs(self) -> list[tuple[str, ...]]:
+        """The extra overrides of every run a ladder gFID averages: DiT seeds, or tokenizer x DiT seed pairs where
+        the ladder says so (variants.seed_runs)."""
+        return seed_runs(self.seeds, self.base.seed, tokenizer_seeds=self.ladder.tokenizer_seeds)
 
     def seeded(self, seed: int) -> tuple[str, ...]:
         """Extra overrides that repeat a variant's DiT (training and sampling) with `seed`; its tokenizer stays."""

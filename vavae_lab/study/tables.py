@@ -38,9 +38,10 @@ def _gen(study: Study, name: str, *extra: str) -> float:
 
 
 def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
-    """`key`: the mean gFID over the study's DiT seeds; `key`_seeds: each seed's; `key`_spread: max - min; and
-    the mean class accuracy of the samples under the toy classifier (class_acc, or class_acc_cfg for gfid_cfg)."""
-    results = [study.generation(name, *extra, *study.seeded(s)) for s in study.seeds]
+    """`key`: the mean gFID over the study's seed runs (`Study.seed_runs`: its DiT seeds, or tokenizer x DiT seed
+    pairs); `key`_seeds: each run's; `key`_spread: max - min; and the mean class accuracy of the samples under the
+    toy classifier (class_acc, or class_acc_cfg for gfid_cfg)."""
+    results = [study.generation(name, *extra, *run) for run in study.seed_runs()]
     fids = [r["fid"] for r in results]
     out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
     for reading in ("class_acc", "kid", "kid_std"):  # the other readings beside FID, where the results hold them
@@ -72,7 +73,7 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
     rows = []
     for name in names:
         v = V.TOKENIZERS[name]
-        row = {"name": name, "tokenizer": v.label, "d": v.d, "vf": v.vf, **study.recon(name),
+        row = {"name": name, "tokenizer": study.label(name), "d": v.d, "vf": v.vf, **study.recon(name),
                **seeded_gfid(study, name)}
         row["bound"] = below_bound(row)
         if guided:
@@ -83,24 +84,31 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
 
 
 def dilemma(study: Study) -> list[dict]:
-    """Notebook 01: reconstruction (per tokenizer seed) and generation (per DiT seed) against latent size d (no VF)."""
-    rows = tokenizer_rows(study, V.DILEMMA, guided=True)
+    """Notebook 01: reconstruction (per tokenizer seed) and generation (per seed run) against latent size d (no VF),
+    on the preset's ladder (`Study.ladder`)."""
+    rows = tokenizer_rows(study, study.ladder.rungs, guided=True)
     for row in rows:
         row.update(seeded_recon(study, row["name"]))
     return rows
 
 
 def table2(study: Study) -> list[dict]:
-    """Table 2 at toy scale: d16/d32 with and without VF, beside the paper's rFID, PSNR and gFID (B)."""
-    rows = tokenizer_rows(study, V.TABLE2, guided=True)
+    """Table 2 at toy scale: the ladder's VF rungs with and without VF, beside the paper's rFID, PSNR and gFID (B)
+    of its tokenizer at the same compression (`Ladder.paper`)."""
+    ladder = study.ladder
+    rows = tokenizer_rows(study, ladder.table2, guided=True)
     for row in rows:
-        row["paper_rfid"], row["paper_psnr"], row["paper_gfid"] = V.TABLE2_PAPER[row["name"]]
+        v = V.TOKENIZERS[row["name"]]
+        paper = ladder.paper[f"d{v.d}"] + ("_vf" if v.vf else "")
+        row["paper_tokenizer"] = paper
+        row["paper_rfid"], row["paper_psnr"], row["paper_gfid"] = V.TABLE2_PAPER[paper]
     return rows
 
 
 def claims(study: Study) -> list[dict]:
     """The paper's three central claims checked on notebook 01's and 02's rows by the study's seed rule."""
-    return _rows(study, dilemma_claims(dilemma(study)) + vf_claims(table2(study)))
+    over = "tokenizer x DiT seeds" if study.ladder.tokenizer_seeds else "DiT seeds"
+    return _rows(study, dilemma_claims(dilemma(study), over) + vf_claims(table2(study)))
 
 
 def _ablation(study: Study, names: Sequence[str], paper: dict) -> list[dict]:
@@ -127,7 +135,7 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
     for name in V.UNIFORMITY:
         u = study.uniformity(name, workers=workers)
         paper = V.TABLE6_PAPER.get(name, {})
-        row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, **seeded_gfid(study, name),
+        row = {"name": name, "tokenizer": study.label(name), **seeded_gfid(study, name),
                **bound(study, name), **{k: u[k]["mean"] for k in METRICS},
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
                **{f"paper_{k}": paper.get(k) for k in METRICS}}
@@ -147,7 +155,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     +1 always means "ranks like gFID".
     """
     names = list(names or V.TOKENIZERS)
-    rows = [{"name": n, "tokenizer": V.TOKENIZERS[n].label, "gfid": _gen(study, n), **bound(study, n),
+    rows = [{"name": n, "tokenizer": study.label(n), "gfid": _gen(study, n), **bound(study, n),
              **study.probe(n)} for n in names]
     for row in rows:
         row["bound"] = below_rfid(row["gfid"], row["rfid"])
@@ -199,7 +207,7 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
             curve = study.convergence(name, *study.seeded(seed))
             limit = bound(study, name)
             rfid = limit["rfid"]
-            rows.append({"name": name, "tokenizer": V.TOKENIZERS[name].label, "seed": seed,
+            rows.append({"name": name, "tokenizer": study.label(name), "seed": seed,
                          "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
                          "class_acc_steps": [r.get("class_acc") for r in curve], **limit,
                          "below_rfid_steps": [r["step"] for r in curve if r["fid"] < rfid] or "none"})
@@ -215,7 +223,7 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
         for family in sizes or V.SCALING_SIZES:
             extra = study.sized(family)
             cost = study.dit_cost(name, *extra)
-            row = {"name": name, "tokenizer": V.TOKENIZERS[name].label, "size": study.config(name, *extra)
+            row = {"name": name, "tokenizer": study.label(name), "size": study.config(name, *extra)
                    .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
                    **bound(study, name), **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
@@ -276,8 +284,9 @@ class Table:
     """One table of the study, declared once: its rows, columns and tokenizers, and its place in report.md.
 
     `rows(study)` builds it (notebooks call the same functions); `columns` is how report.md (and the notebooks
-    that show the same table) lay it out. `names` are its tokenizers; `guided` tables also hold gFID with CFG 3;
-    `seeds` tables measure every gFID with each of the study's DiT seeds. `notes(results)` are report lines
+    that show the same table) lay it out. `names` are its tokenizers, or a function of the preset's d ladder that
+    gives them (`names_for`); `guided` tables also hold gFID with CFG 3; `seeds` tables measure every gFID in each
+    of the study's seed runs. `notes(results)` are report lines
     after the table. A table whose rows are a dict of sweeps is shown as one sub-table per sweep.
     """
 
@@ -285,12 +294,17 @@ class Table:
     title: str  # the report.md heading
     rows: Callable
     columns: list[Column]
-    names: tuple[str, ...] = ()
+    names: tuple[str, ...] | Callable[[V.Ladder], tuple[str, ...]] = ()
     guided: bool = False
     seeds: bool = False
     workers: bool = False  # rows(study, workers=...) runs t-SNE seeds in parallel
     also: str | None = None  # rows returns (rows, extra); extra is stored under this key
     notes: Callable[[dict], list[str]] = field(default=lambda results: [])
+
+
+def names_for(table: Table, ladder: V.Ladder) -> tuple[str, ...]:
+    """The tokenizers a table needs on a preset's d ladder."""
+    return table.names(ladder) if callable(table.names) else table.names
 
 
 def _spearman_line(results: dict) -> list[str]:
@@ -301,11 +315,11 @@ def _spearman_line(results: dict) -> list[str]:
 
 
 TABLES: list[Table] = [
-    Table("dilemma", "The optimization dilemma (notebook 01)", dilemma, DILEMMA_COLUMNS, V.DILEMMA,
+    Table("dilemma", "The optimization dilemma (notebook 01)", dilemma, DILEMMA_COLUMNS, lambda ladder: ladder.rungs,
           guided=True, seeds=True),
     Table("table2", "Table 2: VF loss (notebook 02)", table2, TOKENIZER_COLUMNS + [
         ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
-        ("paper_gfid", "paper gFID (B)", ".2f")], V.TABLE2, guided=True, seeds=True,
+        ("paper_gfid", "paper gFID (B)", ".2f")], lambda ladder: ladder.table2, guided=True, seeds=True,
           notes=lambda results: ["", "![frontier](frontier.png)"]),
     Table("claims", "Does it show the paper? Each claim over the DiT seeds (notebooks 01, 02)", claims, CLAIM_COLUMNS),
     Table("table5", "Table 5: VF loss ablation", table5, ABLATION_COLUMNS, V.TABLE5, seeds=True),
@@ -341,14 +355,15 @@ BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
 
 
 def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: Sequence[int] = V.SEEDS,
-         base_seed: int = 0, tables: Sequence[str] | None = None, patch: int = 1
+         base_seed: int = 0, tables: Sequence[str] | None = None, patch: int = 1, ladder: V.Ladder = V.LADDERS[4]
          ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
     """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
 
     A job is (study overrides, [(method, tokenizer, extra), ...]); calls inside a job run in order, jobs in any
     order once the first job (a tokenizer's pipeline, which also trains the shared toy networks) is done.
     `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows; `seeds` are
-    the DiT seeds of the `seeds` tables (`base_seed`: the run's own); `tables` (keys of TABLES) keeps only the
+    the seeds of the `seeds` tables (`base_seed`: the run's own), over DiTs or tokenizer x DiT pairs as the preset's
+    `ladder` says; `tables` (keys of TABLES) keeps only the
     jobs those tables need, tokenizers in the order the tables name them. A tokenizer's convergence runs come
     first in its job, so that its DiTs are trained once, with their snapshots; the scaling table's other DiT
     sizes (at the preset DiT's `patch`) are one job per tokenizer and size, after the tokenizers' jobs.
@@ -360,22 +375,23 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     keys = {t.key for t in chosen}
     ov = tuple(study_overrides)
     per_name = [t for t in chosen if t.key not in ("table1", "sampling")]
-    names = list(dict.fromkeys(n for t in per_name for n in t.names))
-    guided = {n for t in per_name if t.guided for n in t.names}
-    seeded = {n for t in per_name if t.seeds for n in t.names}
+    names = list(dict.fromkeys(n for t in per_name for n in names_for(t, ladder)))
+    guided = {n for t in per_name if t.guided for n in names_for(t, ladder)}
+    seeded = {n for t in per_name if t.seeds for n in names_for(t, ladder)}
+    pairs = V.seed_runs(seeds, base_seed, tokenizer_seeds=ladder.tokenizer_seeds)
     out = []
     for name in names:
-        runs = [V.seed_overrides(s, base_seed) for s in seeds] if name in seeded else [()]
+        runs = pairs if name in seeded else [()]
         calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
         if "convergence" in keys and name in V.CONVERGENCE:
             calls = [("convergence", name, r) for r in runs] + calls
-        if "dilemma" in keys and name in V.DILEMMA:  # notebook 01's rFID per tokenizer seed
+        if "dilemma" in keys and name in ladder.rungs:  # notebook 01's rFID per tokenizer seed
             calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]
         if name in guided:
             calls += [("generation", name, (CFG, *r)) for r in runs]
         if "proxies" in keys:
             calls.append(("probe", name, ()))
-        if "table6" in keys and name in BY_KEY["table6"].names:
+        if "table6" in keys and name in names_for(BY_KEY["table6"], ladder):
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
     if "scaling" in keys:

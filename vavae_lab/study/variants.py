@@ -1,7 +1,7 @@
 """The toy study's named runs: tokenizer variants, the Table 1 DiT ladder, sampling sweeps, and the paper's numbers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _tok(d: int, vf: bool, *extra: str) -> tuple[str, ...]:
@@ -12,32 +12,84 @@ def _tok(d: int, vf: bool, *extra: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TokenizerVariant:
-    """One tokenizer of the study: its label in tables, latent size, VF setting and config overrides."""
+    """One tokenizer of the study: its latent size, VF setting, config overrides and what its label adds after f?d?."""
 
     name: str
-    label: str
     d: int
     vf: bool
     overrides: tuple[str, ...]
+    suffix: str = ""
+
+    def label(self, f: int) -> str:
+        """Its name in tables at downsampling factor f: "f8d16 + VF" (`Study.label` passes the preset's f)."""
+        return f"f{f}d{self.d}{self.suffix}"
 
 
 TOKENIZERS: dict[str, TokenizerVariant] = {v.name: v for v in [
-    TokenizerVariant("d4", "f4d4", 4, False, _tok(4, False)),
-    TokenizerVariant("d16", "f4d16", 16, False, _tok(16, False)),
-    TokenizerVariant("d32", "f4d32", 32, False, _tok(32, False)),
-    TokenizerVariant("d16_vf", "f4d16 + VF", 16, True, _tok(16, True)),
-    TokenizerVariant("d32_vf", "f4d32 + VF", 32, True, _tok(32, True)),
+    TokenizerVariant("d4", 4, False, _tok(4, False)),
+    TokenizerVariant("d8", 8, False, _tok(8, False)),
+    TokenizerVariant("d16", 16, False, _tok(16, False)),
+    TokenizerVariant("d32", 32, False, _tok(32, False)),
+    TokenizerVariant("d8_vf", 8, True, _tok(8, True), " + VF"),
+    TokenizerVariant("d16_vf", 16, True, _tok(16, True), " + VF"),
+    TokenizerVariant("d32_vf", 32, True, _tok(32, True), " + VF"),
     # Table 5: the VF loss without one of its parts (the lab default already has no margins, see variants below)
-    TokenizerVariant("d32_vf_no_mcos", "f4d32 + VF - mcos", 32, True, _tok(32, True, "tokenizer.vf.use_mcos=false")),
-    TokenizerVariant("d32_vf_no_mdms", "f4d32 + VF - mdms", 32, True, _tok(32, True, "tokenizer.vf.use_mdms=false")),
-    TokenizerVariant("d32_vf_margins", "f4d32 + VF, paper margins", 32, True,
-                     _tok(32, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25")),
+    TokenizerVariant("d32_vf_no_mcos", 32, True, _tok(32, True, "tokenizer.vf.use_mcos=false"), " + VF - mcos"),
+    TokenizerVariant("d32_vf_no_mdms", 32, True, _tok(32, True, "tokenizer.vf.use_mdms=false"), " + VF - mdms"),
+    TokenizerVariant("d32_vf_margins", 32, True, _tok(32, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25"),
+                     " + VF, paper margins"),
     # Table 4: which "foundation model" the latents are aligned with
-    TokenizerVariant("d32_vf_masked", "f4d32 + VF (masked-modelling VFM)", 32, True,
-                     _tok(32, True, "tokenizer.vf.toy.objective=masked")),
-    TokenizerVariant("d32_vf_random", "f4d32 + VF (random-weights VFM)", 32, True,
-                     _tok(32, True, "tokenizer.vf.foundation=toy_random")),
+    TokenizerVariant("d32_vf_masked", 32, True, _tok(32, True, "tokenizer.vf.toy.objective=masked"),
+                     " + VF (masked-modelling VFM)"),
+    TokenizerVariant("d32_vf_random", 32, True, _tok(32, True, "tokenizer.vf.foundation=toy_random"),
+                     " + VF (random-weights VFM)"),
 ]}
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The d ladder of notebooks 01 and 02 at one downsampling factor f: three rungs without VF (low, middle, high d),
+    the rungs that also get a VF twin (Table 2), the paper tokenizer each rung stands beside, and whether every gFID
+    is measured over tokenizer seeds x DiT seeds (else over DiT seeds on one tokenizer)."""
+
+    f: int
+    rungs: tuple[str, str, str]
+    vf_rungs: tuple[str, ...]
+    paper: dict = field(default_factory=dict)  # toy variant -> the paper's tokenizer (docs/paper.md §4)
+    tokenizer_seeds: bool = False
+
+    @property
+    def table2(self) -> tuple[str, ...]:
+        """Table 2's rows: each VF rung without, then with the VF loss."""
+        return tuple(n for r in self.vf_rungs for n in (r, f"{r}_vf"))
+
+
+LADDERS: dict[int, Ladder] = {
+    # f8 on 32 px (a 4 x 4 grid): d4 / d8 / d16 keep 48x / 24x / 12x fewer numbers than the image, the paper's
+    # f16d16 / d32 / d64 on 256 px; so each rung stands beside the paper's tokenizer of the same compression
+    8: Ladder(8, ("d4", "d8", "d16"), ("d8", "d16"), {"d4": "f16d16", "d8": "f16d32", "d16": "f16d64"},
+              tokenizer_seeds=True),
+    # f4 on 32 px (an 8 x 8 grid): 12x / 3x / 1.5x, the classic toy (lab_classic); rungs beside the paper's by d
+    4: Ladder(4, ("d4", "d16", "d32"), ("d16", "d32"), {"d16": "f16d16", "d32": "f16d32"}),
+}
+
+
+def downsampling(config) -> int:
+    """The tokenizer's downsampling factor f of a config (one stride-2 level per ch_mult entry after the first)."""
+    return 2 ** (len(config.tokenizer.model.ch_mult) - 1)
+
+
+def ladder_of(config) -> Ladder:
+    """The d ladder of a config's tokenizer (LADDERS); ConfigError for an f the toy study has none for."""
+    f = downsampling(config)
+    if f not in LADDERS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the toy study has d ladders for f = {', '.join(map(str, LADDERS))}, and this config's "
+                          f"tokenizer.model.ch_mult={list(config.tokenizer.model.ch_mult)} downsamples {f}x; use a "
+                          "toy preset (lab, lab_classic, smoke)")
+    return LADDERS[f]
+
 
 # Every gFID of the tokenizer tables is measured with these DiT seeds on the same tokenizer (training and sampling
 # noise; the tokenizers stay fixed), and shown as the mean, each seed, and the spread between them.
@@ -49,8 +101,14 @@ def seed_overrides(seed: int, base: int = 0) -> tuple[str, ...]:
     return () if seed == base else (f"dit.seed={seed}", f"sample.seed={seed}")
 
 
-DILEMMA = ("d4", "d16", "d32")  # notebook 01
-TABLE2 = ("d16", "d16_vf", "d32", "d32_vf")  # notebook 02
+def seed_runs(seeds, base: int = 0, *, tokenizer_seeds: bool = False) -> list[tuple[str, ...]]:
+    """The extra overrides of every run a gFID is averaged over: each DiT seed on the run's tokenizer, or with
+    `tokenizer_seeds` each (tokenizer seed, DiT seed) pair, tokenizer-major: the tokenizer is retrained with the
+    top-level seed, its DiT keeps the DiT seed asked for."""
+    if not tokenizer_seeds:
+        return [seed_overrides(s, base) for s in seeds]
+    return [(*(() if t == base else (f"seed={t}",)), *seed_overrides(s, t)) for t in seeds for s in seeds]
+
 TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
 TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
 # Table 6 compares latents with and without VF at one d, as the paper does (3 t-SNE runs of 10,000 vectors
@@ -115,9 +173,10 @@ INTERVAL_SWEEP = [0.0, 0.11, 0.3, 0.5]  # guidance only while t >= start, at CFG
 SHIFT_SWEEP = [0.3, 0.5, 1.0, 2.0]
 
 # Paper numbers printed beside the toy tables (docs/paper.md §2, §4, §7)
-TABLE2_PAPER = {  # spec -> (rFID, PSNR, gFID LightningDiT-B)
-    "d16": (0.49, 26.10, 16.24), "d16_vf": (0.55, 25.29, 15.79),
-    "d32": (0.26, 28.59, 22.62), "d32_vf": (0.28, 27.96, 15.82),
+TABLE2_PAPER = {  # the paper's tokenizer -> (rFID, PSNR, gFID LightningDiT-B); "_vf": with the VF loss (DINOv2)
+    "f16d16": (0.49, 26.10, 16.24), "f16d16_vf": (0.55, 25.29, 15.79),
+    "f16d32": (0.26, 28.59, 22.62), "f16d32_vf": (0.28, 27.96, 15.82),
+    "f16d64": (0.17, 31.03, 36.83), "f16d64_vf": (0.14, 30.71, 24.00),
 }
 # Each toy row beside the paper row with the same loss: the toy default (d32_vf) has no margins, so it stands beside
 # the paper's "without margins" (17.77), and the toy row with the paper's margins beside the paper's full loss (15.82)

@@ -27,6 +27,9 @@ SET_CLASSES: dict[str, tuple[str, ...]] = {
 }
 assert tuple(SET_CLASSES) == SHAPE_SETS
 PATTERNS: tuple[str, ...] = ("plain", "stripes", "checkers")  # the fill of a shape (index = pattern value)
+# the smallest shape "radius" (half the image width = 1) of each set; every set spans 0.3 above it. The outline set
+# draws its shapes larger (19-29 px across on 32 px), so that an outline covers three to four cells of an f8 grid
+SIZE_FROM: dict[str, float] = {"classic": 0.4, "outline": 0.6}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _IMAGES_PER_CLASS_PER_CHUNK = 100  # parameters are drawn per chunk of 100 * num_classes images
@@ -132,7 +135,7 @@ def _sample_chunk(seed: int, chunk: int, num_classes: int, shape_set: str = "cla
 
     # Each run of num_classes consecutive images holds every class once: any prefix is balanced.
     labels = rand(_IMAGES_PER_CLASS_PER_CHUNK, num_classes).argsort(dim=1).reshape(-1)
-    size = 0.4 + 0.3 * rand(n)
+    size = SIZE_FROM[shape_set] + 0.3 * rand(n)
     cx = (2 * rand(n) - 1) * (1.0 - size)
     cy = (2 * rand(n) - 1) * (1.0 - size)
     theta = 2 * math.pi * rand(n)

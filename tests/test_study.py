@@ -238,6 +238,8 @@ def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
     assert not any(m in ("probe", "uniformity") for _, job in jobs for m, _, _ in job)
     with pytest.raises(ConfigError, match="--tables tabel2: no such table"):
         T.jobs(tables=["tabel2"])
+    with pytest.raises(ConfigError, match="look like config overrides, which --tables swallowed; put them before"):
+        T.jobs(tables=["dilemma", "dit.train.steps=100"])
 
 
 def test_the_cli_defaults_to_the_study_folders(capsys):

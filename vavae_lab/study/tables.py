@@ -369,6 +369,9 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     sizes (at the preset DiT's `patch`) are one job per tokenizer and size, after the tokenizers' jobs.
     """
     unknown = [k for k in tables or () if k not in BY_KEY]
+    if any("=" in k for k in unknown):
+        raise ConfigError(f"--tables {' '.join(unknown)}: those look like config overrides, which --tables swallowed; "
+                          "put them before --tables (reproduce --preset lab dit.train.steps=100 --tables dilemma)")
     if unknown:
         raise ConfigError(f"--tables {' '.join(unknown)}: no such table; choose from {', '.join(BY_KEY)}")
     chosen = [BY_KEY[k] for k in tables] if tables else TABLES

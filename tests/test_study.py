@@ -30,6 +30,18 @@ def test_stage_keys_change_only_with_their_own_settings():
     assert quiet.dit_key(quiet.config("d32_vf")) == s.dit_key(base)
 
 
+def test_the_f8_regime_keeps_the_keys_of_its_pack_run():
+    # the pack for notebooks 01 and 02 is trained on lab + presets.F8_REGIME across sessions (docs/costs.md); a change
+    # that moves these keys orphans that run, so it must be deliberate
+    from vavae_lab.presets import F8_REGIME
+
+    s = Study("lab", F8_REGIME, progress=False)
+    base = s.config("d16")
+    assert (s.tokenizer_key(base), s.dit_key(base)) == ("db0699fe4834", "98da1624e978")
+    assert s.tokenizer_key(s.config("d4")) == "a055ecd6027b"
+    assert s.ladder.f == 8 and s.label("d16_vf") == "f8d16 + VF"
+
+
 def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
     s = Study("lab", progress=False)
     base, again = s.config("d32"), s.config("d32", "dit.seed=1")

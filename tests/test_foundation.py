@@ -171,11 +171,11 @@ def test_linear_probe_separates_informative_features_only():
 
 def test_toy_vfm_config_is_the_config_section_plus_derived_fields():
     from vavae_lab.config import ToyVFMSection
-    from vavae_lab.paths import config_hash
 
     assert issubclass(ToyVFMConfig, ToyVFMSection)
     assert coerce_toy_config(ToyVFMSection(width=8)) == ToyVFMConfig(width=8)
-    assert config_hash(ToyVFMConfig()) == "20e6e0f6115b"  # the cache key of the default toy VFM, unchanged
+    assert ToyVFMConfig().cache_key() == "20e6e0f6115b"  # the cache key of the default toy VFM, unchanged
+    assert ToyVFMConfig(shape_set="outline").cache_key() != "20e6e0f6115b"
     with pytest.raises(ConfigError, match="ToyVFMSection"):
         coerce_toy_config("smoke")
 

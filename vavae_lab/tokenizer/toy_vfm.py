@@ -35,6 +35,13 @@ class ToyVFMConfig(ToyVFMSection):
     num_classes: int = 10
     shape_set: str = "classic"  # data.shape_set: the images it learns from
 
+    def cache_key(self) -> str:
+        """The hash naming the cached network: the full config, without `shape_set` at classic (keys made before it)."""
+        values = asdict(self)
+        if values["shape_set"] == "classic":
+            del values["shape_set"]
+        return config_hash(values)
+
 
 def coerce_toy_config(config=None) -> ToyVFMConfig:
     """A ToyVFMConfig from None (defaults), a ToyVFMConfig, a config.ToyVFMSection (or another dataclass) or a dict."""
@@ -291,11 +298,7 @@ def evaluate_toy_vfm(model: ToyVFM, *, num_train: int = 2000, num_test: int = 10
 
 def toy_vfm_cache_path(config=None):
     """Where the pretrained toy VFM for this config is (or will be) cached."""
-    cfg = coerce_toy_config(config)
-    values = asdict(cfg)
-    if values["shape_set"] == "classic":  # keyed only when set: the keys made before it stay valid
-        del values["shape_set"]
-    return cache_dir("toy_vfm") / f"{config_hash(values)}.pt"
+    return cache_dir("toy_vfm") / f"{coerce_toy_config(config).cache_key()}.pt"
 
 
 def get_toy_vfm(config=None, *, device="cpu", progress: bool = True) -> ToyVFM:

@@ -28,9 +28,12 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def config_hash(obj, length: int = 12) -> str:
-    """A short, stable hash of a dataclass, dict or JSON-able value, used as a cache key."""
+def config_hash(obj, length: int = 12, *, unset: dict | None = None) -> str:
+    """A short, stable hash of a dataclass, dict or JSON-able value, used as a cache key. `unset` {field: value}:
+    fields added after keys were in use, hashed only when set away from that value, so older keys stay valid."""
     if is_dataclass(obj):
         obj = asdict(obj)
+    if unset:
+        obj = {k: v for k, v in obj.items() if not (k in unset and v == unset[k])}
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]

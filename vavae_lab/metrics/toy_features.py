@@ -57,12 +57,7 @@ class ToyFeatureConfig(ToyFeatureSection):
     def cache_key(self) -> str:
         """The hash naming the cached network: the full config, without `version` at 1 and `shape_set` at classic
         (keys made before them)."""
-        values = asdict(self)
-        if values["version"] == 1:
-            del values["version"]
-        if values["shape_set"] == "classic":
-            del values["shape_set"]
-        return config_hash(values)
+        return config_hash(self, unset={"version": 1, "shape_set": "classic"})
 
     @classmethod
     def from_dict(cls, values: dict) -> "ToyFeatureConfig":

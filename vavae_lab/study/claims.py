@@ -86,15 +86,11 @@ def dilemma_claims(rows: Sequence[dict], over: str = "DiT seeds") -> list[dict]:
     difference per seed is (larger d) - (smaller d) for gFID and the reverse for rFID, so a positive one is the
     paper's direction in both."""
     lo, mid, hi = rows
-    out = []
-    for (a, b), first in (((lo, hi), True), ((lo, mid), False), ((mid, hi), False)):
-        tag = f"{_tag(a)} -> {_tag(b)}"
-        out.append(claim(f"(a) rFID improves with d: {tag} (tokenizer seeds)" if first else f"    {tag}",
-                         b, a, "rfid"))
-    for (a, b), first in (((lo, hi), True), ((lo, mid), False), ((mid, hi), False)):
-        tag = f"{_tag(a)} -> {_tag(b)}"
-        out.append(claim(f"(b) gFID worsens with d: {tag} ({over})" if first else f"    {tag}", a, b))
-    return out
+    steps = [(lo, hi), (lo, mid), (mid, hi)]  # the whole ladder first, then each step
+    tags = [f"{_tag(a)} -> {_tag(b)}" for a, b in steps]
+    heads = [f"(a) rFID improves with d: {tags[0]} (tokenizer seeds)", f"(b) gFID worsens with d: {tags[0]} ({over})"]
+    return ([claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid") for i, ((a, b), t) in enumerate(zip(steps, tags))]
+            + [claim(heads[1] if i == 0 else f"    {t}", a, b) for i, ((a, b), t) in enumerate(zip(steps, tags))])
 
 
 def _gain(plain: dict, vf: dict, key: str = "gfid") -> dict:

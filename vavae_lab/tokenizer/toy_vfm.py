@@ -37,10 +37,7 @@ class ToyVFMConfig(ToyVFMSection):
 
     def cache_key(self) -> str:
         """The hash naming the cached network: the full config, without `shape_set` at classic (keys made before it)."""
-        values = asdict(self)
-        if values["shape_set"] == "classic":
-            del values["shape_set"]
-        return config_hash(values)
+        return config_hash(self, unset={"shape_set": "classic"})
 
 
 def coerce_toy_config(config=None) -> ToyVFMConfig:

@@ -1,5 +1,7 @@
 """The pretrained pack: built from a study cache, restored by key instead of training, hash-checked, never stale."""
+import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -104,7 +106,6 @@ def test_retrain_ignores_the_pack(packed, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_a_corrupt_pack_file_is_one_line_naming_the_file_and_the_fix(packed, monkeypatch, tmp_path):
-    import shutil
 
     root = tmp_path / "pack"
     shutil.copytree(packed["root"], root)
@@ -125,7 +126,6 @@ def test_a_corrupt_pack_file_is_one_line_naming_the_file_and_the_fix(packed, mon
 
 @pytest.mark.slow
 def test_an_entry_whose_preset_changed_is_stale(packed, monkeypatch, tmp_path):
-    import shutil
 
     from vavae_lab import presets
 
@@ -160,6 +160,56 @@ def test_weights_except_packs_the_results_of_those_runs_but_not_their_weights(pa
                      "--weights-except", "dit.model.size"]) == 2
     with pytest.raises(ConfigError, match="--weights-except dit.model.sise=toy-M/1"):
         weights_filter(["dit.model.sise=toy-M/1"], "smoke")  # a misspelt key would silently keep every weight
+
+
+@pytest.mark.slow
+def test_a_rebuilt_pack_keeps_the_entries_a_renamed_preset_still_keys(packed, monkeypatch, tmp_path, capsys):
+    from vavae_lab import presets
+
+    root = tmp_path / "pack"
+    shutil.copytree(packed["root"], root)
+    before = pack.read_manifest(root)["artifacts"]
+    smoke = presets.PRESETS["smoke"]
+
+    def renamed():  # what smoke was when the pack was built, under a new name
+        config = smoke()
+        config.name = "smoke_classic"
+        return config
+
+    def changed():  # smoke itself moves on
+        config = smoke()
+        config.tokenizer.train.lr = 1e-3
+        return config
+
+    monkeypatch.setitem(presets.PRESETS, "smoke_classic", renamed)
+    monkeypatch.setitem(presets.PRESETS, "smoke", changed)
+    empty = tmp_path / "cache"
+    (empty / "tokenizers").mkdir(parents=True)
+    assert build_pack(empty, command="pytest", preset="smoke", root=root, keep_presets=["smoke"])["artifacts"] == {}
+    shutil.rmtree(root)
+    shutil.copytree(packed["root"], root)
+    assert cli.main(["pack", "--cache", str(empty), "--preset", "smoke", "--out", str(root),
+                     "--keep-presets", "smoke_classic"]) == 0
+    assert f"packed 0 smoke artifacts (and kept {len(before)} of smoke_classic)" in capsys.readouterr().out
+    after = pack.read_manifest(root)["artifacts"]
+    assert set(after) == set(before) and not (tmp_path / "pack.building").exists()
+    for name, entry in after.items():
+        assert entry["preset"] == "smoke_classic" and entry["preset_at_build"] == "smoke"
+        assert {k: v for k, v in entry.items() if k not in ("preset", "preset_at_build")} == \
+            {k: v for k, v in before[name].items() if k != "preset"}
+        for file, rec in entry["files"].items():
+            assert pack.sha256_file(root / file) == rec["sha256"]
+    assert stale_entries(root) == []
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "fresh"))
+    monkeypatch.setenv(pack.PACK_ENV, str(root))
+    _no_training(monkeypatch)
+    config = copy.deepcopy(packed["config"])
+    config.name = "smoke_classic"
+    assert pipeline.generation(config) == packed["result"]
+    assert "when smoke_classic was called smoke" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="'smoke_clasic' is neither a preset"):
+        build_pack(empty, command="pytest", preset="smoke", root=root, keep_presets=["smoke_clasic"])
+    assert pack.read_manifest(root)["artifacts"] == after  # a typo loses nothing
 
 
 def test_weights_except_compares_values_as_the_config_stores_them():

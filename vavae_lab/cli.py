@@ -300,8 +300,11 @@ def _pack(args) -> None:
     root = Path(args.out).expanduser() if args.out else pack_dir()
     command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
     manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype,
-                          weights_except=args.weights_except)
-    print(f"packed {len(manifest['artifacts'])} {args.preset} artifacts into {root}: "
+                          weights_except=args.weights_except, keep_presets=args.keep_presets)
+    mine = sum(e["preset"] == args.preset for e in manifest["artifacts"].values())
+    kept = len(manifest["artifacts"]) - mine
+    print(f"packed {mine} {args.preset} artifacts" + (f" (and kept {kept} of {' '.join(args.keep_presets)})"
+                                                      if args.keep_presets else "") + f" into {root}: "
           f"{pack_size(root) / 2**20:.1f} MiB")
     stale = stale_entries(root)
     if stale:
@@ -431,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-except", nargs="+", default=[], metavar="KEY=VALUE",
                    help="leave out the weights (not the results) of runs with any of these overrides, e.g. "
                         "dit.model.size=toy-M/1")
+    p.add_argument("--keep-presets", nargs="+", default=[], metavar="PRESET",
+                   help="keep the current pack's entries that these presets still key to the same key (e.g. "
+                        "lab_classic), byte for byte; every other entry is replaced")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")

@@ -146,7 +146,9 @@ def _say_loaded(stage: str, key: str, root: Path, entry: dict) -> None:
         print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to {verb})")
         return
     _TOLD.add(root)
-    print(f"pack: {stage} {key} loaded from {root} (made by `{entry['command']}`, "
+    renamed = entry.get("preset_at_build")
+    made = f"`{entry['command']}`" + (f", when {entry['preset']} was called {renamed}" if renamed else "")
+    print(f"pack: {stage} {key} loaded from {root} (made by {made}, "
           f"{entry['wall_s'] / 60:.1f} min to {verb} on {entry['machine']}); {RETRAIN_ENV}=1 {verb}s it instead")
 
 

@@ -129,7 +129,8 @@ def weights_filter(weights_except: Sequence[str], preset: str | None = None):
 
 
 def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = None, dit_dtype: str = "float16",
-               stages=WEIGHTS_STAGES + RESULT_STAGES, weights_except: Sequence[str] = ()) -> dict:
+               stages=WEIGHTS_STAGES + RESULT_STAGES, weights_except: Sequence[str] = (),
+               keep_presets: Sequence[str] = ()) -> dict:
     """Pack every finished tokenizer, DiT and result of `preset` in the study cache root `cache` into `root`.
 
     Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
@@ -137,13 +138,23 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     which config made them (`pipeline.save_result` writes one beside each result). `weights_except`
     ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results:
     for runs a notebook only reads numbers from (e.g. the larger DiTs of the scaling table), to fit the budget.
+    `keep_presets` carries over the entries of the pack at `root` that one of these presets (with the entry's
+    recorded overrides) still keys to the same key (`kept_entries`), byte for byte.
     """
     keep = weights_filter(weights_except, preset)
     root = root or pack_dir()
+    for name in keep_presets:
+        load_config(name)  # an unknown preset: one line naming the presets
     prov, entries = _provenance(), {}  # before the old pack is removed
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    staging = root.with_name(root.name + ".building")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name, entry in kept_entries(root, keep_presets).items():
+        for file in entry["files"]:
+            (staging / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / file, staging / file)
+        entries[name] = entry
     dtype = {"float16": torch.float16, "float32": torch.float32}[dit_dtype]
     for stage in stages:
         if stage in WEIGHTS_STAGES:
@@ -154,7 +165,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 config = from_dict(yaml_config(run))
                 if config.name != preset or stage_key(config, stage) != run.name or not keep(config):
                     continue
-                files, config, wall = _add_weights(stage, run.name, run, root, dtype)
+                files, config, wall = _add_weights(stage, run.name, run, staging, dtype)
                 entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,
                                                        dit_dtype if stage == "dit" else "float32")
         else:
@@ -169,13 +180,39 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 if config.name != preset or stage_key(config, stage, **side.get("key_args", {})) != key:
                     continue
                 name = f"{stage}/{key}.json"
-                files = {name: _write(root, name, lambda p: shutil.copyfile(result, p))}
+                files = {name: _write(staging, name, lambda p: shutil.copyfile(result, p))}
                 wall = float(json.loads(result.read_text()).get("seconds") or 0.0)
                 entries[f"{stage}/{key}"] = _entry(stage, key, config, files, command, wall, prov, None,
                                                   key_args=side.get("key_args", {}))
-    manifest = {"format": FORMAT, "artifacts": entries}
-    atomic_write_json(root / MANIFEST, manifest)
+    manifest = {"format": FORMAT, "artifacts": dict(sorted(entries.items()))}
+    atomic_write_json(staging / MANIFEST, manifest)
+    if root.exists():
+        shutil.rmtree(root)
+    staging.rename(root)
     return manifest
+
+
+def kept_entries(root: Path, presets: Sequence[str]) -> dict:
+    """The entries of the pack at `root` that one of `presets` + the entry's overrides keys to the entry's key,
+    each under that preset's name (the name it was built under kept as "preset_at_build" when it differs: a
+    renamed preset), its files checked against their sha256. What `build_pack(keep_presets=...)` carries over."""
+    kept = {}
+    for name, entry in read_manifest(root)["artifacts"].items():
+        for preset in presets:
+            config = load_config(preset, entry["overrides"])
+            if stage_key(config, entry["stage"], **entry.get("key_args", {})) != entry["key"]:
+                continue
+            for file, rec in entry["files"].items():
+                if sha256_file(root / file) != rec["sha256"]:
+                    raise ConfigError(f"{root / file} fails its sha256 check, so it cannot be kept; "
+                                      f"`git checkout {root}` restores the pack")
+            entry = dict(entry)
+            if entry["preset"] != preset:
+                entry["preset_at_build"] = entry.get("preset_at_build", entry["preset"])
+                entry["preset"] = preset
+            kept[name] = entry
+            break
+    return kept
 
 
 def _entry(stage, key, config: Config, files, command, wall, prov, dtype, key_args=None) -> dict:

@@ -42,6 +42,15 @@ def test_the_f8_regime_keeps_the_keys_of_its_pack_run():
     assert s.ladder.f == 8 and s.label("d16_vf") == "f8d16 + VF"
 
 
+def test_lab_classic_keys_the_first_packed_study():
+    # the preset that keeps the first toy study (f4, classic shapes) by name when `lab` moves to the f8 regime: the
+    # same configs, so the same keys as the packed lab runs (data/pack)
+    s = Study("lab_classic", progress=False)
+    base = s.config("d32")
+    assert (s.tokenizer_key(base), s.dit_key(base)) == ("329f084ed537", "db5ff11f0187")
+    assert s.ladder.f == 4 and s.label("d32_vf") == "f4d32 + VF"
+
+
 def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
     s = Study("lab", progress=False)
     base, again = s.config("d32"), s.config("d32", "dit.seed=1")

@@ -142,3 +142,24 @@ def test_claims_say_where_class_accuracy_and_kid_disagree_with_fid():
     assert "class acc. level (0.4 -> 0.41)" in near["readings"]
     assert claim("no readings", {k: low[k] for k in ("gfid_seeds", "gfid_spread")},
                  {k: high[k] for k in ("gfid_seeds", "gfid_spread")})["readings"] == "-"
+
+
+class _FirstPixelNet(torch.nn.Module):
+    """Names class round(red of the top-left pixel / 20) out of 4: a classifier whose answer a test can set."""
+
+    def forward(self, x):
+        k = ((x[:, 0, 0, 0] + 1) * 127.5 / 20).round().long().clamp(0, 3)
+        return torch.nn.functional.one_hot(k, 4).float()
+
+
+def test_class_accuracy_overall_and_by_class_count_the_classes_named():
+    from vavae_lab.metrics.toy_features import accuracy_by_class, evaluate_accuracy, predict_classes
+
+    named = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    labels = torch.tensor([0, 1, 1, 2, 2, 0, 1])
+    images = torch.zeros(7, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = named * 20
+    net = _FirstPixelNet()
+    assert torch.equal(predict_classes(net, images, batch_size=3), named)
+    assert evaluate_accuracy(net, images, labels, batch_size=3) == evaluate_accuracy(net, images, labels) == 5 / 7
+    assert accuracy_by_class(named, labels, 4) == pytest.approx([0.5, 2 / 3, 1.0, None])  # class 3: no image

@@ -182,18 +182,31 @@ class _FactorLoss:
 
 
 @torch.no_grad()
+def predict_classes(net: ToyFeatureNet, images_uint8: torch.Tensor, *, device="cpu", batch_size: int = 500) -> torch.Tensor:
+    """The class the network names for each uint8 image (N x 3 x H x W), on the CPU."""
+    was_training = net.training
+    net.eval()
+    pred = [net(from_uint8(images_uint8[start:start + batch_size].to(device))).argmax(dim=1).cpu()
+            for start in range(0, len(images_uint8), batch_size)]
+    net.train(was_training)
+    return torch.cat(pred) if pred else torch.zeros(0, dtype=torch.long)
+
+
 def evaluate_accuracy(net: ToyFeatureNet, images_uint8: torch.Tensor, labels: torch.Tensor, *,
                       device="cpu", batch_size: int = 500) -> float:
     """Top-1 accuracy of the network on uint8 images (N x 3 x H x W) with integer labels."""
-    was_training = net.training
-    net.eval()
-    correct = 0
-    for start in range(0, len(images_uint8), batch_size):
-        x = from_uint8(images_uint8[start:start + batch_size].to(device))
-        pred = net(x).argmax(dim=1).cpu()
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    net.train(was_training)
-    return correct / max(len(images_uint8), 1)
+    pred = predict_classes(net, images_uint8, device=device, batch_size=batch_size)
+    return int((pred == torch.as_tensor(labels).cpu()).sum()) / max(len(images_uint8), 1)
+
+
+def accuracy_by_class(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
+    """For each class, the share of its images named as it (None for a class with no images)."""
+    predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
+    out = []
+    for k in range(num_classes):
+        mine = labels == k
+        out.append(float((predicted[mine] == k).float().mean()) if mine.any() else None)
+    return out
 
 
 @torch.enable_grad()

@@ -23,9 +23,9 @@ from vavae_lab.device import autocast, resolve_device
 from vavae_lab.diffusion.samplers import cfg_velocity, sample_ode
 from vavae_lab.diffusion.transport import RectifiedFlow
 from vavae_lab.presets import get_preset
-from vavae_lab.tokenizer.build import build_autoencoder, build_loss
+from vavae_lab.build import build_autoencoder, build_loss
 from vavae_lab.train.common import ema_update
-from vavae_lab.diffusion.build import build_dit_for
+from vavae_lab.build import build_dit_for
 
 # peak dense bf16 tensor-core TFLOP/s (no sparsity) by GPU name
 PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0), ("A100", 312.0))

@@ -64,7 +64,8 @@ def _judge(config, run: str) -> dict:
     network (presets.TOY_FID_V2 at the run's resolution): rFID and the share still named as their class."""
     from vavae_lab.config import apply_overrides
     from vavae_lab.data.images import to_uint8
-    from vavae_lab.metrics import reconstruct, score_images
+    from vavae_lab.generate import score_images
+    from vavae_lab.metrics import reconstruct
     from vavae_lab.pipeline import SCORES, held_out_images
     from vavae_lab.presets import TOY_FID_V2
     from vavae_lab.runs import load_tokenizer
@@ -81,7 +82,7 @@ def run_row(recipe: str, dim: int, vf: bool, scale: float, out: str | None, judg
     import torch
 
     from vavae_lab.metrics import reconstruction_metrics
-    from vavae_lab.train.builders import build_train_eval_data
+    from vavae_lab.build import build_train_eval_data
     from vavae_lab.train.tokenizer import train_tokenizer
 
     config = row_config(recipe, dim, vf, scale)

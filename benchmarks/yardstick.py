@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="held-out images per corruption (the study's sample count)")
     args = parser.parse_args()
 
+    from vavae_lab.build import shapes_reference, toy_feature_config
     from vavae_lab.config import apply_overrides
     from vavae_lab.metrics import battery_table
     from vavae_lab.metrics.battery import shapes_battery
@@ -33,7 +34,8 @@ def main() -> None:
     for name, overrides in (("v1", []), ("v2", list(toy_fid_v2(args.preset)))):
         t0 = time.perf_counter()
         try:
-            columns[name] = shapes_battery(apply_overrides(base, overrides), n=args.n)
+            config = apply_overrides(base, overrides)
+            columns[name] = shapes_battery(toy_feature_config(config), shapes_reference(config), n=args.n)
         except VavaeLabError as exc:  # e.g. --n below the features' dimension: one line, the flag named
             parser.error(f"--n {args.n}: {exc}")
         seconds[name] = time.perf_counter() - t0

@@ -54,7 +54,7 @@ def test_accumulated_step_equals_full_batch_step(steps):
 def test_train_dit_with_micro_batches_logs_the_effective_batch(tmp_path, capsys):
     from vavae_lab.checkpoint import atomic_save
     from vavae_lab.latents import extract_latents
-    from vavae_lab.tokenizer.build import build_autoencoder
+    from vavae_lab.build import build_autoencoder
     from vavae_lab.train.dit import train_dit
 
     config = apply_overrides(get_preset("smoke"), [

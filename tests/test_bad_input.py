@@ -15,7 +15,7 @@ from vavae_lab.latents import STATS_FILE, LatentDataset, extract_latents
 from vavae_lab.latents.stats import save_stats
 from vavae_lab.presets import get_preset
 from vavae_lab.runs import load_tokenizer
-from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.build import build_autoencoder
 from vavae_lab.runs import load_dit
 from vavae_lab.train.dit import train_dit
 
@@ -235,11 +235,11 @@ def test_old_layout_dit_run_without_its_latent_record(runs, capsys, tmp_path):
     shutil.copytree(runs / "dit", tmp_path / "dit")
     state = torch.load(tmp_path / "dit" / "dit.pt", weights_only=True)
     for key in ("latent_mean", "latent_std", "tokenizer_sha256", "tokenizer_dir"):
-        state.pop(key)  # a dit.pt from before it held its latent stats; it had a latents.txt beside it
+        state.pop(key)  # a dit.pt from before it held its latent stats
     atomic_save(state, tmp_path / "dit" / "dit.pt")
     line = _fails(capsys, "sample", "--preset", "smoke", "--dit", tmp_path / "dit", "--tokenizer", runs / "tok",
                   "--out", tmp_path / "samples", *TINY)
-    assert "latents.txt is missing" in line and "re-run" in line and "train-dit" in line
+    assert "predates DiT files that hold their latent statistics" in line and "train-dit" in line
     assert not (tmp_path / "samples").exists()
 
 

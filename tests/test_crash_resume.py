@@ -17,7 +17,7 @@ from vavae_lab.config import apply_overrides, to_dict
 from vavae_lab.latents import extract_latents
 from vavae_lab.latents import read_meta
 from vavae_lab.presets import get_preset
-from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.build import build_autoencoder
 from vavae_lab.train.dit import train_dit
 
 CKPT_EVERY = 5

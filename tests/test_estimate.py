@@ -51,7 +51,7 @@ def test_formatting_and_errors():
 
 def test_training_prints_the_estimate_only_with_progress(tmp_path, monkeypatch, capsys):
     from vavae_lab.latents import extract_latents
-    from vavae_lab.tokenizer.build import build_autoencoder
+    from vavae_lab.build import build_autoencoder
     from vavae_lab.train.dit import train_dit
 
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "data"))

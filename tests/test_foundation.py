@@ -170,7 +170,7 @@ def test_linear_probe_separates_informative_features_only():
 
 
 def test_toy_vfm_config_is_the_config_section_plus_derived_fields():
-    from vavae_lab.config import ToyVFMSection
+    from vavae_lab.toy_recipes import ToyVFMSection
 
     assert issubclass(ToyVFMConfig, ToyVFMSection)
     assert coerce_toy_config(ToyVFMSection(width=8)) == ToyVFMConfig(width=8)
@@ -313,7 +313,7 @@ def test_official_preprocess_is_the_hustvl_dinov2_forward(tmp_path, no_network):
 def test_config_preprocess_reaches_the_foundation_model(monkeypatch):
     from vavae_lab.config import load_config
     from vavae_lab.tokenizer import foundation
-    from vavae_lab.tokenizer.build import build_vfm
+    from vavae_lab.build import build_vfm
 
     seen = {}
     monkeypatch.setattr(foundation, "build_foundation_model", lambda name, **kw: seen.update(name=name, **kw))

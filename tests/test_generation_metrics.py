@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vavae_lab.build import sample_scoring
 from vavae_lab.config import Config, apply_overrides
 from vavae_lab.data.shapes import ShapesDataset
 from vavae_lab.errors import ConfigError, DataError, WeightsUnavailableError
@@ -44,7 +45,7 @@ def toy_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VAVAE_LAB_DATA", str(root))
         from vavae_lab.metrics.toy_features import toy_feature_weights_path
-        from vavae_lab.metrics.build import toy_feature_config
+        from vavae_lab.build import toy_feature_config
 
         toy_feature_weights_path(toy_feature_config(config), progress=False)
         yield root, config
@@ -132,8 +133,8 @@ def test_shapes_reference_real_low_noise_high(toy_env, monkeypatch):
     root, config = toy_env
     monkeypatch.setenv("VAVAE_LAB_DATA", str(root))
     real = ShapesDataset(200, seed=config.data.seed, split="test").images
-    good = evaluate_samples(real, reference="shapes", config=config, num_real=400)
-    noise = evaluate_samples(_random_uint8(200, size=32), reference="shapes", config=config, num_real=400)
+    good = evaluate_samples(real, **sample_scoring(config), num_real=400)
+    noise = evaluate_samples(_random_uint8(200, size=32), **sample_scoring(config), num_real=400)
     assert set(good) >= {"fid", "is", "kid", "precision", "recall", "n"}
     assert all(isinstance(good[k], float) for k in ("fid", "is", "kid", "precision", "recall"))
     assert good["n"] == 200 and good["n_real"] == 400 and good["extractor"] == "vavae-toy" and good["notes"] == []
@@ -144,9 +145,9 @@ def test_shapes_reference_real_low_noise_high(toy_env, monkeypatch):
     cached = list((root / "cache" / "generation_reference").glob("*.pt"))
     assert len(cached) == 1
     monkeypatch.setattr(generation, "_extract", _fail_on_reference(generation._extract, n_fake=200))
-    assert evaluate_samples(real, reference="shapes", config=config, num_real=400) == good
+    assert evaluate_samples(real, **sample_scoring(config), num_real=400) == good
     # kid=False (the study's sweeps) skips only KID: every other number is the same
-    fast = evaluate_samples(real, reference="shapes", config=config, num_real=400, kid=False)
+    fast = evaluate_samples(real, **sample_scoring(config), num_real=400, kid=False)
     assert math.isnan(fast["kid"]) and fast["notes"] == ["KID skipped (kid=False)"]
     assert {k: v for k, v in fast.items() if k not in ("kid", "kid_std", "notes")} == \
         {k: v for k, v in good.items() if k not in ("kid", "kid_std", "notes")}
@@ -166,23 +167,23 @@ def test_shapes_reference_small_n_and_errors(toy_env, monkeypatch):
     monkeypatch.setenv("VAVAE_LAB_DATA", str(root))
     dim = config.metrics.toy.feature_dim
     with pytest.raises(DataError, match=f"FID needs more samples than feature dimensions: got {dim} for {dim}-dim"):
-        evaluate_samples(ShapesDataset(dim, split="test").images, config=config, num_real=50)
+        evaluate_samples(ShapesDataset(dim, split="test").images, **sample_scoring(config), num_real=50)
     with pytest.raises(DataError, match=f"more reference images than feature dimensions: got {dim}"):
-        evaluate_samples(ShapesDataset(dim + 1, split="test").images, config=config, num_real=dim)
+        evaluate_samples(ShapesDataset(dim + 1, split="test").images, **sample_scoring(config), num_real=dim)
     narrow = apply_overrides(config, ["metrics.toy.feature_dim=2"])  # 3 samples are enough for 2-d features
-    three = evaluate_samples(ShapesDataset(3, split="test").images, config=narrow, num_real=50)
+    three = evaluate_samples(ShapesDataset(3, split="test").images, **sample_scoring(narrow), num_real=50)
     assert math.isfinite(three["fid"]) and math.isfinite(three["kid"])  # KID's subset shrinks to 3
     assert math.isnan(three["precision"]) and "at least 4 images" in three["notes"][0]
     with pytest.raises(DataError, match="at least 2"):
-        evaluate_samples(ShapesDataset(1, split="test").images, config=config)
+        evaluate_samples(ShapesDataset(1, split="test").images, **sample_scoring(config))
     with pytest.raises(ConfigError, match="config.data.resolution=32"):
-        evaluate_samples(_random_uint8(4, size=16), config=config)
+        evaluate_samples(_random_uint8(4, size=16), **sample_scoring(config))
     with pytest.raises(ConfigError, match="holds only 30000"):
-        evaluate_samples(_random_uint8(4, size=32), config=config, num_real=40000)
+        evaluate_samples(_random_uint8(4, size=32), **sample_scoring(config), num_real=40000)
     with pytest.raises(DataError, match="to_uint8"):
-        evaluate_samples(torch.rand(4, 3, 32, 32), config=config)
+        evaluate_samples(torch.rand(4, 3, 32, 32), **sample_scoring(config))
     with pytest.raises(DataError, match="neither 'shapes'"):
-        evaluate_samples(_random_uint8(4, size=32), reference="no/such/place", config=config)
+        evaluate_samples(_random_uint8(4, size=32), **sample_scoring(config, "no/such/place"))
 
 
 def test_folder_reference_and_sample_folder(toy_env, monkeypatch, tmp_path):
@@ -195,18 +196,18 @@ def test_folder_reference_and_sample_folder(toy_env, monkeypatch, tmp_path):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(ref / f"class{int(label)}" / "deeper" / f"{i}.png")
     (ref / "README.txt").write_text("not an image")
     samples_dir = save_samples(shapes.images, shapes.labels, tmp_path / "samples")
-    from_tensor = evaluate_samples(shapes.images, reference=ref, config=config)
-    from_folder = evaluate_samples(samples_dir, reference=ref, config=config)
+    from_tensor = evaluate_samples(shapes.images, **sample_scoring(config, ref))
+    from_folder = evaluate_samples(samples_dir, **sample_scoring(config, ref))
     assert from_tensor["n_real"] == 40 and abs(from_tensor["fid"]) < 1e-3
     assert from_tensor["precision"] == 1.0 and from_tensor["recall"] == 1.0
     assert from_folder["fid"] == pytest.approx(from_tensor["fid"], abs=1e-6) and from_folder["n"] == 40
     # Adding an image changes the folder's fingerprint, so cached reference features are not reused.
     Image.fromarray(_random_uint8(1, size=32, seed=9)[0].permute(1, 2, 0).numpy()).save(ref / "extra.png")
-    grown = evaluate_samples(shapes.images, reference=ref, config=config)
+    grown = evaluate_samples(shapes.images, **sample_scoring(config, ref))
     assert grown["n_real"] == 41 and grown["fid"] > 1e-3
     (ref / "class0" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(DataError, match="broken.jpg"):
-        evaluate_samples(shapes.images, reference=ref, config=config)
+        evaluate_samples(shapes.images, **sample_scoring(config, ref))
 
 
 def test_reference_folder_centre_crops_to_the_sample_size(tmp_path):
@@ -258,20 +259,20 @@ def test_npz_reference_uses_mu_sigma_and_arr0(inception_weights, tmp_path, monke
     np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
     np.savez(tmp_path / "batch.npz", images.permute(0, 2, 3, 1).numpy(), mu=mu, sigma=sigma)
     config = apply_overrides(Config(), {"metrics.inception_path": str(inception_weights)})
-    stats_only = evaluate_samples(images, reference=tmp_path / "stats.npz", config=config)
+    stats_only = evaluate_samples(images, **sample_scoring(config, tmp_path / "stats.npz"))
     assert stats_only["layer"] == "64" and stats_only["extractor"] == "inception-v3-compat"
     assert abs(stats_only["fid"]) < 1e-4 and math.isfinite(stats_only["is"]) and stats_only["is"] >= 1 - 1e-9
     assert all(math.isnan(stats_only[k]) for k in ("kid", "precision", "recall"))
     assert stats_only["n_real"] is None and "only mu/sigma" in stats_only["notes"][0]
-    with_images = evaluate_samples(images, reference=tmp_path / "batch.npz", config=config)
+    with_images = evaluate_samples(images, **sample_scoring(config, tmp_path / "batch.npz"))
     assert with_images["fid"] == pytest.approx(stats_only["fid"], abs=1e-9)
     assert with_images["n_real"] == 70 and with_images["precision"] == 1.0 and with_images["recall"] == 1.0
     assert math.isfinite(with_images["kid"]) and with_images["notes"] == []
     with pytest.raises(ConfigError, match="Inception features"):
-        evaluate_samples(images, reference=tmp_path / "stats.npz", config=config, extractor="toy")
+        evaluate_samples(images, **{**sample_scoring(config, tmp_path / "stats.npz"), "extractor": "toy"})
     np.savez(tmp_path / "bad.npz", mean=mu)
     with pytest.raises(DataError, match="needs 'mu' and 'sigma'"):
-        evaluate_samples(images, reference=tmp_path / "bad.npz", config=config)
+        evaluate_samples(images, **sample_scoring(config, tmp_path / "bad.npz"))
 
 
 def test_npz_reference_offline_without_inception_weights(tmp_path, monkeypatch):

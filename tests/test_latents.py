@@ -14,7 +14,7 @@ from vavae_lab.latents import (LatentDataset, channel_stats, denormalize, extrac
                                shard_name)
 from vavae_lab.latents import cache as cache_module
 from vavae_lab.latents.stats import STATS_FILE, save_stats, stats_subset
-from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.build import build_autoencoder
 
 N, SHARD = 42, 16  # shards of 16, 16 and 10 images
 

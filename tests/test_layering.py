@@ -18,14 +18,16 @@ PACKAGE = "vavae_lab"
 # Lowest layer first. A module belongs to the longest prefix listed; it may import its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
     # the foundation: no model, no training
-    ("errors", "lazy", "paths", "atomic", "choices", "device", "dist", "checkpoint", "weights", "config", "presets",
-     "download"),
-    # what the lab is made of: data, the two models, metrics (each with its builders beside it)
-    ("data", "tokenizer", "diffusion", "metrics"),
+    ("errors", "lazy", "paths", "atomic", "choices", "toy_recipes", "device", "dist", "checkpoint", "weights",
+     "config", "presets", "download"),
+    # the paper wing: data, the two models, metrics, the latent file format, the analyses; tensors, modules and
+    # plain numbers in (test_the_paper_wing_never_sees_a_config)
+    WING := ("data", "tokenizer", "diffusion", "metrics", "latents.shards", "latents.stats", "latents.dataset",
+             "analysis"),
+    # where a Config becomes those parts: models, losses, the toy networks, the data, the scoring settings
+    ("build",),
     # run-time estimates from a config and the model sizes
     ("estimate",),
-    # the latent file format: shards, statistics, the dataset that reads them
-    ("latents.shards", "latents.stats", "latents.dataset"),
     # run folders: load a tokenizer, a DiT, a latent cache; restore one from the pretrained pack
     ("runs", "pack"),
     # extraction writes a latent cache from a model (or a run folder)
@@ -34,11 +36,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("generate",),
     # the training loops
     ("train",),
-    # analysis of trained artifacts (uniformity, the tiny-DiT probe, plots, widgets)
-    ("analysis",),
-    # orchestration: stage keys and the cached chain, the study, the command line, the tools around them
-    ("pipeline", "study", "doctor", "launch_commands", "launch", "cli", "__main__", ""),
+    # orchestration: stage keys and the cached chain, the probe, the study, the command line, the tools around them
+    ("pipeline", "probe", "study", "doctor", "launch_commands", "launch", "cli", "__main__", ""),
 ]
+# what the paper wing never imports, though these sit in the foundation below it: a Config is read in build.py
+CONFIG_MODULES = {"config", "presets"}
 ALLOWED_CYCLES = [{"config", "presets"}]
 
 
@@ -174,10 +176,31 @@ def test_the_checks_can_fail():
     graph = _imports(_modules())
     assert "latents.shards" in graph["latents.dataset"]  # relative, module level
     assert "runs" in graph["generate"]  # inside a function
-    assert _layer("latents.cache") > _layer("runs") > _layer("latents.stats") > _layer("tokenizer.build")
-    planted = {**graph, "tokenizer.build": graph.get("tokenizer.build", set()) | {"train.tokenizer"},
-               "train.tokenizer": graph["train.tokenizer"] | {"tokenizer.build"}}
-    assert any({"tokenizer.build", "train.tokenizer"} <= c for c in _cycles(planted))
-    assert _layer("train.tokenizer") > _layer("tokenizer.build")
+    assert _layer("latents.cache") > _layer("runs") > _layer("build") > _layer("latents.stats")
+    planted = {**graph, "build": graph.get("build", set()) | {"train.tokenizer"},
+               "train.tokenizer": graph["train.tokenizer"] | {"build"}}
+    assert any({"build", "train.tokenizer"} <= c for c in _cycles(planted))
+    assert _layer("train.tokenizer") > _layer("build") > _layer("metrics.generation")
     with pytest.raises(AssertionError, match="no layer"):
         _layer("brand_new_module")
+
+
+def _sees_a_config(graph: dict) -> list[str]:
+    """The paper-wing modules that import a config module, as lines."""
+    return sorted(f"vavae_lab.{m} imports vavae_lab.{t}" for m, targets in graph.items()
+                  if _layer(m) == LAYERS.index(WING) for t in targets & CONFIG_MODULES)
+
+
+def test_the_paper_wing_never_sees_a_config():
+    graph = _imports(_modules())
+    assert not _sees_a_config(graph), "the paper wing reads a Config:\n" + "\n".join(_sees_a_config(graph))
+    planted = {**graph, "metrics.fid": graph["metrics.fid"] | {"config"}}
+    assert _sees_a_config(planted) == ["vavae_lab.metrics.fid imports vavae_lab.config"]
+
+
+def test_run_folder_names_live_in_runs():
+    """What a run folder holds is named once (runs.WEIGHTS_FILE, HISTORY_FILE, CONFIG_FILE, METRICS_FILE)."""
+    names = ('"tokenizer.pt"', '"dit.pt"', '"history.json"', '"config.yaml"', '"metrics.jsonl"')
+    typed = sorted(f"{module or '__init__'}: {name}" for module, path in _modules().items() if module != "runs"
+                   for name in names if name in path.read_text())
+    assert not typed, "run-folder names typed outside vavae_lab/runs.py:\n" + "\n".join(typed)

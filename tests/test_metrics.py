@@ -158,10 +158,9 @@ def test_toy_feature_config_rejects_bad_values():
         ToyFeatureConfig(width=0)
     with pytest.raises(ConfigError, match="unknown ToyFeatureConfig keys"):
         ToyFeatureConfig.from_dict({"widht": 8})
-    from vavae_lab.config import ToyFeatureSection
-    from vavae_lab.paths import config_hash
+    from vavae_lab.toy_recipes import ToyFeatureSection
 
-    assert issubclass(ToyFeatureConfig, ToyFeatureSection)  # the recipe is declared once, in the config section
+    assert issubclass(ToyFeatureConfig, ToyFeatureSection)  # the recipe is declared once, the config section
     assert ToyFeatureConfig().cache_key() == "be57635f0978"  # the cache key of the default network, unchanged
     assert ToyFeatureConfig(version=2).cache_key() != "be57635f0978"
     with pytest.raises(ConfigError, match="version=3"):

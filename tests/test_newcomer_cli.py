@@ -16,7 +16,7 @@ from vavae_lab.latents import extract_latents
 from vavae_lab.metrics.samples_io import load_samples, sample_files
 from vavae_lab.presets import get_preset
 from vavae_lab.runs import load_tokenizer
-from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.build import build_autoencoder
 from vavae_lab.runs import load_dit
 from vavae_lab.train.dit import train_dit
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vavae_lab.presets import IMAGENET_TRAIN_IMAGES, PRESETS, get_preset
-from vavae_lab.tokenizer.build import build_autoencoder
-from vavae_lab.diffusion.build import build_dit_for
+from vavae_lab.build import build_autoencoder
+from vavae_lab.build import build_dit_for
 
 LATENT = (32, 16, 16)  # f16d32 latents of a 256 px image
 

@@ -13,11 +13,10 @@ from vavae_lab.checkpoint import atomic_save
 from vavae_lab.config import apply_overrides, to_dict
 from vavae_lab.errors import DataError
 from vavae_lab.generate import global_batches, initial_noise, rank_batches, rank_share, sample_to_folder
-from vavae_lab.latents.stats import STATS_FILE, save_stats
 from vavae_lab.metrics.samples_io import GRID_NAME, LABELS_NAME, load_samples, sample_files
 from vavae_lab.presets import get_preset
-from vavae_lab.tokenizer.build import build_autoencoder
-from vavae_lab.diffusion.build import build_dit_for
+from vavae_lab.build import build_autoencoder
+from vavae_lab.build import build_dit_for
 
 TINY = ["device=cpu", "tokenizer.model.embed_dim=4", "tokenizer.model.z_channels=4", "sample.steps=2",
         "sample.num_samples=10", "metrics.toy.feature_dim=2", "sample.batch_size=3", "sample.cfg_scale=1.5"]
@@ -35,10 +34,9 @@ def runs(tmp_path_factory):
     shape = (4, 8, 8)
     dit = build_dit_for(config, shape, CLASSES)
     atomic_save({"model": dit.state_dict(), "ema": dit.state_dict(), "config": to_dict(config),
-                 "latent_shape": list(shape), "num_classes": CLASSES}, root / "dit" / "dit.pt")
-    (root / "lat").mkdir()
-    save_stats(root / "lat" / STATS_FILE, torch.zeros(1, 4, 1, 1), torch.full((1, 4, 1, 1), 0.5), 1)
-    (root / "dit" / "latents.txt").write_text(str(root / "lat"))
+                 "latent_shape": list(shape), "num_classes": CLASSES, "latent_mean": torch.zeros(1, 4, 1, 1),
+                 "latent_std": torch.full((1, 4, 1, 1), 0.5), "tokenizer_sha256": None, "tokenizer_dir": None},
+                root / "dit" / "dit.pt")
     return config, root
 
 

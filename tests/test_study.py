@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from vavae_lab.build import sample_scoring
 from vavae_lab.errors import ConfigError
 from vavae_lab.study import Study, write_report
 from vavae_lab.study.report import _describe
@@ -108,7 +109,7 @@ def test_real_floor_is_real_images_scored_like_samples_and_cached(tmp_path, monk
     floor = s.floor()
     assert floor["n"] == 32 and (tmp_path / "cache" / "study" / "floors").is_dir()
     noise = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    assert evaluate_samples(noise, reference="shapes", config=s.base, kid=False)["fid"] > 2 * floor["fid"]
+    assert evaluate_samples(noise, **sample_scoring(s.base), kid=False)["fid"] > 2 * floor["fid"]
     assert s.floor() == floor  # read back from the cache
 
 

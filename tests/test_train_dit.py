@@ -11,7 +11,7 @@ from vavae_lab.checkpoint import latest_checkpoint, load_checkpoint
 from vavae_lab.config import apply_overrides, to_dict
 from vavae_lab.errors import NonFiniteLossError
 from vavae_lab.presets import get_preset
-from vavae_lab.tokenizer.build import build_autoencoder
+from vavae_lab.build import build_autoencoder
 from vavae_lab.runs import load_dit
 from vavae_lab.train.dit import train_dit
 

@@ -103,7 +103,7 @@ def latent_cache(tmp_path_factory):
     """A real latent cache (with flips) of 20 toy images, encoded by a random tiny tokenizer."""
     from vavae_lab.config import Config, DataConfig, LatentsConfig, TokenizerConfig, VAEConfig, to_dict
     from vavae_lab.latents import extract_latents
-    from vavae_lab.tokenizer.build import build_autoencoder
+    from vavae_lab.build import build_autoencoder
 
     config = Config(device="cpu", data=DataConfig(source="shapes", resolution=16, num_train=20, num_classes=5),
                     tokenizer=TokenizerConfig(model=VAEConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1,

@@ -20,6 +20,15 @@ def _add_config_args(parser: argparse.ArgumentParser, fallback: str = "") -> Non
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
 
+def _config_file(folder):
+    """The config.yaml a run folder was trained with (runs.CONFIG_FILE)."""
+    from pathlib import Path
+
+    from .runs import CONFIG_FILE
+
+    return Path(folder) / CONFIG_FILE
+
+
 def _config(args, fallback=None, overrides=None):
     """The config named by --preset/--config (else the run folder's `fallback` config.yaml) with the overrides."""
     from pathlib import Path
@@ -38,9 +47,8 @@ def _run_config(args, stage: str):
     Without --out the run goes to the stage's cache folder, keyed as the study keys it (vavae_lab.pipeline),
     so `train-tokenizer --preset lab ...` finds or fills the same folder `reproduce` and the notebooks use.
     """
-    from pathlib import Path
 
-    config = _config(args, Path(args.out) / "config.yaml" if (args.resume and args.out) else None)
+    config = _config(args, _config_file(args.out) if (args.resume and args.out) else None)
     _default_folders(args, config, out=stage)
     return config
 
@@ -81,17 +89,18 @@ def _check_resume(args, config, stage: str) -> bool:
 
     if not args.resume:
         return False
-    out, (final, section, what) = Path(args.out), {"tokenizer": ("tokenizer.pt", config.tokenizer, "model"),
-                                                  "dit": ("dit.pt", config.dit, "DiT")}[stage]
+    from .runs import WEIGHTS_FILE, finished
+
+    out, (section, what) = Path(args.out), {"tokenizer": (config.tokenizer, "model"), "dit": (config.dit, "DiT")}[stage]
     steps, ckpts = section.train.steps, list_checkpoints(out)
-    if (out / final).is_file() and (out / "history.json").is_file() and (not ckpts or ckpts[-1][0] >= steps):
-        changed = _changed_keys(config, out / "config.yaml",
+    if finished(out, stage) and (not ckpts or ckpts[-1][0] >= steps):
+        changed = _changed_keys(config, _config_file(out),
                                 {"name", "device", f"{stage}.train.steps", "dit.snapshots"})
         if changed:
             raise ConfigError(f"--resume: {out} is a finished run whose config.yaml does not match this config's "
                               f"{what} ({', '.join(changed[:4])}); drop the overrides to keep it, or train the "
                               "new config in a new --out folder")
-        print(f"{out} already finished ({steps} steps, {final}); nothing changed. Raise {stage}.train.steps to "
+        print(f"{out} already finished ({steps} steps, {WEIGHTS_FILE[stage]}); nothing changed. Raise {stage}.train.steps to "
               "train longer, or drop --resume and pass a new --out to train again")
         return True
     if not ckpts:
@@ -118,9 +127,7 @@ def _train_tokenizer(args) -> None:
 def _extract_latents(args) -> None:
     from .latents import extract_latents
 
-    from pathlib import Path
-
-    config = _config(args, Path(args.tokenizer) / "config.yaml" if args.tokenizer else None)
+    config = _config(args, _config_file(args.tokenizer) if args.tokenizer else None)
     _default_folders(args, config, tokenizer="tokenizer", out="latents")
     path = extract_latents(config, args.tokenizer, args.out)
     print(f"latent cache: {path}")
@@ -140,7 +147,6 @@ def _train_dit(args) -> None:
 
 def _sample(args) -> None:
     import os
-    from pathlib import Path
 
     from .generate import sample_to_folder
 
@@ -154,7 +160,7 @@ def _sample(args) -> None:
         overrides.append(f"sample.num_samples={args.n}")
     if args.cfg is not None:
         overrides.append(f"sample.cfg_scale={args.cfg}")
-    config = _config(args, Path(args.dit) / "config.yaml" if args.dit else None, overrides)
+    config = _config(args, _config_file(args.dit) if args.dit else None, overrides)
     _default_folders(args, config, dit="dit", tokenizer="tokenizer")
     out = sample_to_folder(config, args.dit, args.tokenizer, args.out, npz=args.npz_path or args.npz,
                            force=args.force, force_hint="--force")
@@ -168,19 +174,19 @@ def _samples_config(samples):
     from pathlib import Path
 
     try:
-        return Path(json.loads((Path(samples) / "sampling.json").read_text())["dit"]) / "config.yaml"
+        return _config_file(json.loads((Path(samples) / "sampling.json").read_text())["dit"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _evaluate(args) -> None:
+    from .build import sample_scoring
+    from .device import resolve_device
     from .metrics.generation import evaluate_samples, write_metrics
 
     config = _config(args, _samples_config(args.samples))
-    reference = args.reference or ("shapes" if config.data.source == "shapes" else config.data.root)
-    from .device import resolve_device
-
-    result = evaluate_samples(args.samples, reference=reference, config=config, device=resolve_device(config.device))
+    result = evaluate_samples(args.samples, **sample_scoring(config, args.reference),
+                              device=resolve_device(config.device))
     write_metrics(result, args.out)
     print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
@@ -211,14 +217,15 @@ def _evaluate_checkpoints(args) -> None:
 
     from . import pipeline
     from .checkpoint import list_snapshots, latest_checkpoint
+    from .runs import WEIGHTS_FILE
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n {args.n}: the number of samples must be >= 1")
     run = Path(args.dit) if args.dit else None
-    if run is not None and not ((run / "dit.pt").is_file() or latest_checkpoint(run) or list_snapshots(run)):
+    if run is not None and not ((run / WEIGHTS_FILE["dit"]).is_file() or latest_checkpoint(run) or list_snapshots(run)):
         raise CheckpointError(f"--dit {run}: no DiT run there (no dit.pt, checkpoints/ or snapshots/); pass the "
                               "folder train-dit wrote, or leave --dit out to use this config's cache folder")
-    config = _config(args, run / "config.yaml" if run else None)
+    config = _config(args, _config_file(run) if run else None)
     steps = _checkpoint_steps(args, config, run)
     if run is None:  # the study's cached chain: snapshots trained if missing, every gFID cached
         from .config import apply_overrides

@@ -15,6 +15,7 @@ import yaml
 from .choices import (CROPS, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS, PRECISIONS,
                       PREPROCESS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
+from .toy_recipes import ToyFeatureSection, ToyVFMSection
 
 
 @dataclass
@@ -76,24 +77,6 @@ class LossConfig:
 
 
 @dataclass
-class ToyVFMSection:
-    """The toy vision foundation model pretrained on the embedded dataset (offline presets).
-
-    The one declaration of its recipe: `tokenizer.toy_vfm.ToyVFMConfig` is this section plus what a run derives
-    from its data and tokenizer (resolution, feature grid) and settings no preset changes.
-    """
-
-    objective: str = "supervised"  # "supervised" (class + per-cell segmentation) or "masked" (MAE-like)
-    width: int = 64  # channels at the feature grid; the 2x coarser context stage uses 2 * width
-    feature_dim: int = 64  # D, the channel count of the feature map the VF loss aligns to
-    steps: int = 800
-    batch_size: int = 64
-    lr: float = 2e-3
-    num_images: int = 30000
-    seed: int = 0
-
-
-@dataclass
 class VFConfig:
     """Vision-foundation alignment loss (docs/paper.md §2)."""
 
@@ -143,7 +126,7 @@ class TrainConfig:
 
 @dataclass
 class ProbeConfig:
-    """Cheap generation-quality proxies logged while a tokenizer trains (vavae_lab.analysis.proxy)."""
+    """Cheap generation-quality proxies logged while a tokenizer trains (vavae_lab.probe)."""
 
     every: int = 0  # run the probe every k tokenizer steps (and at the end); 0 = off
     images: int = 2000  # training images encoded for the probe
@@ -168,26 +151,6 @@ class TokenizerConfig:
     # start from earlier weights (a stage chain): a preset name (its tokenizer stage trained with this run's
     # other settings, see presets.previous_stage) or a tokenizer run folder (a path with a "/"); None: random
     init_from: Optional[str] = None
-
-
-@dataclass
-class ToyFeatureSection:
-    """The toy FID feature network (a classifier unrelated to the toy VFM).
-
-    The one declaration of its recipe: `metrics.toy_features.ToyFeatureConfig` is this section plus the
-    resolution a run derives from its data and settings no preset changes.
-    """
-
-    width: int = 24  # channels of the first stage; the stages use width, 2*width, 4*width
-    feature_dim: int = 128  # size of the penultimate features used by FID
-    steps: int = 600
-    batch_size: int = 128
-    lr: float = 2e-3
-    num_images: int = 30000  # shapes train split
-    seed: int = 1  # a different seed from the tokenizer's data, so the judge never saw those images
-    # 1: a shape classifier (blind to colour, docs/yardstick.md); 2: one head per factor a person sees (class,
-    # colours, background, size, position, rotation, shading, fill pattern), features taken before the heads
-    version: int = 1
 
 
 @dataclass

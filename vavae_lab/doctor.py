@@ -65,13 +65,14 @@ def devices() -> list[str]:
 def preset_lines() -> list[str]:
     """Each preset: what it trains and a rough cost on a 2-core CPU (vavae_lab.estimate)."""
     from .estimate import estimate_minutes, format_minutes
+    from .build import downsampling
     from .presets import PRESETS
 
     lines = []
     for name, factory in PRESETS.items():
         c = factory()
         m, vf = c.tokenizer.model, c.tokenizer.vf
-        f = 2 ** (len(m.ch_mult) - 1)
+        f = downsampling(c)
         align = f"VF loss to {vf.foundation}" if vf.enabled else "no VF loss"
         minutes = estimate_minutes(c, "pipeline")
         lines.append(f"{name}: {c.data.source} {c.data.resolution} px; tokenizer f{f}d{m.embed_dim} ({align}, "

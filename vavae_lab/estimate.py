@@ -1,6 +1,7 @@
 """Rough run-time estimates on a 2-core laptop CPU, scaled from a few measured runs (a guide, not a promise)."""
 from __future__ import annotations
 
+from .build import downsampling
 from .config import Config
 
 # Measured on the 2-core CPU this repo is developed on (one training process, fp32), as total seconds of a run:
@@ -43,8 +44,7 @@ def _dit_minutes(config: Config, steps: int) -> float:
 
     tc = config.dit.train
     shape = DIT_SIZES.get(config.dit.model.size, DIT_SIZES["toy-S/1"])
-    f = 2 ** (len(config.tokenizer.model.ch_mult) - 1)
-    tokens = (config.data.resolution // f // shape["patch_size"]) ** 2
+    tokens = (config.data.resolution // downsampling(config) // shape["patch_size"]) ** 2
     cost = shape["depth"] * shape["hidden_size"] ** 2
     return steps * tc.batch_size * _ms_per_image(DIT_RUNS, cost) * tokens / 64 / 60000
 
@@ -111,9 +111,9 @@ def dit_cost(config: Config) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .diffusion.build import build_dit_for, build_transport_for
+    from .build import build_dit_for, build_transport_for
 
-    side = config.data.resolution // 2 ** (len(config.tokenizer.model.ch_mult) - 1)
+    side = config.data.resolution // downsampling(config)
     shape, batch, classes = (config.tokenizer.model.embed_dim, side, side), config.dit.train.batch_size, \
         config.data.num_classes
     with torch.device("meta"):

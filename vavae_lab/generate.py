@@ -299,9 +299,24 @@ def generation_fid(tokenizer, dit, stats, config: Config, *, n: int | None = Non
 
     On the toy shapes data also `class_acc`: the share of samples the toy FID network (a classifier) assigns to the
     class they were generated for (chance 1 / num_classes)."""
-    from .metrics.generation import score_images
-
     shape = (dit.in_channels, dit.input_size, dit.input_size)
     images, labels = generate_images(tokenizer, dit, stats, config, n=n, latent_shape=shape, device=device,
                                      progress=progress)
     return score_images(images, labels, config, device=device, kid=kid)
+
+
+def score_images(images: torch.Tensor, labels: torch.Tensor | None, config: Config, *, device="cpu",
+                 kid: bool = True, progress: bool = False) -> dict:
+    """The one protocol for every set of toy images, samples and reconstructions alike: `evaluate_samples` against
+    the data's reference (FID, IS, KID, precision, recall) and, on shapes with labels, `class_acc`: the share the
+    toy network puts in the class they stand for (the class asked for, or the class of the image reconstructed)."""
+    from .build import sample_scoring
+    from .metrics.generation import evaluate_samples
+    from .metrics.toy_features import evaluate_accuracy, get_toy_feature_net
+
+    scoring = sample_scoring(config)
+    result = evaluate_samples(images, **scoring, device=device, kid=kid, progress=progress)
+    if config.data.source == "shapes" and labels is not None:
+        net = get_toy_feature_net(scoring["toy_config"], device="cpu", progress=False)
+        result["class_acc"] = evaluate_accuracy(net, images.cpu(), labels.cpu())
+    return result

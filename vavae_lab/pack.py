@@ -105,6 +105,7 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
     """
     from .checkpoint import atomic_save
     from .config import save_config
+    from .runs import CONFIG_FILE, HISTORY_FILE, WEIGHTS_FILE
 
     if retraining():
         return False
@@ -119,9 +120,9 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
         tensors, meta = _read_pair(root, entry)
         dest.mkdir(parents=True, exist_ok=True)
         config = from_dict(meta["config"])
-        save_config(config, dest / "config.yaml")
+        save_config(config, dest / CONFIG_FILE)
         if stage == "tokenizer":
-            atomic_save({"model": tensors, "config": meta["config"]}, dest / "tokenizer.pt")
+            atomic_save({"model": tensors, "config": meta["config"]}, dest / WEIGHTS_FILE["tokenizer"])
         else:
             weights = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
             tokenizer_dir = dest.parent.parent / "tokenizers" / meta["tokenizer_key"]
@@ -129,8 +130,8 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
                          "latent_shape": meta["latent_shape"], "num_classes": meta["num_classes"],
                          "latent_mean": tensors["stats.mean"], "latent_std": tensors["stats.std"],
                          "tokenizer_sha256": meta["tokenizer_sha256"], "tokenizer_dir": str(tokenizer_dir)},
-                        dest / "dit.pt")
-        atomic_write_json(dest / "history.json", meta["history"])
+                        dest / WEIGHTS_FILE["dit"])
+        atomic_write_json(dest / HISTORY_FILE, meta["history"])
     if not quiet:
         _say_loaded(stage, key, root, entry)
     return True

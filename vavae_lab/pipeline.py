@@ -21,6 +21,7 @@ import torch
 
 from .config import Config, to_dict
 from .paths import cache_dir, config_hash
+from .runs import finished, read_history
 
 # stage -> (the stage it consumes, the config sections it reads); "seed" is the top-level seed
 STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
@@ -174,7 +175,7 @@ def init_source(config: Config, root: str | Path | None = None) -> Path:
 
 def tokenizer_probe(config: Config):
     """The callback `train_tokenizer(..., probe=...)` takes: the tiny-DiT probe of the model in memory."""
-    from .analysis.proxy import run_probe
+    from .probe import run_probe
 
     return lambda model: run_probe(model, config)
 
@@ -193,12 +194,12 @@ def tokenizer(config: Config, root: str | Path | None = None):
     from .train.tokenizer import train_tokenizer
 
     run = stage_dir(config, "tokenizer", root)
-    done = (run / "tokenizer.pt").exists() and (run / "history.json").exists()
+    done = finished(run, "tokenizer")
     if not done and not _restore_or_say(config, "tokenizer", run):
         train_tokenizer(config, run, resume=True,
                         probe=tokenizer_probe(config) if config.tokenizer.probe.every else None,
                         init_dir=init_source(config, root) if config.tokenizer.init_from else None)
-    return load_tokenizer(run), json.loads((run / "history.json").read_text())
+    return load_tokenizer(run), read_history(run)
 
 
 def latents(config: Config, root: str | Path | None = None, *, progress: bool = False) -> Path:
@@ -219,11 +220,11 @@ def dit(config: Config, root: str | Path | None = None, *, progress: bool = Fals
     from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
-    done = (run / "dit.pt").exists() and (run / "history.json").exists()
+    done = finished(run, "dit")
     if not done and not _restore_or_say(config, "dit", run):
         train_dit(config, latents(config, root, progress=progress), run, resume=True)
     model, _ = load_dit(run)
-    return model, json.loads((run / "history.json").read_text())
+    return model, read_history(run)
 
 
 def generation(config: Config, root: str | Path | None = None, *, n: int | None = None, device=None,
@@ -314,7 +315,7 @@ def snapshot_generation(config: Config, step: int, root: str | Path | None = Non
     tok, _ = tokenizer(config, root)
     run = dit_snapshots(config, root, progress=progress)
     model, _ = load_dit(run, step=step)
-    history = json.loads((run / "history.json").read_text())
+    history = read_history(run)
     logged = [r["loss"] for r in history["train"] if r["step"] <= step]
     out = {**evaluate_dit(config, tok, model, n=n, device=device, progress=progress), "step": step,
            "dit_loss": logged[-1] if logged else None}
@@ -330,7 +331,7 @@ def convergence(config: Config, root: str | Path | None = None, *, n: int | None
 
 def held_out_images(config: Config, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n held-out test images (float, [-1, 1]) and labels: what the floor and the reconstructions score."""
-    from .data import held_out_dataset
+    from .build import held_out_dataset
 
     d = config.data
     if d.source != "shapes":
@@ -345,7 +346,7 @@ def real_floor(config: Config, root: str | Path | None = None, *, n: int | None 
     """FID (and IS, KID, precision, recall, class accuracy) of n held-out real test images scored exactly like n
     generated samples: what a perfect generator would get at this sample count (n: sample.num_samples), cached."""
     from .data.images import to_uint8
-    from .metrics.generation import score_images
+    from .generate import score_images
 
     n = n or config.sample.num_samples
     path, cached = cached_result(config, "floor", root, n=n)
@@ -364,7 +365,7 @@ def reconstruction(config: Config, root: str | Path | None = None, *, n: int | N
     gFID a perfect DiT on this tokenizer would reach), KID, precision, recall, class accuracy, PSNR, SSIM; cached."""
     from .data.images import to_uint8
     from .metrics.fid import reconstruct
-    from .metrics.generation import score_images
+    from .generate import score_images
     from .metrics.recon import psnr, ssim
 
     n = n or config.sample.num_samples

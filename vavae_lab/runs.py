@@ -1,9 +1,9 @@
-"""Run folders -> models: load a trained tokenizer, a DiT (with what sampling needs) or a latent cache.
+"""Run folders -> models: what a run folder holds, and loading a trained tokenizer, a DiT or a latent cache from one.
 
-The one place that reads what the training loops and extraction write: a tokenizer run holds tokenizer.pt
-(else checkpoints/step_*.pt), a DiT run dit.pt (else checkpoints), a latent cache its shards, stats and
-meta.json. Extraction, sampling, the study and the command line all load through here; `as_tokenizer` and
-`as_dit` let them accept a model or a folder alike.
+The one place that names what the training loops and extraction write: a tokenizer run holds tokenizer.pt
+(else checkpoints/step_*.pt), a DiT run dit.pt (else checkpoints), both with history.json, config.yaml and
+metrics.jsonl; a latent cache its shards, stats and meta.json. Extraction, sampling, the study, the pack and the
+command line all read and write through these names; `as_tokenizer` and `as_dit` accept a model or a folder alike.
 """
 from __future__ import annotations
 
@@ -11,23 +11,38 @@ from pathlib import Path
 
 import torch
 
+from .build import build_autoencoder, build_dit_for
 from .checkpoint import latest_checkpoint, list_snapshots, load_checkpoint, snapshot_path
 from .config import from_dict
-from .diffusion.build import build_dit_for
 from .errors import CheckpointError
-from .latents.dataset import LatentDataset
 from .latents.shards import read_meta
-from .latents.stats import STATS_FILE, load_stats
-from .tokenizer.build import build_autoencoder
+from .latents.stats import STATS_FILE
 from .weights import mismatch_summary
 
+# a run folder's files: the finished weights of each stage, and what every run writes beside them
+WEIGHTS_FILE = {"tokenizer": "tokenizer.pt", "dit": "dit.pt"}
+HISTORY_FILE, CONFIG_FILE, METRICS_FILE = "history.json", "config.yaml", "metrics.jsonl"
+
 Folder = str | Path
+
+
+def finished(run_dir: Folder, stage: str) -> bool:
+    """Whether a tokenizer or DiT run folder holds its final weights and its history (what the loop writes last)."""
+    run_dir = Path(run_dir)
+    return (run_dir / WEIGHTS_FILE[stage]).is_file() and (run_dir / HISTORY_FILE).is_file()
+
+
+def read_history(run_dir: Folder) -> dict:
+    """The history.json a finished tokenizer or DiT run wrote (its loss curves, evaluations, wall time)."""
+    import json
+
+    return json.loads((Path(run_dir) / HISTORY_FILE).read_text())
 
 
 def load_tokenizer(run_dir: Folder, *, device: str | torch.device = "cpu"):
     """The trained autoencoder of a run folder (its tokenizer.pt, else its newest checkpoint), in eval mode."""
     run_dir = Path(run_dir)
-    final = run_dir / "tokenizer.pt"
+    final = run_dir / WEIGHTS_FILE["tokenizer"]
     path = final if final.exists() else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} holds no tokenizer.pt and no checkpoint; train one with "
@@ -47,42 +62,13 @@ def load_tokenizer(run_dir: Folder, *, device: str | torch.device = "cpu"):
     return model.to(device).eval()
 
 
-def latents_dir_of(run_dir: Folder) -> Path:
-    """The latent cache an old-layout DiT run was trained on (recorded in its latents.txt)."""
-    record = Path(run_dir) / "latents.txt"
-    if not record.is_file():
-        raise CheckpointError(f"{Path(run_dir) / 'dit.pt'} predates self-contained DiT files (no latent stats inside) "
-                              f"and {record} is missing; re-run `python -m vavae_lab train-dit --latents CACHE "
-                              f"--out {run_dir} --resume`, or write the latent cache folder's path into {record}")
-    return Path(record.read_text().strip())
-
-
-def _legacy_record(run_dir: Path, state: dict) -> dict:
-    """The sampling record of a DiT file written before dit.pt held one: stats beside it or via latents.txt."""
-    record = {k: state.get(k) for k in ("latent_shape", "num_classes")}
-    beside = run_dir / STATS_FILE  # the study used to copy the stats next to its DiT
-    try:
-        latents = latents_dir_of(run_dir) if not (beside.is_file() and record["latent_shape"]) else None
-    except CheckpointError as exc:
-        if record["latent_shape"] is None:
-            raise
-        return {**record, "latent_mean": None, "latent_std": None, "tokenizer_sha256": None,
-                "tokenizer_dir": None, "missing": str(exc)}  # loads; sampling says what to re-run
-    if record["latent_shape"] is None:  # an intermediate checkpoint: read the shape off the latent cache
-        data = LatentDataset(latents)
-        record.update(latent_shape=list(data.latent_shape), num_classes=data.num_classes)
-    mean, std = load_stats(beside if beside.is_file() else latents / STATS_FILE)
-    meta = (read_meta(latents) if latents is not None else None) or {}
-    return {**record, "latent_mean": mean, "latent_std": std, "tokenizer_dir": meta.get("tokenizer_dir"),
-            "tokenizer_sha256": (meta.get("identity") or {}).get("tokenizer_weights_sha256")}
-
-
 def _dit_state(run_dir: Path, step: int | None) -> tuple[Path, dict]:
     """(file, contents) of a DiT run: dit.pt, else its newest checkpoint; with `step`, the snapshot kept after that
     step (dit.pt or a checkpoint when it is their step)."""
     if step is not None and snapshot_path(run_dir, step).exists():
         return snapshot_path(run_dir, step), load_checkpoint(snapshot_path(run_dir, step), map_location="cpu")
-    path = run_dir / "dit.pt" if (run_dir / "dit.pt").exists() else latest_checkpoint(run_dir)
+    final = run_dir / WEIGHTS_FILE["dit"]
+    path = final if final.exists() else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
                               f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
@@ -111,12 +97,12 @@ def load_dit(run_dir: Folder, *, use_ema: bool = True, device: str | torch.devic
         raise CheckpointError(f"{path} is not a vavae_lab DiT file (it lacks 'model', 'ema' or 'config'; a "
                               "tokenizer?); pass the folder train-dit wrote, or load released weights with "
                               "vavae_lab.load_official_lightningdit")
+    if "latent_mean" not in state:
+        raise CheckpointError(f"{path} predates DiT files that hold their latent statistics (vavae_lab before "
+                              "2026-11), so it cannot be sampled; train it again with `python -m vavae_lab train-dit`")
     config = from_dict(state["config"])
-    if "latent_mean" in state:
-        record = {k: state.get(k) for k in ("latent_shape", "num_classes", "latent_mean", "latent_std",
-                                            "tokenizer_sha256", "tokenizer_dir")}
-    else:
-        record = _legacy_record(run_dir, state)
+    record = {k: state.get(k) for k in ("latent_shape", "num_classes", "latent_mean", "latent_std",
+                                        "tokenizer_sha256", "tokenizer_dir")}
     model = build_dit_for(config, tuple(record["latent_shape"]), int(record["num_classes"]))
     try:
         model.load_state_dict(state["ema" if use_ema else "model"])

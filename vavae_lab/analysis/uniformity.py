@@ -134,7 +134,7 @@ def sample_vectors(source, n: int, *, seed: int = 0) -> np.ndarray:
     array likewise one random position per image; an (N, C) array gives n rows drawn without replacement.
     Arrays are used as given (normalise them per channel first). With n above what is available, all is used.
     """
-    from ..latents import LatentDataset
+    from ..latents.dataset import LatentDataset
 
     if isinstance(source, (str, Path)):
         source = LatentDataset(source, flip=False)
@@ -161,7 +161,7 @@ def sample_vectors(source, n: int, *, seed: int = 0) -> np.ndarray:
 
 def load_source(path: str | Path):
     """A latent cache directory as a LatentDataset, or the one tensor of a .pt, .npy or .safetensors file."""
-    from ..latents import LatentDataset
+    from ..latents.dataset import LatentDataset
 
     path = Path(path)
     if path.is_dir():

@@ -11,7 +11,7 @@ from .shapes import CLASS_NAMES, SPLITS, ShapesDataset, generate_shapes, split_s
 
 __all__ = [
     "CLASS_NAMES", "IMG_EXTENSIONS", "SOURCES", "SPLITS", "ImageFolderDataset", "ShapesDataset",
-    "build_dataset", "center_crop_arr", "generate_shapes", "held_out_dataset", "split_seed", "train_dataset",
+    "build_dataset", "center_crop_arr", "generate_shapes", "split_seed",
 ]
 
 
@@ -29,17 +29,3 @@ def build_dataset(source: str, *, root=None, resolution: int = 32, num_images: i
                               "e.g. root='data/imagenet/train'")
         return ImageFolderDataset(root, resolution, strict=strict, crop=crop)
     raise ConfigError(f"unknown dataset source {source!r}; valid sources: {', '.join(SOURCES)}")
-
-
-def train_dataset(d, num_images: int | None = None, *, crop: str = "center") -> Dataset:
-    """The training split a DataConfig names (`num_images` defaults to data.num_train; a generated dataset's first
-    n images are the same whatever its length)."""
-    return build_dataset(d.source, root=d.root, resolution=d.resolution,
-                         num_images=d.num_train if num_images is None else num_images, seed=d.seed, split="train",
-                         num_classes=d.num_classes, strict=d.strict, crop=crop, shape_set=d.shape_set)
-
-
-def held_out_dataset(d, n: int) -> Dataset:
-    """The first min(n, data.num_test) held-out images of the dataset a DataConfig names."""
-    return build_dataset(d.source, root=d.root, resolution=d.resolution, num_images=min(n, d.num_test), seed=d.seed,
-                         split="test", num_classes=d.num_classes, shape_set=d.shape_set)

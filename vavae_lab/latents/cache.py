@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import dist
 from ..atomic import atomic_write_json
 from ..config import Config, to_dict
-from ..data import train_dataset
+from ..build import train_dataset
 from ..errors import ConfigError
 from ..paths import config_hash
 from ..runs import as_tokenizer

@@ -198,20 +198,19 @@ def battery_table(columns: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def shapes_battery(config, *, n: int = 2000, device="cpu", progress: bool = False) -> list[dict]:
-    """The degradation battery of the config's toy FID network on its shapes data: n held-out test images after
-    each corruption against the reference gFIDs use (the first max(n, 5000) images of the train split, capped by
-    data.num_train)."""
+def shapes_battery(toy_config, data, *, n: int = 2000, device="cpu", progress: bool = False) -> list[dict]:
+    """The degradation battery of a toy FID network (a ToyFeatureConfig) on shapes data (a ShapesReference): n
+    held-out test images after each corruption against the reference gFIDs use (the first max(n, 5000) images of
+    the train split, capped by its size). `build.toy_feature_config` and `build.shapes_reference` give both for a
+    run's config."""
     from ..data.shapes import ShapesDataset
-    from .build import toy_feature_config
     from .generation import reference_size
     from .toy_features import get_toy_feature_net
 
-    d = config.data
-    net = get_toy_feature_net(toy_feature_config(config), device=device, progress=progress)
-    count = reference_size(None, n, d.num_train, f"the shapes train split (data.num_train={d.num_train})")
-    reference = ShapesDataset(count, resolution=d.resolution, seed=d.seed, split="train",
-                              num_classes=d.num_classes, shape_set=d.shape_set).images
-    pool = ShapesDataset(5 * n, resolution=d.resolution, seed=d.seed, split="test", num_classes=d.num_classes,
-                         shape_set=d.shape_set)
+    net = get_toy_feature_net(toy_config, device=device, progress=progress)
+    count = reference_size(None, n, data.num_train, f"the shapes train split (data.num_train={data.num_train})")
+    reference = ShapesDataset(count, resolution=data.resolution, seed=data.seed, split="train",
+                              num_classes=data.num_classes, shape_set=data.shape_set).images
+    pool = ShapesDataset(5 * n, resolution=data.resolution, seed=data.seed, split="test",
+                         num_classes=data.num_classes, shape_set=data.shape_set)
     return degradation_battery(net.cpu(), reference, pool.images, pool.labels, n=n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,18 @@ PRC_NEIGHBORHOOD = 3  # k of the k-NN manifolds of precision/recall (torch-fidel
 KID_MAX_SUBSET = 1000
 # Inception layers torch-fidelity can return, by feature size; an .npz's mu length picks one (2048 = pool3, ADM).
 INCEPTION_LAYER_BY_DIM = {64: "64", 192: "192", 768: "768", 2048: "2048"}
+
+
+@dataclass(frozen=True)
+class ShapesReference:
+    """The embedded shapes train split a generator learned from (`reference=` for the toy data; "shapes" is the
+    default one): its resolution, generator seed, size, classes and shape set, as the run's data section sets them."""
+
+    resolution: int = 32
+    seed: int = 0
+    num_train: int = 30000
+    num_classes: int = 10
+    shape_set: str = "classic"
 
 
 class ReferenceFolder(Dataset):
@@ -99,10 +112,10 @@ def _samples_dataset(samples) -> tuple[Dataset, str]:
 
 def _reference_kind(reference) -> tuple[str, Path | None]:
     """Classify the reference as 'shapes', a 'folder' of images or an 'npz' of statistics."""
-    if reference == "shapes":
+    if isinstance(reference, ShapesReference) or (isinstance(reference, str) and reference == "shapes"):
         return "shapes", None
     if not isinstance(reference, (str, os.PathLike)):
-        raise ConfigError(f"reference must be 'shapes' or a path, got {type(reference).__name__}")
+        raise ConfigError(f"reference must be 'shapes', a ShapesReference or a path, got {type(reference).__name__}")
     path = Path(reference).expanduser()
     if path.suffix == ".npz":
         if not path.is_file():
@@ -141,16 +154,16 @@ def _read_npz_stats(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
     return mu, sigma, num_images
 
 
-def _make_extractor(extractor: str, config, device: torch.device, progress: bool, fid_layer: str | None = None):
+def _make_extractor(extractor: str, toy_config, inception_path, device: torch.device, progress: bool,
+                    fid_layer: str | None = None):
     """Create a torch-fidelity feature extractor; return it, its FID and IS layers, and an identity for caches."""
     if extractor == "toy":
-        from .build import toy_feature_config
-        from .toy_features import toy_feature_weights_path
+        from .toy_features import ToyFeatureConfig, toy_feature_weights_path
 
-        name, weights = TOY_EXTRACTOR_NAME, toy_feature_weights_path(toy_feature_config(config), device=device,
+        name, weights = TOY_EXTRACTOR_NAME, toy_feature_weights_path(toy_config or ToyFeatureConfig(), device=device,
                                                                      progress=progress)
     elif extractor == "inception":
-        name, weights = INCEPTION_EXTRACTOR_NAME, resolve_inception_weights(config.metrics.inception_path)
+        name, weights = INCEPTION_EXTRACTOR_NAME, resolve_inception_weights(inception_path)
     else:
         raise ConfigError(f"extractor={extractor!r}; use 'toy' (trained here) or 'inception' (torch-fidelity)")
     cls = FEATURE_EXTRACTORS_REGISTRY[name]
@@ -217,11 +230,10 @@ def _statistics(features: torch.Tensor) -> dict:
     return {"mu": stats["mu"].astype(np.float64), "sigma": stats["sigma"].astype(np.float64)}
 
 
-def _shapes_reference(extract, config, size: tuple[int, int], n: int, num_real: int | None):
-    """Features of the first images of the shapes train split of config.data (the generator's training data)."""
+def _shapes_reference(extract, d: ShapesReference, size: tuple[int, int], n: int, num_real: int | None):
+    """Features of the first images of the shapes train split `d` (the generator's training data)."""
     from ..data.shapes import ShapesDataset
 
-    d = config.data
     if size != (d.resolution, d.resolution):
         raise ConfigError(f"samples are {size[1]}x{size[0]} px but config.data.resolution={d.resolution}; pass "
                           "the config the samples were generated with")
@@ -299,21 +311,22 @@ def _check_samples(samples) -> tuple[Dataset, str, tuple[int, int]]:
     return fake, source, (int(first.shape[1]), int(first.shape[2]))
 
 
-def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str | None = None, device="cpu",
-                     num_real: int | None = None, batch_size: int = 64, reference_images: bool = True,
-                     kid: bool = True, progress: bool = False) -> dict:
+def evaluate_samples(samples, *, reference="shapes", extractor: str | None = None, toy_config=None,
+                     inception_path: str | None = None, device="cpu", num_real: int | None = None,
+                     batch_size: int = 64, reference_images: bool = True, kid: bool = True,
+                     progress: bool = False) -> dict:
     """FID, IS, KID and precision/recall of uint8 samples (tensor or folder) against a reference set."""
-    # reference="shapes": the embedded train split of config.data, toy features unless extractor= says otherwise.
-    # reference=<folder>: every image under it, centre-cropped to the samples' size, with metrics.fid_extractor.
+    # A run's config gives every setting below at once: evaluate_samples(x, **build.sample_scoring(config)).
+    # reference="shapes" or a ShapesReference: the embedded train split ("shapes": the default one), toy features
+    #   (the network of toy_config, a ToyFeatureConfig; the default one when None) unless extractor= says otherwise.
+    # reference=<folder>: every image under it, centre-cropped to the samples' size, with `extractor` (default
+    #   "inception", its weights from inception_path or torch-fidelity's download).
     # reference=<file.npz>: ADM statistics; FID from its mu/sigma on Inception features (layer chosen by len(mu)),
     #   IS from the samples alone; KID and precision/recall need reference features, so they use the .npz's
     #   arr_0 images when it holds them (and reference_images=True), and are NaN with a note otherwise.
     # num_real defaults to max(n, 5000) capped by what the reference holds. CUDA runs on the GPU, other devices
     # on the CPU (torch-fidelity knows only the two). kid=False skips KID (NaN with a note): its 100 subset
     # kernels are ~4 of the ~5.5 s that scoring 1,000 toy samples takes on a 2-core CPU.
-    from ..config import Config
-
-    config = config if config is not None else Config()
     device = torch.device(device)
     fake, source, size = _check_samples(samples)
     n = len(fake)
@@ -327,11 +340,13 @@ def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str
         npz_stats = _read_npz_stats(path)
         fid_layer = INCEPTION_LAYER_BY_DIM[len(npz_stats[0])]
     elif extractor is None:
-        extractor = "toy" if kind == "shapes" else config.metrics.fid_extractor
-    extract = _Extract(*_make_extractor(extractor, config, device, progress, fid_layer), device, batch_size, progress)
+        extractor = "toy" if kind == "shapes" else "inception"
+    extract = _Extract(*_make_extractor(extractor, toy_config, inception_path, device, progress, fid_layer), device,
+                       batch_size, progress)
     notes: list[str] = []
     if kind == "shapes":
-        real, description = _shapes_reference(extract, config, size, n, num_real)
+        shapes = reference if isinstance(reference, ShapesReference) else ShapesReference()
+        real, description = _shapes_reference(extract, shapes, size, n, num_real)
     elif kind == "folder":
         real, description = _folder_reference(extract, path, size, n, num_real)
     else:
@@ -371,22 +386,6 @@ def evaluate_samples(samples, *, reference="shapes", config=None, extractor: str
                          f"{PRC_NEIGHBORHOOD + 1} images per set; reported as NaN")
     result.update(n_real=None if real is None else len(real), reference=description, samples=source,
                   extractor=extract.identity["extractor"], layer=extract.fid_layer, notes=notes)
-    return result
-
-
-def score_images(images: torch.Tensor, labels: torch.Tensor | None, config, *, device="cpu", kid: bool = True,
-                 progress: bool = False) -> dict:
-    """The one protocol for every set of toy images, samples and reconstructions alike: `evaluate_samples` against
-    the data's reference (FID, IS, KID, precision, recall) and, on shapes with labels, `class_acc`: the share the
-    toy network puts in the class they stand for (the class asked for, or the class of the image reconstructed)."""
-    reference = "shapes" if config.data.source == "shapes" else config.data.root
-    result = evaluate_samples(images, reference=reference, config=config, device=device, kid=kid, progress=progress)
-    if reference == "shapes" and labels is not None:
-        from .build import toy_feature_config
-        from .toy_features import evaluate_accuracy, get_toy_feature_net
-
-        net = get_toy_feature_net(toy_feature_config(config), device="cpu", progress=False)
-        result["class_acc"] = evaluate_accuracy(net, images.cpu(), labels.cpu())
     return result
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
 from ..choices import TOY_FEATURE_VERSIONS
-from ..config import ToyFeatureSection
+from ..toy_recipes import ToyFeatureSection
 from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
@@ -28,7 +28,7 @@ CACHE_NAME = "fid_features"
 class ToyFeatureConfig(ToyFeatureSection):
     """How the toy FID feature network is built and pretrained; its hash keys the cache file.
 
-    The recipe is `config.ToyFeatureSection` (the `metrics.toy` section, declared once there, lab defaults);
+    The recipe is `toy_recipes.ToyFeatureSection` (the `metrics.toy` section, declared once there, lab defaults);
     this adds the resolution a run derives from its data and settings no preset changes.
     """
 

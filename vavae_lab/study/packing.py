@@ -18,6 +18,7 @@ from ..config import Config, from_dict, load_config, to_dict
 from ..errors import ConfigError
 from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
 from ..pipeline import FOLDERS, RESULT_FOLDERS, stage_key
+from ..runs import CONFIG_FILE, WEIGHTS_FILE, finished, read_history
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def _provenance() -> dict:
 
 def yaml_config(run: Path) -> dict:
     """The config a run folder was trained with (its config.yaml) as a dict."""
-    return yaml.safe_load((run / "config.yaml").read_text())
+    return yaml.safe_load((run / CONFIG_FILE).read_text())
 
 
 def _write(root: Path, name: str, write) -> dict:
@@ -79,13 +80,13 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
 
     from ..checkpoint import load_checkpoint
 
-    history = json.loads((run / "history.json").read_text())
+    history = read_history(run)
     if stage == "tokenizer":
-        state = load_checkpoint(run / "tokenizer.pt", map_location="cpu")
+        state = load_checkpoint(run / WEIGHTS_FILE["tokenizer"], map_location="cpu")
         tensors = {k: v.contiguous() for k, v in state["model"].items()}
         meta = {"config": state["config"], "history": history}
     else:
-        state = load_checkpoint(run / "dit.pt", map_location="cpu")
+        state = load_checkpoint(run / WEIGHTS_FILE["dit"], map_location="cpu")
         tensors = {f"ema.{k}": v.to(dit_dtype if v.is_floating_point() else v.dtype).contiguous()
                    for k, v in state["ema"].items()}
         tensors.update({"stats.mean": state["latent_mean"].float().contiguous(),
@@ -158,9 +159,8 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     dtype = {"float16": torch.float16, "float32": torch.float32}[dit_dtype]
     for stage in stages:
         if stage in WEIGHTS_STAGES:
-            done = "tokenizer.pt" if stage == "tokenizer" else "dit.pt"
             for run in sorted((cache / FOLDERS[stage]).glob("*")):
-                if not ((run / done).is_file() and (run / "history.json").is_file()):
+                if not finished(run, stage):
                     continue
                 config = from_dict(yaml_config(run))
                 if config.name != preset or stage_key(config, stage) != run.name or not keep(config):

@@ -7,11 +7,13 @@ from pathlib import Path
 import torch
 
 from .. import pipeline
+from ..build import downsampling
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
-from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, downsampling, ladder_of, seed_overrides,
+from ..runs import HISTORY_FILE, WEIGHTS_FILE
+from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, ladder_of, seed_overrides,
                        seed_runs, size_overrides)
 
 
@@ -127,7 +129,7 @@ class Study:
 
         config = self.config(name, *extra)
         run = stage_dir(config, "dit")
-        if (run / "dit.pt").exists():
+        if (run / WEIGHTS_FILE["dit"]).exists():
             return dit_stats(load_dit(run)[0])
         return load_stats(self.latents(name, *extra) / STATS_FILE)
 
@@ -196,7 +198,7 @@ class Study:
 
     def probe(self, name: str) -> dict:
         """The cheap gFID proxies (tiny-DiT probe gFID, uniformity on few vectors) of a trained tokenizer."""
-        from ..analysis.proxy import run_probe
+        from ..probe import run_probe
 
         config = self.config(name)
         path, cached = cached_result(config, "probe")
@@ -209,7 +211,7 @@ class Study:
     def dit_history(self, name: str, *extra: str) -> dict:
         """The DiT's training history (loss and loss per t-bin over steps) without loading its weights."""
         config = self.config(name, *extra)
-        path = self._dirs(config)["dit"] / "history.json"
+        path = self._dirs(config)["dit"] / HISTORY_FILE
         if not path.exists():
             self.dit(name, *extra)
         return json.loads(path.read_text())
@@ -217,7 +219,7 @@ class Study:
     def encoded(self, name: str, n: int = 2000) -> torch.Tensor:
         """Channel-normalised latents (n x C x h x w) of the first n held-out images under a variant's tokenizer."""
         from ..analysis.widgets import encode_images
-        from ..data import held_out_dataset
+        from ..build import held_out_dataset
         from ..latents import normalize
 
         config = self.config(name)

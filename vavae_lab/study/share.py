@@ -8,11 +8,13 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..latents.stats import STATS_FILE
 from ..paths import cache_dir
+from ..runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, WEIGHTS_FILE
 
 # everything a notebook reads from a finished study; latent caches (hundreds of MB) are re-extracted on demand.
 # A dit.pt carries its latent stats; stats.safetensors travels only for DiTs trained before it did.
-_KEEP = {"tokenizer.pt", "history.json", "config.yaml", "metrics.jsonl", "stats.safetensors", "dit.pt"}
+_KEEP = {*WEIGHTS_FILE.values(), HISTORY_FILE, CONFIG_FILE, METRICS_FILE, STATS_FILE}
 _SHARED = ("toy_vfm", "fid_features", "generation_reference")
 
 
@@ -38,7 +40,7 @@ def export_study(out: str | Path, *, dit_runs: set[str] | None = None, max_bytes
                 continue
             if sub == "study" and rel.parts[1] in ("tokenizers", "dits") and path.name not in _KEEP:
                 continue
-            if path.name == "dit.pt" and dit_runs is not None and rel.parts[2] not in dit_runs:
+            if path.name == WEIGHTS_FILE["dit"] and dit_runs is not None and rel.parts[2] not in dit_runs:
                 continue
             files.append((path, str(rel)))
     out = Path(out)
@@ -47,7 +49,7 @@ def export_study(out: str | Path, *, dit_runs: set[str] | None = None, max_bytes
     tmp = out.parent / f".{out.name}.slim.pt"
     for path, rel in files:
         source = path
-        if path.name == "dit.pt":
+        if path.name == WEIGHTS_FILE["dit"]:
             _slim_dit(path, tmp)
             source = tmp
         need = source.stat().st_size + 1024

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..build import downsampling
+
 
 def _tok(d: int, vf: bool, *extra: str) -> tuple[str, ...]:
     """Overrides for a tokenizer of latent size d, with or without the VF loss."""
@@ -72,11 +74,6 @@ LADDERS: dict[int, Ladder] = {
     # f4 on 32 px (an 8 x 8 grid): 12x / 3x / 1.5x, the classic toy (lab_classic); rungs beside the paper's by d
     4: Ladder(4, ("d4", "d16", "d32"), ("d16", "d32"), {"d16": "f16d16", "d32": "f16d32"}),
 }
-
-
-def downsampling(config) -> int:
-    """The tokenizer's downsampling factor f of a config (one stride-2 level per ch_mult entry after the first)."""
-    return 2 ** (len(config.tokenizer.model.ch_mult) - 1)
 
 
 def ladder_of(config) -> Ladder:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save
-from ..config import ToyVFMSection
+from ..toy_recipes import ToyVFMSection
 from ..data.images import from_uint8
 from ..diffusion.lightningdit import count_parameters
 from ..errors import CheckpointError, ConfigError
@@ -24,7 +24,7 @@ OBJECTIVES = ("supervised", "masked")
 class ToyVFMConfig(ToyVFMSection):
     """Architecture and pretraining recipe of the toy VFM; its hash keys the cache file.
 
-    The recipe is `config.ToyVFMSection` (the `tokenizer.vf.toy` section, declared once there); this adds what
+    The recipe is `toy_recipes.ToyVFMSection` (the `tokenizer.vf.toy` section, declared once there); this adds what
     a run derives from its data and tokenizer and settings no preset changes.
     """
 
@@ -41,12 +41,12 @@ class ToyVFMConfig(ToyVFMSection):
 
 
 def coerce_toy_config(config=None) -> ToyVFMConfig:
-    """A ToyVFMConfig from None (defaults), a ToyVFMConfig, a config.ToyVFMSection (or another dataclass) or a dict."""
+    """A ToyVFMConfig from None (defaults), a ToyVFMConfig, a toy_recipes.ToyVFMSection (or another dataclass) or a dict."""
     if config is None:
         return ToyVFMConfig()
     if isinstance(config, str):
-        raise ConfigError(f"toy VFM config {config!r}: pass a ToyVFMConfig, a config.ToyVFMSection or a dict; a "
-                          "preset's is tokenizer.build.toy_vfm_config(get_preset(name))")
+        raise ConfigError(f"toy VFM config {config!r}: pass a ToyVFMConfig, a toy_recipes.ToyVFMSection or a dict; a "
+                          "preset's is build.toy_vfm_config(get_preset(name))")
     if isinstance(config, ToyVFMConfig):
         cfg = config
     else:

@@ -15,8 +15,9 @@ from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_
 from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
 from ..errors import CheckpointError, NonFiniteLossError
+from ..build import build_dit_for, build_transport_for
+from ..runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, WEIGHTS_FILE
 from ..weights import mismatch_summary
-from ..diffusion.build import build_dit_for, build_transport_for
 from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, backward_in_micro_batches,
                      batch_plan, ema_update, learning_rate, make_optimizer, set_lr)
 from .tokenizer import TrainResult
@@ -75,9 +76,9 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     if ckpt is not None and info.is_main:
         print(f"resuming from {ckpt} (step {start})")
     if run_dir is not None and info.is_main:
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / CONFIG_FILE)
     artifact = sampling_record(data)  # what sampling needs, in every checkpoint and dit.pt
-    logger = JsonlLogger(run_dir / "metrics.jsonl" if (run_dir is not None and info.is_main) else None)
+    logger = JsonlLogger(run_dir / METRICS_FILE if (run_dir is not None and info.is_main) else None)
     if start and info.is_main:
         logger.truncate_after(start)
     elif info.is_main and logger.path is not None and logger.path.exists():
@@ -158,8 +159,8 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
                "wall_time_s": time.perf_counter() - t_start}
     if run_dir is not None and info.is_main:
         atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "config": to_dict(config), **artifact},
-                    run_dir / "dit.pt")
-        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+                    run_dir / WEIGHTS_FILE["dit"])
+        (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
     dist.barrier()
     model.eval()
     trained = ema if dc.ema_decay > 0 else model

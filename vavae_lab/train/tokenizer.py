@@ -15,8 +15,9 @@ from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_
 from ..config import Config, save_config, to_dict, validate
 from ..device import autocast
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..build import build_tokenizer_parts, build_train_eval_data
+from ..runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, WEIGHTS_FILE
 from ..weights import mismatch_summary
-from .builders import build_tokenizer_parts, build_train_eval_data
 from .common import (JsonlLogger, StepBatches, Throughput, allreduce_gradients, batch_plan, learning_rate,
                      make_optimizer, set_lr)
 
@@ -65,7 +66,7 @@ def _initialise(config: Config, model, loss_fn, device, source: Path | None) -> 
                           "init_dir=vavae_lab.pipeline.init_source(config) (the CLI and the cached chain do)")
     source = Path(source if source is not None else init).expanduser()
     ckpt = latest_checkpoint(source) if source.is_dir() else None
-    if ckpt is None or not (source / "tokenizer.pt").is_file():
+    if ckpt is None or not (source / WEIGHTS_FILE["tokenizer"]).is_file():
         how = (f"train it first: python -m vavae_lab train-tokenizer --preset {config.tokenizer.init_from} "
                "with this run's other overrides" if "/" not in config.tokenizer.init_from
                else "train it first, or point tokenizer.init_from at a finished run folder")
@@ -137,8 +138,8 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
     elif resume and run_dir is not None and info.is_main:
         print(f"no checkpoint in {run_dir}; starting from scratch")
     if run_dir is not None and info.is_main:
-        save_config(config, run_dir / "config.yaml")
-    logger = JsonlLogger(run_dir / "metrics.jsonl" if (run_dir is not None and info.is_main) else None)
+        save_config(config, run_dir / CONFIG_FILE)
+    logger = JsonlLogger(run_dir / METRICS_FILE if (run_dir is not None and info.is_main) else None)
     if start and info.is_main:
         logger.truncate_after(start)
     elif info.is_main and logger.path is not None and logger.path.exists():
@@ -238,8 +239,8 @@ def train_tokenizer(config: Config, out_dir: str | Path | None = None, *, resume
         logger.log(final)
         history["eval"] = [r for r in logger.records if "psnr" in r]
         if run_dir is not None:
-            atomic_save({"model": model.state_dict(), "config": to_dict(config)}, run_dir / "tokenizer.pt")
-            (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+            atomic_save({"model": model.state_dict(), "config": to_dict(config)}, run_dir / WEIGHTS_FILE["tokenizer"])
+            (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
     dist.barrier()
     model.eval()
     return TrainResult(model, history)

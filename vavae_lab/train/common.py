@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import latest_checkpoint
 from ..config import TrainConfig
+from ..dist import barrier
 from ..errors import ConfigError
 
 
@@ -143,6 +146,51 @@ class JsonlLogger:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
         self.records = [json.loads(line) for line in kept]
+
+
+@dataclass
+class RunFiles:
+    """Where a training loop writes (a run folder) and what it records there: the config dict every checkpoint and
+    the final weights keep (what `runs.load_tokenizer` / `load_dit` rebuild the model from), the Config saved as
+    config.yaml (None: none is written), and for a DiT the steps whose EMA weights are kept as snapshots."""
+
+    folder: Path
+    config_record: dict
+    config: object | None = None
+    snapshots: tuple[int, ...] = ()
+
+
+def prepare_run(files: RunFiles | None, resume: bool, info, restore: Callable[[Path], int], *,
+                init: Callable[[], str] | None = None) -> tuple[int, Path | None, "JsonlLogger"]:
+    """Make the run folder; `restore` its newest checkpoint when resuming, else `init()` when given (a stage chain);
+    save config.yaml; a metrics logger kept up to the start step. Returns (start step, checkpoint, logger)."""
+    from ..config import save_config
+    from ..runs import CONFIG_FILE, METRICS_FILE
+
+    run_dir = files.folder if files is not None else None
+    if run_dir is not None and info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    ckpt = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
+    start = 0
+    if ckpt is not None:
+        start = restore(ckpt)
+        if info.is_main:
+            print(f"resuming from {ckpt} (step {start})")
+    elif init is not None:
+        loaded = init()
+        if info.is_main:
+            print(f"initialised from {loaded}")
+    elif resume and run_dir is not None and info.is_main:
+        print(f"no checkpoint in {run_dir}; starting from scratch")
+    if run_dir is not None and info.is_main and files.config is not None:
+        save_config(files.config, run_dir / CONFIG_FILE)
+    logger = JsonlLogger(run_dir / METRICS_FILE if (run_dir is not None and info.is_main) else None)
+    if start and info.is_main:
+        logger.truncate_after(start)
+    elif info.is_main and logger.path is not None and logger.path.exists():
+        logger.path.unlink()
+    return start, ckpt, logger
 
 
 class Throughput:

@@ -267,11 +267,12 @@ def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
 def test_the_cli_defaults_to_the_study_folders(capsys):
     """Without folder arguments the CLI stages use the study's cache folders, keyed by pipeline.stage_key."""
     from vavae_lab import cli
+    from vavae_lab.cli.common import _config, _default_folders
     from vavae_lab.pipeline import stage_key
 
     args = cli.build_parser().parse_args(["extract-latents", "--preset", "lab", *V.TOKENIZERS["d32"].overrides])
-    config = cli._config(args)
-    cli._default_folders(args, config, tokenizer="tokenizer", out="latents")
+    config = _config(args)
+    _default_folders(args, config, tokenizer="tokenizer", out="latents")
     s = Study("lab", progress=False)
     dirs = s._dirs(s.config("d32"))
     assert (args.tokenizer, args.out) == (str(dirs["tokenizer"]), str(dirs["latents"]))

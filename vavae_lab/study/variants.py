@@ -106,6 +106,7 @@ def seed_runs(seeds, base: int = 0, *, tokenizer_seeds: bool = False) -> list[tu
         return [seed_overrides(s, base) for s in seeds]
     return [(*(() if t == base else (f"seed={t}",)), *seed_overrides(s, t)) for t in seeds for s in seeds]
 
+
 TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
 TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
 # Table 6 compares latents with and without VF at one d, as the paper does (3 t-SNE runs of 10,000 vectors

@@ -1,0 +1,67 @@
+"""Command line: `python -m vavae_lab <command> ...`, also under `torchrun -m vavae_lab ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import VavaeLabError
+from .evaluation import add_evaluation_commands
+from .stages import add_stage_commands
+from .study import add_study_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per stage."""
+    parser = argparse.ArgumentParser(prog="python -m vavae_lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_stage_commands(sub)
+    add_evaluation_commands(sub)
+    add_study_commands(sub)
+    return parser
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar a failed stage left open, so the error starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _user_message(exc: Exception) -> str:
+    """The text of a user error; one raised in a DataLoader worker arrives wrapped in the worker's traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+_RESUME_HINT = {
+    "train-tokenizer": "resume with the same command plus --resume (the newest checkpoint is kept)",
+    "train-dit": "resume with the same command plus --resume (the newest checkpoint is kept)",
+    "sample": "run the same sample command again to continue (the PNGs already written are kept)",
+    "extract-latents": "run the same command again to continue (finished shards are kept)",
+    "reproduce": "run the same command again to continue (finished runs are cached)",
+    "evaluate-checkpoints": "run the same command again to continue (finished runs and gFIDs are cached)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user mistakes print one clear line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VavaeLabError as exc:
+        _close_progress_bars()
+        print(f"error: {_user_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _close_progress_bars()
+        print(f"interrupted; {_RESUME_HINT.get(args.command, 'run the same command again')}", file=sys.stderr)
+        return 130
+    finally:
+        from .. import dist
+
+        dist.cleanup()
+    return 0

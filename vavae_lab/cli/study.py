@@ -1,0 +1,98 @@
+"""The study commands: reproduce (the toy study, headless), pack, doctor, show-config."""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from ..config import to_dict
+from .common import _add_config_args, _config
+
+
+def _reproduce(args) -> None:
+    from ..study import reproduce
+
+    path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
+                     progress=not args.quiet, tables=args.tables)
+    if args.preset == "smoke":
+        from ..study.tables import SMOKE_NOTE
+
+        print(f"note: {SMOKE_NOTE}")
+    print(f"report: {path}")
+
+
+def _pack(args) -> None:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..pack import pack_dir, pack_size
+    from ..study.packing import build_pack, stale_entries
+
+    cache = Path(args.cache).expanduser()
+    if not (cache / "tokenizers").is_dir():
+        raise ConfigError(f"--cache {args.cache} holds no tokenizers/ folder; pass a study cache root such as "
+                          "data/cache/study (or $VAVAE_LAB_DATA/cache/study)")
+    root = Path(args.out).expanduser() if args.out else pack_dir()
+    command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
+    manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype,
+                          weights_except=args.weights_except, keep_presets=args.keep_presets)
+    mine = sum(e["preset"] == args.preset for e in manifest["artifacts"].values())
+    kept = len(manifest["artifacts"]) - mine
+    print(f"packed {mine} {args.preset} artifacts" + (f" (and kept {kept} of {' '.join(args.keep_presets)})"
+                                                      if args.keep_presets else "") + f" into {root}: "
+          f"{pack_size(root) / 2**20:.1f} MiB")
+    stale = stale_entries(root)
+    if stale:
+        print(f"warning: {len(stale)} entries do not match the current configs: {stale[:3]}", file=sys.stderr)
+
+
+def _doctor(args) -> None:
+    from ..doctor import run_doctor
+
+    run_doctor()
+
+
+def _show_config(args) -> None:
+    print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
+
+
+def add_study_commands(sub) -> None:
+    """The reproduce, pack, doctor and show-config sub-commands."""
+    p = sub.add_parser("reproduce", help="run the whole toy study (notebooks 01-05) and write a report")
+    p.add_argument("--preset", default="lab",
+                   help="default lab. smoke (minutes; plumbing only, its numbers mean nothing), lab (the notebooks' "
+                        "numbers; docs/costs.md says how long), lab_classic (the first toy study) or lab_long (a GPU)")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
+    p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="DiT seeds of every gFID in the tokenizer tables (default 0 1); on the f8 ladder they also "
+                        "seed the tokenizers, one run per (tokenizer seed, DiT seed) pair")
+    p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
+                   help="only these tables, in this order (dilemma table2 claims table5 table4 table6 proxies table1 "
+                        "sampling convergence scaling)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("pack", help="write the pretrained pack (data/pack) from a study cache the notebooks filled")
+    p.add_argument("--cache", required=True, help="a study cache root, e.g. data/cache/study")
+    p.add_argument("--preset", required=True, help="pack only this preset's artifacts, e.g. lab")
+    p.add_argument("--out", default=None, help="pack folder (default data/pack, or $VAVAE_LAB_PACK)")
+    p.add_argument("--dit-dtype", default="float16", choices=["float16", "float32"],
+                   help="precision of the packed DiT weights (tokenizers are always float32, exact)")
+    p.add_argument("--command", default=None, help="the command that trained the cache, for the manifest")
+    p.add_argument("--weights-except", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="leave out the weights (not the results) of runs with any of these overrides, e.g. "
+                        "dit.model.size=toy-M/1")
+    p.add_argument("--keep-presets", nargs="+", default=[], metavar="PRESET",
+                   help="keep the current pack's entries that these presets still key to the same key (e.g. "
+                        "lab_classic), byte for byte; every other entry is replaced")
+    p.set_defaults(func=_pack)
+
+    p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("show-config", help="print the full config of a preset with overrides, as YAML")
+    _add_config_args(p)
+    p.set_defaults(func=_show_config)

@@ -200,7 +200,7 @@ def test_evaluate_checkpoints_cli(study, runs, capsys, tmp_path, monkeypatch):
 
 
 def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor():
-    from vavae_lab.analysis.plots import plot_convergence
+    from vavae_lab.analysis.curves import plot_convergence
     from vavae_lab.errors import DataError
 
     rows = [{"tokenizer": t, "seed": s, "steps": [75, 150, 300, 600], "gfid_steps": [90.0, 70.0, 60.0, 55.0]}
@@ -218,7 +218,7 @@ def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor
 
 
 def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_every_seed():
-    from vavae_lab.analysis.plots import plot_scaling
+    from vavae_lab.analysis.curves import plot_scaling
     from vavae_lab.errors import DataError
 
     rows = [{"tokenizer": t, "size": s, "params": p, "gfid": g, "gfid_seeds": [g - 1, g + 1]}

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from vavae_lab.analysis import plots, widgets  # noqa: E402
+from vavae_lab.analysis import curves, plots, widgets  # noqa: E402
 from vavae_lab.analysis.uniformity import METRICS  # noqa: E402
 from vavae_lab.errors import ConfigError, DataError  # noqa: E402
 from vavae_lab.tokenizer.autoencoder import AutoencoderKL  # noqa: E402
@@ -114,7 +114,7 @@ def test_tsne_density_one_panel_per_tokenizer_with_metrics_in_titles():
 def test_frontier_series_labels_and_axis_directions():
     rows = [dict(name=f"d{d}{'-vf' if vf else ''}", d=d, vf=vf, rfid=1.0 / d + 0.1 * vf, gfid=d / (2 if vf else 1))
             for d in (16, 32, 64) for vf in (False, True)]
-    fig = plots.plot_frontier(rows)
+    fig = curves.plot_frontier(rows)
     (ax,) = fig.axes
     assert len(ax.get_lines()) == 2
     assert "lower is better" in ax.get_xlabel() and "lower is better" in ax.get_ylabel()
@@ -123,11 +123,11 @@ def test_frontier_series_labels_and_axis_directions():
     no_vf = next(line for line in ax.get_lines() if line.get_label() == "no VF loss")
     np.testing.assert_allclose(no_vf.get_ydata(), [16, 32, 64])  # joined in order of d
     psnr_rows = [dict(d=16, vf=False, recon=24.0, gfid=30.0)]
-    assert "higher is better" in plots.plot_frontier(psnr_rows, recon_key="psnr").axes[0].get_xlabel()
+    assert "higher is better" in curves.plot_frontier(psnr_rows, recon_key="psnr").axes[0].get_xlabel()
     with pytest.raises(ConfigError, match="recon_key"):
-        plots.plot_frontier(rows, recon_key="ssim")
+        curves.plot_frontier(rows, recon_key="ssim")
     with pytest.raises(DataError, match="gfid"):
-        plots.plot_frontier([dict(d=16, vf=False, rfid=1.0)])
+        curves.plot_frontier([dict(d=16, vf=False, rfid=1.0)])
 
 
 def test_channel_stats_match_torch_formulas():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vavae_lab.analysis.plots import plot_curves
+from vavae_lab.analysis.curves import plot_curves
 from vavae_lab.analysis.spectrum import latent_spectrum, participation_ratio
 from vavae_lab.errors import DataError
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import types
-import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
@@ -16,6 +14,7 @@ from .choices import (CROPS, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PA
                       PREPROCESS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
 from .toy_recipes import ToyFeatureSection, ToyVFMSection
+from .typed import typed_from_dict, unknown_key
 
 
 @dataclass
@@ -252,97 +251,6 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
-# ----------------------------------------------------------------------------- typing helpers
-
-
-def _all_keys(cls, prefix: str = "") -> list[str]:
-    """Every dotted key of a dataclass type, sections included."""
-    keys = []
-    for f in fields(cls):
-        name = prefix + f.name
-        keys.append(name)
-        ftype = typing.get_type_hints(cls)[f.name]
-        if is_dataclass(ftype):
-            keys.extend(_all_keys(ftype, name + "."))
-    return keys
-
-
-def _unknown_key(key: str, root_cls) -> ConfigError:
-    """An error for an unknown key that suggests the closest valid keys."""
-    candidates = _all_keys(root_cls)
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
-    if not close:  # try matching the last component anywhere in the tree
-        leaf = key.rsplit(".", 1)[-1]
-        close = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:3]
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
-
-
-def _coerce(value: Any, tp, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting where it is lossless."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} expects a list like [1, 2], got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key} expects {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} expects true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} expects an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads "1e-4" as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} expects a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} expects a string, got {value!r}")
-    if is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} is a section; set its fields as {key}.<field>=value")
-        return _from_dict(tp, value, key + ".")
-    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
-
-
-def _from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in names:
-            raise _unknown_key(prefix + str(key), Config)
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
 # ----------------------------------------------------------------------------- value ranges
 
 
@@ -432,7 +340,7 @@ def from_dict(data: dict) -> Config:
     """Build a Config from a nested dict; unknown keys and wrong types raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
-    return validate(_from_dict(Config, data))
+    return validate(typed_from_dict(Config, data))
 
 
 def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Config:
@@ -453,7 +361,7 @@ def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Confi
         node, parts = data, key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
-                raise _unknown_key(key, Config)
+                raise unknown_key(key, Config)
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], dict):

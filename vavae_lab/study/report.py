@@ -111,7 +111,7 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
 
 def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = None) -> Path:
     """report.md, report.json and the figures (frontier, convergence) under out_dir."""
-    from ..analysis.plots import plot_convergence, plot_frontier, plot_scaling  # bare Figures: no backend switch, notebook-safe
+    from ..analysis.curves import plot_convergence, plot_frontier, plot_scaling  # bare Figures: no backend switch, notebook-safe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

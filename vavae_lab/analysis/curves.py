@@ -1,0 +1,180 @@
+"""Curves of the study: the reconstruction-generation frontier, training curves, gFID against DiT steps and size."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+from ..errors import ConfigError, DataError
+from .plots import enable_notebook_display
+
+enable_notebook_display()
+_RECON_KEYS = {"rfid": "rFID (lower is better)", "psnr": "PSNR in dB (higher is better)"}
+
+
+def _recon_value(row: Mapping, recon_key: str) -> float:
+    """The reconstruction number of a frontier row: row[recon_key], else row['recon']."""
+    if recon_key in row:
+        return float(row[recon_key])
+    if "recon" in row:
+        return float(row["recon"])
+    raise DataError(f"frontier row {dict(row)} has neither {recon_key!r} nor 'recon'")
+
+
+def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: str | None = None) -> Figure:
+    """The reconstruction-generation frontier (paper Fig. 1/2): reconstruction against gFID per latent size d.
+
+    Each row is a dict with d, vf (bool), gfid and the reconstruction number under recon_key ('rfid' or
+    'psnr') or 'recon'; an optional name. Points of one VF setting are joined in order of d and labelled
+    'd<d>'; an arrow goes from the no-VF to the VF point of each d that has both. A row with gfid_seeds (one
+    gFID per DiT seed; gfid is then their mean) also gets each seed as a hollow marker joined by a vertical bar.
+    """
+    if recon_key not in _RECON_KEYS:
+        raise ConfigError(f"recon_key={recon_key!r} is not one of {sorted(_RECON_KEYS)}")
+    if not rows:
+        raise DataError("plot_frontier needs at least one row: dict(name=..., d=..., vf=..., recon=..., gfid=...)")
+    points: dict[bool, dict[int, tuple[float, float]]] = {False: {}, True: {}}
+    seeds: dict[bool, dict[int, list[float]]] = {False: {}, True: {}}
+    for row in rows:
+        missing = [k for k in ("d", "vf", "gfid") if k not in row]
+        if missing:
+            raise DataError(f"frontier row {dict(row)} misses {missing}; each row needs d, vf, gfid and "
+                            f"{recon_key!r} (or 'recon')")
+        points[bool(row["vf"])][int(row["d"])] = (_recon_value(row, recon_key), float(row["gfid"]))
+        if row.get("gfid_seeds"):
+            seeds[bool(row["vf"])][int(row["d"])] = [float(v) for v in row["gfid_seeds"]]
+    fig = Figure(figsize=(5.2, 4.2), layout="constrained")
+    ax = fig.subplots()
+    styles = {False: ("no VF loss", "tab:red", "o"), True: ("VF loss", "tab:blue", "s")}
+    for vf, by_d in points.items():
+        if not by_d:
+            continue
+        label, color, marker = styles[vf]
+        ds = sorted(by_d)
+        xs, ys = [by_d[d][0] for d in ds], [by_d[d][1] for d in ds]
+        ax.plot(xs, ys, marker=marker, color=color, label=label, linewidth=1.2)
+        for d, x, y in zip(ds, xs, ys):
+            ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
+            if d in seeds[vf]:
+                per_seed = seeds[vf][d]
+                ax.plot([x] * len(per_seed), per_seed, linestyle="", marker=marker, markerfacecolor="none",
+                        color=color, markersize=5, alpha=0.8)
+                ax.vlines(x, min(per_seed), max(per_seed), color=color, alpha=0.4, linewidth=1)
+    if any(seeds.values()):
+        ax.plot([], [], linestyle="", marker="o", markerfacecolor="none", color="0.4",
+                label="each DiT seed (filled: mean)")
+    for d in sorted(set(points[False]) & set(points[True])):
+        ax.annotate("", xy=points[True][d], xytext=points[False][d],
+                    arrowprops=dict(arrowstyle="->", color="0.5", linestyle="--", linewidth=0.9))
+    ax.set_xlabel(_RECON_KEYS[recon_key] + (" →" if recon_key == "psnr" else " ←"))
+    ax.set_ylabel("gFID (lower is better) ↓")
+    ax.set_title(title or "Reconstruction vs. generation")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str, ylabel: str | None = None,
+                logy: bool = False) -> Figure:
+    """Training curves: for each labelled run, `key` of its logged records (a history's "train" list) by step.
+
+    Runs whose labels share the text before the first comma share a colour (e.g. "f4d32, seed 0" and
+    "f4d32, seed 1"); later runs of a group are dashed.
+    """
+    if not curves:
+        raise DataError("plot_curves needs at least one run")
+    fig = Figure(figsize=(7.5, 3.8))
+    ax = fig.subplots()
+    colours, seen = {}, {}
+    for label, records in curves.items():
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if not points:
+            raise DataError(f"run {label!r} logged no {key!r}; it logged {sorted(records[0]) if records else []}")
+        group = label.split(",")[0]
+        colours.setdefault(group, f"C{len(colours) % 10}")
+        seen[group] = seen.get(group, -1) + 1
+        steps, values = zip(*points)
+        ax.plot(steps, values, color=colours[group], linestyle=("-", "--", ":", "-.")[seen[group] % 4], label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel or key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, title: str | None = None) -> Figure:
+    """gFID against DiT training steps on a log-step axis (paper Fig. 4a/b): one line per tokenizer (colour) and
+    DiT seed (line style); `floor` (the real-vs-real FID) as a grey horizontal line. The gFID axis is logarithmic
+    when the values span 10x or more (toy curves start in the thousands).
+
+    Each row is one curve, as the study's convergence table gives it: tokenizer (label), seed, steps, gfid_steps.
+    """
+    if not rows:
+        raise DataError("plot_convergence needs at least one row: dict(tokenizer=..., seed=..., steps=[...], "
+                        "gfid_steps=[...])")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    colours: dict[str, str] = {}
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    ticks: set[int] = set()
+    for row in rows:
+        missing = [k for k in ("tokenizer", "steps", "gfid_steps") if k not in row]
+        if missing or len(row.get("steps", ())) != len(row.get("gfid_steps", ())):
+            raise DataError(f"convergence row {dict(row)} needs tokenizer and as many steps as gfid_steps")
+        colour = colours.setdefault(row["tokenizer"], f"C{len(colours) % 10}")
+        seed = row.get("seed", 0)
+        ax.plot(row["steps"], row["gfid_steps"], color=colour, marker="o", markersize=4,
+                linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{row['tokenizer']}, DiT seed {seed}")
+        ticks.update(int(s) for s in row["steps"])
+    if floor is not None:
+        ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
+    _finish_gfid_axes(ax, "DiT training steps", title or "Convergence: gFID against DiT training steps")
+    values = [g for row in rows for g in row["gfid_steps"] if g > 0] + ([floor] if floor and floor > 0 else [])
+    if values and max(values) >= 10 * min(values):  # early gFIDs in the thousands would flatten the end
+        ax.set_yscale("log")
+        ax.set_ylabel("gFID (lower is better, log scale) ↓")
+    ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
+    ax.minorticks_off()
+    return fig
+
+
+def _finish_gfid_axes(ax, xlabel: str, title: str) -> None:
+    """The Fig. 4 panels' shared look: log x axis named `xlabel`, gFID on y, title, grid, legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{xlabel} (log scale)")
+    ax.set_ylabel("gFID (lower is better) ↓")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
+    """gFID against DiT parameters on a log axis (paper Fig. 4c): one line per tokenizer through the seed means
+    (filled markers), each DiT seed as a hollow marker, the DiT size written beside each mean.
+
+    Each row is one tokenizer at one DiT size, as the study's scaling table gives it: tokenizer (label), size,
+    params, gfid and optionally gfid_seeds.
+    """
+    if not rows:
+        raise DataError("plot_scaling needs at least one row: dict(tokenizer=..., size=..., params=..., gfid=...)")
+    for row in rows:
+        missing = [k for k in ("tokenizer", "size", "params", "gfid") if k not in row]
+        if missing:
+            raise DataError(f"scaling row {dict(row)} lacks {', '.join(missing)}")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, label in enumerate(dict.fromkeys(r["tokenizer"] for r in rows)):
+        mine = sorted((r for r in rows if r["tokenizer"] == label), key=lambda r: r["params"])
+        x, y = [r["params"] for r in mine], [r["gfid"] for r in mine]
+        ax.plot(x, y, color=f"C{i % 10}", marker="o", label=f"{label} (mean of the DiT seeds)")
+        for r in mine:
+            seeds = r.get("gfid_seeds") or []
+            ax.scatter([r["params"]] * len(seeds), seeds, facecolors="none", edgecolors=f"C{i % 10}", s=28)
+            ax.annotate(str(r["size"]), (r["params"], r["gfid"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    _finish_gfid_axes(ax, "DiT parameters", title or "DiT size at a fixed step budget: gFID per tokenizer")
+    return fig

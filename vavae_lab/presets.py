@@ -14,7 +14,7 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 # to it: at 1,500 steps (2.4 min on 2 cores) greyscale scores 50x and half the classes dropped 30x its floor
 TOY_FID_V2 = ("metrics.toy.version=2", "metrics.toy.steps=1500")
 
-# The paper's regime at toy scale (issue 30, measured in docs/costs.md), as overrides of `lab`: the outline shapes, an
+# The paper's regime at toy scale (measured in docs/costs.md), as overrides of `lab`: the outline shapes, an
 # f8 tokenizer on 32 px (a 4 x 4 grid, so the ladder's d 4 / 8 / 16 keep 48x / 24x / 12x fewer numbers, like the
 # paper's f16d16 / d32 / d64), 2,400 tokenizer steps, toy-S/1 DiTs (batch 128, lr 3e-3, EMA 0.998, 6,000 steps) and
 # the multi-factor toy FID. `lab` becomes this once the pack is retrained on it; until then

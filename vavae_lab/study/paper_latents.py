@@ -38,7 +38,7 @@ PAPER_LATENTS: dict[str, tuple[str, str]] = {
 LICENCE = "MIT licence, Copyright (c) 2024 HUST Vision Lab"
 CHANNELS = 32  # f16d32
 INIT = "random"  # the t-SNE start of each run (see the module docstring)
-# how close to the paper a mean must be for "within" (density CV, Gini, normalised entropy; issue 21)
+# how close to the paper a mean must be for "within" (density CV, Gini, normalised entropy)
 TOLERANCE = {"density": 0.015, "gini": 0.01, "entropy": 0.002}
 COLUMNS = [("tokenizer", "latents", ""),
            *[c for k, m in METRICS.items() if k in TOLERANCE

@@ -144,16 +144,25 @@ def test_an_entry_whose_preset_changed_is_stale(packed, monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_weights_except_packs_the_results_of_those_runs_but_not_their_weights(packed, monkeypatch, tmp_path):
+def test_weights_except_packs_the_results_and_histories_of_those_runs_but_not_their_weights(packed, monkeypatch,
+                                                                                            tmp_path):
     root = tmp_path / "results_only"
     arts = build_pack(packed["cache"], command="pytest", preset="smoke", root=root,
                       weights_except=["dit.train.steps=4"])["artifacts"]
-    assert arts and all(e["stage"] not in ("tokenizer", "dit") for e in arts.values())
-    assert not (root / "dit").exists() and (root / "generation").is_dir()
+    weights = [e for e in arts.values() if e["stage"] in ("tokenizer", "dit")]
+    assert weights and not any(pack.has_weights(e) for e in weights) and all("dtype" not in e for e in weights)
+    assert not list(root.rglob("*.safetensors")) and (root / "generation").is_dir()
+    assert stale_entries(root) == []
     monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "fresh"))
     monkeypatch.setenv(pack.PACK_ENV, str(root))
     _no_training(monkeypatch)
-    assert Study("smoke", TINY, progress=False).generation("d4")["fid"] == packed["result"]["fid"]
+    study = Study("smoke", TINY, progress=False)
+    assert study.generation("d4")["fid"] == packed["result"]["fid"]
+    trained = json.loads((packed["cache"] / "dits" / study.dit_key(packed["config"]) / "history.json").read_text())
+    assert study.dit_history("d4") == trained  # the loss curves without the weights, nothing trained
+    assert study.tokenizer_history("d4")["train"] and not (tmp_path / "fresh" / "cache" / "study" / "dits").exists()
+    with pytest.raises(pytest.fail.Exception, match="was trained"):
+        study.dit("d4")  # no weights in the pack: its tokenizer and DiT would be trained
     keep = weights_filter(["dit.train.steps=5"])
     assert keep(packed["config"])  # a value that differs keeps the weights
     assert cli.main(["pack", "--cache", str(packed["cache"]), "--preset", "smoke", "--out", str(tmp_path / "p"),

@@ -98,6 +98,24 @@ def _read_pair(root: Path, entry: dict) -> tuple[dict, dict]:
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta
 
 
+def has_weights(entry: dict) -> bool:
+    """Whether a tokenizer or DiT entry holds weights (a `--weights-except` run keeps only its config and history)."""
+    return any(name.endswith(".safetensors") for name in entry["files"])
+
+
+def packed_history(stage: str, key: str, *, root: Path | None = None) -> dict | None:
+    """The training history (loss curves, evaluations) of a packed tokenizer or DiT run, weights or not; None when
+    it is not packed or VAVAE_LAB_RETRAIN is set."""
+    if retraining():
+        return None
+    root = root or pack_dir()
+    entry = read_manifest(root)["artifacts"].get(f"{stage}/{key}")
+    if entry is None:
+        return None
+    name = next(n for n in entry["files"] if n.endswith(".json"))
+    return json.loads(_verified(root, entry, name).read_text())["history"]
+
+
 def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet: bool = False) -> bool:
     """Write packed artifact `stage`/`key` to `dest` (a run folder, or a result's JSON path); False if not packed.
 
@@ -111,7 +129,7 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
         return False
     root = root or pack_dir()
     entry = read_manifest(root)["artifacts"].get(f"{stage}/{key}")
-    if entry is None:
+    if entry is None or (stage in WEIGHTS_STAGES and not has_weights(entry)):
         return False
     if stage in RESULT_STAGES:
         name = next(iter(entry["files"]))

@@ -74,8 +74,10 @@ def _write(root: Path, name: str, write) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.dtype) -> tuple[dict, Config, float]:
-    """Pack a tokenizer or DiT run folder; returns (files, config, wall seconds)."""
+def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.dtype,
+                 weights: bool = True) -> tuple[dict, Config, float]:
+    """Pack a tokenizer or DiT run folder (with `weights=False` only its config and history, no weights); returns
+    (files, config, wall seconds)."""
     from safetensors.torch import save_file
 
     from ..checkpoint import load_checkpoint
@@ -95,10 +97,11 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
         meta = {"config": state["config"], "history": history, "latent_shape": list(state["latent_shape"]),
                 "num_classes": int(state["num_classes"]), "tokenizer_sha256": state["tokenizer_sha256"],
                 "tokenizer_key": stage_key(config, "tokenizer")}
-    files = {f"{stage}/{key}.safetensors": _write(root, f"{stage}/{key}.safetensors",
-                                                  lambda p: save_file(tensors, str(p))),
-             f"{stage}/{key}.json": _write(root, f"{stage}/{key}.json",
+    files = {f"{stage}/{key}.json": _write(root, f"{stage}/{key}.json",
                                            lambda p: p.write_text(json.dumps(meta, default=float)))}
+    if weights:
+        files[f"{stage}/{key}.safetensors"] = _write(root, f"{stage}/{key}.safetensors",
+                                                     lambda p: save_file(tensors, str(p)))
     return files, from_dict(meta["config"]), float(history.get("wall_time_s") or 0.0)
 
 
@@ -137,8 +140,9 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
     gives their folder name (older code), are left out. Results are packed when their config sidecar says
     which config made them (`pipeline.save_result` writes one beside each result). `weights_except`
-    ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results:
-    for runs a notebook only reads numbers from (e.g. the larger DiTs of the scaling table), to fit the budget.
+    ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results and
+    their config and history (`pack.packed_history`): for runs a notebook reads only numbers and curves from
+    (e.g. the larger DiTs of the scaling table, a second seed's loss curves), to fit the budget.
     `keep_presets` carries over the entries of the pack at `root` that one of these presets (with the entry's
     recorded overrides) still keys to the same key (`kept_entries`), byte for byte.
     """
@@ -163,11 +167,13 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 if not finished(run, stage):
                     continue
                 config = from_dict(yaml_config(run))
-                if config.name != preset or stage_key(config, stage) != run.name or not keep(config):
+                if config.name != preset or stage_key(config, stage) != run.name:
                     continue
-                files, config, wall = _add_weights(stage, run.name, run, staging, dtype)
+                weights = keep(config)
+                files, config, wall = _add_weights(stage, run.name, run, staging, dtype, weights)
+                dtype_name = (dit_dtype if stage == "dit" else "float32") if weights else None
                 entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,
-                                                       dit_dtype if stage == "dit" else "float32")
+                                                       dtype_name)
         else:
             folder = RESULT_FOLDERS[stage]
             for sidecar in sorted((cache / folder).glob("*.config.json")):

@@ -210,10 +210,24 @@ class Study:
 
     def dit_history(self, name: str, *extra: str) -> dict:
         """The DiT's training history (loss and loss per t-bin over steps) without loading its weights."""
+        return self._history("dit", name, *extra)
+
+    def tokenizer_history(self, name: str, *extra: str) -> dict:
+        """The tokenizer's training history (losses, evaluations) without loading its weights."""
+        return self._history("tokenizer", name, *extra)
+
+    def _history(self, stage: str, name: str, *extra: str) -> dict:
+        """A run's history.json: from the cache, else the pack (weights or not), else trained."""
+        from ..pack import packed_history
+
         config = self.config(name, *extra)
-        path = self._dirs(config)["dit"] / HISTORY_FILE
-        if not path.exists():
-            self.dit(name, *extra)
+        path = self._dirs(config)[stage] / HISTORY_FILE
+        if path.exists():
+            return json.loads(path.read_text())
+        packed = packed_history(stage, path.parent.name)
+        if packed is not None:
+            return packed
+        (self.dit if stage == "dit" else self.tokenizer)(name, *extra)
         return json.loads(path.read_text())
 
     def encoded(self, name: str, n: int = 2000) -> torch.Tensor:

@@ -63,6 +63,9 @@ def test_manifest_records_every_artifact_with_its_provenance(packed):
         for name, rec in entry["files"].items():
             assert pack.sha256_file(packed["root"] / name) == rec["sha256"]
     assert arts[next(k for k in keys if k.startswith("dit/"))]["dtype"] == "float16"
+    f = 2 ** (len(config.tokenizer.model.ch_mult) - 1)
+    d = config.tokenizer.model.embed_dim
+    assert {arts[k]["latent"] for k in keys} == {f"f{f}d{d} ({3 * f * f / d:g}x)"}   # the manifest names the ladder
     assert stale_entries(packed["root"]) == []
     assert json.loads((packed["root"] / pack.MANIFEST).read_text()) == packed["manifest"]
 

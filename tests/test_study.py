@@ -41,6 +41,18 @@ def test_lab_keys_the_packed_f8_runs():
     assert s.ladder.f == 8 and s.label("d16_vf") == "f8d16 + VF"
 
 
+def test_show_config_names_the_latent_and_the_ladder_by_compression(capsys):
+    from vavae_lab.cli import main
+    from vavae_lab.presets import F8_REGIME
+
+    main(["show-config", "--preset", "lab", *F8_REGIME])
+    tail = capsys.readouterr().out.splitlines()[-2:]
+    assert tail == ["# latent f8d16 (12x): 16 x 4 x 4 numbers per 3 x 32 x 32 image",
+                    "# the d ladder of notebooks 01 and 02: f8d4 48x, f8d8 24x, f8d16 12x"]   # the paper's 48x ... 12x
+    main(["show-config", "--preset", "imagenet256_f16d32"])
+    assert capsys.readouterr().out.splitlines()[-1] == "# latent f16d32 (24x): 32 x 16 x 16 numbers per 3 x 256 x 256 image"
+
+
 def test_lab_classic_keys_the_first_packed_study():
     # the preset that keeps the first toy study (f4, classic shapes) by name when `lab` moves to the f8 regime: the
     # same configs, so the same keys as the packed lab runs (data/pack)

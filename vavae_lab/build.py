@@ -22,6 +22,18 @@ def downsampling(config: Config) -> int:
     return 2 ** (len(config.tokenizer.model.ch_mult) - 1)
 
 
+def compression(f: int, d: int) -> float:
+    """How many times fewer numbers a latent of d channels at downsampling f holds than the RGB image:
+    3 x H x W over d x H/f x W/f (the paper's f16d16 / d32 / d64: 48x / 24x / 12x)."""
+    return 3 * f * f / d
+
+
+def latent_name(config: Config) -> str:
+    """The tokenizer's latent by f, d and compression, as the pack's manifest names it: "f8d16 (12x)"."""
+    f, d = downsampling(config), config.tokenizer.model.embed_dim
+    return f"f{f}d{d} ({compression(f, d):g}x)"
+
+
 def toy_vfm_config(config: Config):
     """The toy foundation model's config, derived from the VF section and the data."""
     from .tokenizer.toy_vfm import ToyVFMConfig

@@ -53,7 +53,17 @@ def _doctor(args) -> None:
 
 
 def _show_config(args) -> None:
-    print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
+    from ..build import compression, downsampling, latent_name
+    from ..study.variants import LADDERS, TOKENIZERS
+
+    config = _config(args)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    f, r = downsampling(config), config.data.resolution
+    print(f"# latent {latent_name(config)}: {config.tokenizer.model.embed_dim} x {r // f} x {r // f} numbers per "
+          f"3 x {r} x {r} image")
+    if config.data.source == "shapes" and f in LADDERS:  # the toy study's d ladder at this f (notebooks 01, 02)
+        rungs = ", ".join(f"{TOKENIZERS[n].label(f)} {compression(f, TOKENIZERS[n].d):g}x" for n in LADDERS[f].rungs)
+        print(f"# the d ladder of notebooks 01 and 02: {rungs}")
 
 
 def add_study_commands(sub) -> None:

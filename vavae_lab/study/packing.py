@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from ..atomic import atomic_write_json
+from ..build import latent_name
 from ..config import Config, from_dict, load_config, to_dict
 from ..errors import ConfigError
 from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
@@ -225,6 +226,8 @@ def _entry(stage, key, config: Config, files, command, wall, prov, dtype, key_ar
     """One manifest entry."""
     entry = {"stage": stage, "key": key, "preset": config.name, "overrides": overrides_of(config),
              "files": files, "command": command, "wall_s": wall, **prov}
+    if stage != "floor":  # every other stage runs on a tokenizer's latents
+        entry["latent"] = latent_name(config)
     if dtype:
         entry["dtype"] = dtype
     if key_args:

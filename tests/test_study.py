@@ -43,9 +43,8 @@ def test_lab_keys_the_packed_f8_runs():
 
 def test_show_config_names_the_latent_and_the_ladder_by_compression(capsys):
     from vavae_lab.cli import main
-    from vavae_lab.presets import F8_REGIME
 
-    main(["show-config", "--preset", "lab", *F8_REGIME])
+    main(["show-config", "--preset", "lab"])
     tail = capsys.readouterr().out.splitlines()[-2:]
     assert tail == ["# latent f8d16 (12x): 16 x 4 x 4 numbers per 3 x 32 x 32 image",
                     "# the d ladder of notebooks 01 and 02: f8d4 48x, f8d8 24x, f8d16 12x"]   # the paper's 48x ... 12x

@@ -163,3 +163,19 @@ def test_class_accuracy_overall_and_by_class_count_the_classes_named():
     assert torch.equal(predict_classes(net, images, batch_size=3), named)
     assert evaluate_accuracy(net, images, labels, batch_size=3) == evaluate_accuracy(net, images, labels) == 5 / 7
     assert accuracy_by_class(named, labels, 4) == pytest.approx([0.5, 2 / 3, 1.0, None])  # class 3: no image
+
+
+def test_seeded_gfid_keeps_each_runs_class_accuracy_beside_the_mean():
+    from vavae_lab.study.tables import seeded_gfid
+
+    class TwoRuns:  # a study whose two seed runs score differently; the CFG runs carry one more override
+        def seed_runs(self):
+            return [(), ("dit.seed=1",)]
+
+        def generation(self, name, *extra):
+            return {"fid": 10.0 + len(extra), "class_acc": 0.5 + 0.25 * len(extra), "n": 100}
+
+    out = seeded_gfid(TwoRuns(), "d4")
+    assert out["class_acc_seeds"] == [0.5, 0.75] and out["class_acc"] == 0.625 and out["class_acc_n"] == 200
+    guided = seeded_gfid(TwoRuns(), "d4", "gfid_cfg", "sample.cfg_scale=3.0")
+    assert guided["class_acc_cfg_seeds"] == [0.75, 1.0] and guided["gfid_cfg_seeds"] == [11.0, 12.0]

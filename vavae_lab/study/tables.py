@@ -40,7 +40,7 @@ def _gen(study: Study, name: str, *extra: str) -> float:
 def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
     """`key`: the mean gFID over the study's seed runs (`Study.seed_runs`: its DiT seeds, or tokenizer x DiT seed
     pairs); `key`_seeds: each run's; `key`_spread: max - min; and the mean class accuracy of the samples under the
-    toy classifier (class_acc, or class_acc_cfg for gfid_cfg)."""
+    toy classifier (class_acc, or class_acc_cfg for gfid_cfg; each run's in class_acc_seeds)."""
     results = [study.generation(name, *extra, *run) for run in study.seed_runs()]
     fids = [r["fid"] for r in results]
     out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
@@ -48,6 +48,8 @@ def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict
         values = [r.get(reading) for r in results]
         if None not in values:
             out[key.replace("gfid", reading)] = sum(values) / len(values)
+            if reading == "class_acc":
+                out[key.replace("gfid", reading) + "_seeds"] = values
     out[key.replace("gfid", "class_acc") + "_n"] = sum(r.get("n", 0) for r in results)  # samples classified
     return out
 

@@ -10,6 +10,7 @@ from vavae_lab.cli import main
 from vavae_lab.config import apply_overrides
 from vavae_lab.estimate import dit_cost
 from vavae_lab.study import Study
+from vavae_lab.study import jobs as J
 from vavae_lab.study import tables as T
 from vavae_lab.study import variants as V
 from vavae_lab.presets import SMOKE_STUDY
@@ -146,7 +147,7 @@ def test_flops_and_parameters_grow_with_the_dit_size():
 
 
 def test_jobs_train_each_curve_before_its_gfids_and_every_size_once():
-    jobs = T.jobs(tables=["convergence", "scaling"], seeds=(0, 1))
+    jobs = J.jobs(tables=["convergence", "scaling"], seeds=(0, 1))
     calls = [c for _, job in jobs for c in job]
     assert len(calls) == len(set(calls))
     for _, job in jobs[:len(V.CONVERGENCE)]:

@@ -8,6 +8,7 @@ from vavae_lab.build import sample_scoring
 from vavae_lab.errors import ConfigError
 from vavae_lab.study import Study, write_report
 from vavae_lab.study.report import _describe
+from vavae_lab.study import jobs as J
 from vavae_lab.study import tables as T
 from vavae_lab.study import variants as V
 from vavae_lab.study.share import export_study, import_study
@@ -156,6 +157,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                "spearman": {"n": 1, "probe_gfid": 1.0},
                "table1": [{"change": "x", "gfid": 10.0, "dit_loss": 0.5, "paper_fid": 19.5}],
                "sampling": {"cfg": [{"setting": "CFG 1.0", "gfid": 1.0}]},
+               "table1_verdicts": [T.single_seed_claim("step 1: x", 20.0, 10.0, {"gfid": 10.0, "gfid_spread": 1.0})],
                "convergence": [{"name": n, "tokenizer": n, "seed": 0, "steps": [75, 600], "gfid_steps": [g, g / 2],
                                 "class_acc_steps": [0.5, 0.6]} for n, g in (("d32", 100.0), ("d32_vf", 60.0))],
                "speedup": T.seeded_speedup([{"name": n, "seed": 0, "steps": [75, 600], "gfid_steps": [g, g / 2]}
@@ -178,6 +180,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
+    assert "### Verdicts" in text and "| step 1: x | 20.0 | 10.0 | -50% | 10% | lower gFID |" in text
 
 
 def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
@@ -227,8 +230,42 @@ def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
         T.single_seed_claim("c", 0.0, 1.0, yardstick)
 
 
+def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_against_the_yardstick():
+    yard = {"gfid": 100.0, "gfid_seeds": [95.0, 105.0], "gfid_spread": 10.0}
+    t1 = [{"change": c, "gfid": g} for c, g in (("DDPM", 900.0), ("rf", 300.0), ("a", 250.0), ("b", 240.0),
+                                                ("patch 1", 60.0))]
+    out = T.table1_claims(t1, yard)
+    assert [c["claim"] for c in out] == ["step 1: rf", "step 2: a", "step 3: b", "step 4: patch 1",
+                                        "rows 1 → 3: the recipe at a fixed token count"]
+    assert [c["verdict"] for c in out] == ["lower gFID", "lower gFID", "unresolved (within the seed spread)",
+                                           "lower gFID", "lower gFID"]  # 300 -> 240: -20 % beyond 10 %
+    row = lambda method, steps, g: {"method": method, "steps": steps, "nfe": steps * (2 if method == "heun" else 1),
+                                    "gfid": g}
+    sweeps = {"sampler": [row("euler", 10, 60.0), row("euler", 20, 58.0), row("heun", 5, 50.0), row("heun", 10, 57.0),
+                          {"method": "dopri5", "steps": None, "nfe": None, "gfid": 55.0}],
+              "cfg": [{"cfg": 1.0, "gfid": 60.0}, {"cfg": 3.0, "gfid": 40.0}],
+              "interval": [{"start": 0.0, "gfid": 40.0}, {"start": 0.11, "gfid": 39.0}],
+              "shift": [{"shift": 1.0, "gfid": 60.0}, {"shift": 0.3, "gfid": 70.0}]}
+    out = T.sampling_claims(sweeps, yard)
+    assert [c["claim"] for c in out] == [
+        "Euler 10 steps -> Heun 5 steps (10 NFE each)", "Euler 20 steps -> Heun 10 steps (20 NFE each)",
+        "no guidance -> CFG 3 (the sweep's best)", "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
+        "no shift -> shift 0.3 (paper: lower)"]
+    assert [c["verdict"].split(" (")[0] for c in out] == ["lower gFID", "unresolved", "lower gFID", "unresolved",
+                                                          "higher gFID"]
+    assert T.BY_KEY["table1"].verdicts is T.table1_verdicts and T.BY_KEY["sampling"].verdicts is T.sampling_verdicts
+    # the sweep rows name their solver and cost, so nothing parses a label; the overrides keep their keys
+    assert V.SAMPLER_SWEEP[0] == ("euler 5 steps", ("sample.sampler=euler", "sample.steps=5"))
+    assert V.SAMPLER_SWEEP[-1] == ("dopri5 adaptive", ("sample.sampler=dopri5",))
+
+
+def test_jobs_for_table1_or_sampling_include_their_yardstick_runs():
+    calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["sampling"]) for m, n, e in job]
+    assert (V.DIT_TOKENIZER, ()) in calls and (V.DIT_TOKENIZER, V.seed_overrides(1)) in calls
+
+
 def test_jobs_cover_every_table_entry():
-    calls = [(m, n, e) for _, job in T.jobs() for m, n, e in job]
+    calls = [(m, n, e) for _, job in J.jobs() for m, n, e in job]
     assert {n for m, n, _ in calls if m == "probe"} == set(V.TOKENIZERS)
     assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
     assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
@@ -237,7 +274,7 @@ def test_jobs_cover_every_table_entry():
 
 
 def test_jobs_repeat_every_tokenizer_table_gfid_per_dit_seed_with_cfg_only_where_shown():
-    calls = [(m, n, e) for _, job in T.jobs(seeds=(0, 1)) for m, n, e in job if m == "generation"]
+    calls = [(m, n, e) for _, job in J.jobs(seeds=(0, 1)) for m, n, e in job if m == "generation"]
     seed1 = V.seed_overrides(1)
     assert seed1 == ("dit.seed=1", "sample.seed=1") and V.seed_overrides(0) == ()
     repeated = {n for _, n, e in calls if e[-2:] == seed1}
@@ -252,7 +289,7 @@ def test_the_f8_ladder_measures_every_gfid_over_tokenizer_x_dit_seed_pairs():
     assert ladder.rungs == ("d4", "d8", "d16") and ladder.table2 == ("d8", "d8_vf", "d16", "d16_vf")
     pairs = V.seed_runs((0, 1), 0, tokenizer_seeds=True)
     assert pairs == [(), ("dit.seed=1", "sample.seed=1"), ("seed=1", "dit.seed=0", "sample.seed=0"), ("seed=1",)]
-    calls = [(n, e) for _, job in T.jobs(seeds=(0, 1), tables=["dilemma", "table2"], ladder=ladder)
+    calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["dilemma", "table2"], ladder=ladder)
              for m, n, e in job if m == "generation"]
     for name in (*ladder.rungs, *ladder.table2):
         assert [e for n, e in calls if n == name and T.CFG not in e] == pairs
@@ -266,14 +303,14 @@ def test_the_f8_ladder_measures_every_gfid_over_tokenizer_x_dit_seed_pairs():
 
 
 def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
-    jobs = T.jobs(tables=["table2", "dilemma"])
+    jobs = J.jobs(tables=["table2", "dilemma"])
     classic = V.LADDERS[4]
     assert [job[0][1] for _, job in jobs] == list(dict.fromkeys([*classic.table2, *classic.rungs]))
     assert not any(m in ("probe", "uniformity") for _, job in jobs for m, _, _ in job)
     with pytest.raises(ConfigError, match="--tables tabel2: no such table"):
-        T.jobs(tables=["tabel2"])
+        J.jobs(tables=["tabel2"])
     with pytest.raises(ConfigError, match="look like config overrides, which --tables swallowed; put them before"):
-        T.jobs(tables=["dilemma", "dit.train.steps=100"])
+        J.jobs(tables=["dilemma", "dit.train.steps=100"])
 
 
 def test_the_cli_defaults_to_the_study_folders(capsys):

@@ -10,6 +10,7 @@ from vavae_lab.diffusion.transport import DDPM, draw
 from vavae_lab.errors import ConfigError
 
 METHODS = ODE_SAMPLERS  # sample_ode's methods: the config's list of ODE samplers
+NFE_PER_STEP = {"euler": 1, "heun": 2}  # model evaluations per step of the fixed-step methods (dopri5 adapts)
 
 # velocity_fn(x, t) -> velocity shaped like x; t is a (B,) tensor (t = 0 noise, t = 1 data)
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -160,6 +160,39 @@ def single_seed_claim(text: str, before: float, after: float, yardstick: dict, k
             "verdict": verdict}
 
 
+def table1_claims(rows: Sequence[dict], yardstick: dict) -> list[dict]:
+    """Table 1's verdicts: each step of the ladder against the row before it, then rows 1 -> n-2 (the recipe at a
+    fixed token count, before the last step changes the token count), each a `single_seed_claim`."""
+    fid, last = [r["gfid"] for r in rows], len(rows) - 1
+    out = [single_seed_claim(f"step {i}: {rows[i]['change']}", fid[i - 1], fid[i], yardstick)
+           for i in range(1, len(rows))]
+    out.append(single_seed_claim(f"rows 1 → {last - 1}: the recipe at a fixed token count", fid[1], fid[last - 1],
+                                 yardstick))
+    return out
+
+
+def sampling_claims(sweeps: dict, yardstick: dict) -> list[dict]:
+    """Notebook 05's verdicts: Heun against Euler at equal NFE, the CFG sweep's best scale against none, the
+    guidance interval against guidance everywhere and the timestep shift against none (`single_seed_claim`)."""
+    def gfid(sweep, **match):
+        return next(r["gfid"] for r in sweeps[sweep] if all(r.get(k) == v for k, v in match.items()))
+
+    out = []
+    for heun in (r for r in sweeps["sampler"] if r.get("method") == "heun"):
+        euler = [r for r in sweeps["sampler"] if r.get("method") == "euler" and r.get("nfe") == heun["nfe"]]
+        if euler:
+            out.append(single_seed_claim(f"Euler {euler[0]['steps']} steps -> Heun {heun['steps']} steps "
+                                         f"({heun['nfe']} NFE each)", euler[0]["gfid"], heun["gfid"], yardstick))
+    best = min(sweeps["cfg"], key=lambda r: r["gfid"])
+    out += [single_seed_claim(f"no guidance -> CFG {best['cfg']:g} (the sweep's best)", gfid("cfg", cfg=1.0),
+                              best["gfid"], yardstick),
+            single_seed_claim("CFG 3 everywhere -> only while t >= 0.11 (paper: lower)", gfid("interval", start=0.0),
+                              gfid("interval", start=0.11), yardstick),
+            single_seed_claim("no shift -> shift 0.3 (paper: lower)", gfid("shift", shift=1.0),
+                              gfid("shift", shift=0.3), yardstick)]
+    return out
+
+
 SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".1f"), ("after", "to", ".1f"),
                        ("change", "change", "+.0%"), ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import tables as T
+from .jobs import jobs as jobs_for
 from . import variants as V
 from .runner import Study
 
@@ -106,6 +107,8 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
             out[table.key], out[table.also] = value
         else:
             out[table.key] = value
+        if table.verdicts:
+            out[f"{table.key}_verdicts"] = table.verdicts(study, out[table.key])
     return out
 
 
@@ -148,6 +151,8 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
                 md += [f"### {key}", _md_table(sub, table.columns), ""]
         else:
             md += [_md_table(rows, table.columns), *table.notes(results), ""]
+        if results.get(f"{table.key}_verdicts"):  # one DiT seed per row: each change against the DiT-seed spread
+            md += ["### Verdicts", _md_table(results[f"{table.key}_verdicts"], T.SINGLE_SEED_COLUMNS), ""]
     if results.get("timing"):
         t = results["timing"]
         md += ["## Where the time went", f"{len(t['jobs'])} jobs, {t['jobs_total_seconds'] / 60:.1f} min of job time "
@@ -163,7 +168,7 @@ def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides:
     """Run (or load from the cache) the toy study (or only `tables`) and write the report; returns report.md's path."""
     t0 = time.perf_counter()
     study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
-    job_list = T.jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
+    job_list = jobs_for(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
                       ladder=study.ladder,
                       patch=int(study.dit_size.rsplit("/", 1)[1]))
     timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)

@@ -6,12 +6,12 @@ from typing import Callable, Iterable, Sequence
 
 from ..analysis.proxy import spearman
 from ..analysis.uniformity import METRICS
+from ..diffusion.samplers import NFE_PER_STEP
 from . import variants as V
 # the verdicts live in claims.py; notebooks reach them as tables.<name> too
 from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
-                     claim, dilemma_claims, other_readings, scaling_gaps, seeded_speedup, single_seed_claim, speedup,
-                     steps_to_reach, vf_claims)
-from ..errors import ConfigError
+                     claim, dilemma_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
+                     single_seed_claim, speedup, steps_to_reach, table1_claims, vf_claims)
 from .runner import Study
 
 CFG = "sample.cfg_scale=3.0"  # the guided column: CFG 3 (the toy's useful range, see notebook 05)
@@ -178,6 +178,21 @@ def table1(study: Study) -> list[dict]:
     return _rows(study, rows)
 
 
+def yardstick(study: Study) -> dict:
+    """The seed spread single-seed rows are judged against: the DiT of notebooks 04 and 05 over the study's seed runs."""
+    return seeded_gfid(study, V.DIT_TOKENIZER)
+
+
+def table1_verdicts(study: Study, rows: list[dict]) -> list[dict]:
+    """Table 1's verdicts (`claims.table1_claims`) against the study's yardstick."""
+    return table1_claims(rows, yardstick(study))
+
+
+def sampling_verdicts(study: Study, sweeps: dict) -> list[dict]:
+    """Notebook 05's verdicts on the sweeps (`claims.sampling_claims`) against the study's yardstick."""
+    return sampling_claims(sweeps, yardstick(study))
+
+
 def sampling(study: Study) -> dict[str, list[dict]]:
     """Notebook 05's sweeps on the lab DiT: sampler and steps, CFG scale, CFG interval, timestep shift."""
     name = V.DIT_TOKENIZER
@@ -191,7 +206,8 @@ def sampling(study: Study) -> dict[str, list[dict]]:
                 "kid": res.get("kid"), **limit, "bound": below_rfid(res["fid"], rfid), "seconds": res.get("seconds")}
 
     sweeps = {
-        "sampler": [row(label, *extra) for label, extra in V.SAMPLER_SWEEP],
+        "sampler": [row(label, *extra, method=m, steps=n, nfe=n and n * NFE_PER_STEP[m])
+                    for (label, extra), (m, n) in zip(V.SAMPLER_SWEEP, V.SAMPLERS)],
         "cfg": [row(f"CFG {s}", f"sample.cfg_scale={s}", cfg=s) for s in V.CFG_SWEEP],
         "interval": [row(f"CFG 3, t >= {t}", CFG, f"sample.cfg_interval_start={t}", start=t)
                      for t in V.INTERVAL_SWEEP],
@@ -302,6 +318,7 @@ class Table:
     workers: bool = False  # rows(study, workers=...) runs t-SNE seeds in parallel
     also: str | None = None  # rows returns (rows, extra); extra is stored under this key
     notes: Callable[[dict], list[str]] = field(default=lambda results: [])
+    verdicts: Callable | None = None  # verdicts(study, rows): single-seed verdict rows, stored as "<key>_verdicts"
 
 
 def names_for(table: Table, ladder: V.Ladder) -> tuple[str, ...]:
@@ -340,8 +357,10 @@ TABLES: list[Table] = [
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
         ("class_acc", "class acc.", ".2f"), *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
-        ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"]),
-    Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,)),
+        ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"],
+          verdicts=table1_verdicts),
+    Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,),
+          verdicts=sampling_verdicts),
     Table("convergence", "Fig. 4a/b: convergence, gFID against DiT steps", convergence, [
         ("tokenizer", "tokenizer", ""), ("seed", "DiT seed", ""), ("steps", "steps", ""),
         ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f"),
@@ -354,63 +373,3 @@ TABLES: list[Table] = [
           notes=_scaling_notes),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}
-
-
-def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: Sequence[int] = V.SEEDS,
-         base_seed: int = 0, tables: Sequence[str] | None = None, patch: int = 1, ladder: V.Ladder = V.LADDERS[4]
-         ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
-    """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
-
-    A job is (study overrides, [(method, tokenizer, extra), ...]); calls inside a job run in order, jobs in any
-    order once the first job (a tokenizer's pipeline, which also trains the shared toy networks) is done.
-    `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows; `seeds` are
-    the seeds of the `seeds` tables (`base_seed`: the run's own), over DiTs or tokenizer x DiT pairs as the preset's
-    `ladder` says; `tables` (keys of TABLES) keeps only the
-    jobs those tables need, tokenizers in the order the tables name them. A tokenizer's convergence runs come
-    first in its job, so that its DiTs are trained once, with their snapshots; the scaling table's other DiT
-    sizes (at the preset DiT's `patch`) are one job per tokenizer and size, after the tokenizers' jobs.
-    """
-    unknown = [k for k in tables or () if k not in BY_KEY]
-    if any("=" in k for k in unknown):
-        raise ConfigError(f"--tables {' '.join(unknown)}: those look like config overrides, which --tables swallowed; "
-                          "put them before --tables (reproduce --preset lab dit.train.steps=100 --tables dilemma)")
-    if unknown:
-        raise ConfigError(f"--tables {' '.join(unknown)}: no such table; choose from {', '.join(BY_KEY)}")
-    chosen = [BY_KEY[k] for k in tables] if tables else TABLES
-    keys = {t.key for t in chosen}
-    ov = tuple(study_overrides)
-    per_name = [t for t in chosen if t.key not in ("table1", "sampling")]
-    names = list(dict.fromkeys(n for t in per_name for n in names_for(t, ladder)))
-    guided = {n for t in per_name if t.guided for n in names_for(t, ladder)}
-    seeded = {n for t in per_name if t.seeds for n in names_for(t, ladder)}
-    pairs = V.seed_runs(seeds, base_seed, tokenizer_seeds=ladder.tokenizer_seeds)
-    out = []
-    for name in names:
-        runs = pairs if name in seeded else [()]
-        calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
-        if "convergence" in keys and name in V.CONVERGENCE:
-            calls = [("convergence", name, r) for r in runs] + calls
-        if "dilemma" in keys and name in ladder.rungs:  # notebook 01's rFID per tokenizer seed
-            calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]
-        if name in guided:
-            calls += [("generation", name, (CFG, *r)) for r in runs]
-        if "proxies" in keys:
-            calls.append(("probe", name, ()))
-        if "table6" in keys and name in names_for(BY_KEY["table6"], ladder):
-            calls.append(("uniformity", name, ()))
-        out.append((ov, calls))
-    if "scaling" in keys:
-        sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in V.SCALING for f in V.SCALING_SIZES]
-        out += [(ov, [("generation", n, (*extra, *V.seed_overrides(s, base_seed))) for s in seeds])
-                for n, extra in sized if extra]
-    if "table1" in keys:
-        out += [(ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
-    if "sampling" in keys:
-        sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
-            [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
-            [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
-        out += [(ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]])
-                for k in range(0, len(sweeps), 4)]
-    seen: set = set()  # e.g. the CFG sweep's scale 3 is the guided column: run each call once
-    out = [(o, [c for c in calls if not (c in seen or seen.add(c))]) for o, calls in out]
-    return [job for job in out if job[1]]

@@ -162,10 +162,16 @@ def table1_overrides(row: int, family: str = "toy-S") -> tuple[str, ...]:
     return tuple(out)
 
 
-# Notebook 05: sampling sweeps on the lab DiT (each entry: label -> sample overrides)
-SAMPLER_SWEEP = [(f"{s} {n} steps", (f"sample.sampler={s}", f"sample.steps={n}"))
-                 for s in ("euler", "heun") for n in (5, 10, 20, 40)]
-SAMPLER_SWEEP += [("dopri5 adaptive", ("sample.sampler=dopri5",))]
+# Notebook 05: sampling sweeps on the lab DiT. The solvers: (method, steps; None for the adaptive dopri5)
+SAMPLERS = [*((s, n) for s in ("euler", "heun") for n in (5, 10, 20, 40)), ("dopri5", None)]
+
+
+def sampler_overrides(method: str, steps: int | None) -> tuple[str, ...]:
+    """The sample overrides of one solver setting of the sweep."""
+    return (f"sample.sampler={method}", *(() if steps is None else (f"sample.steps={steps}",)))
+
+
+SAMPLER_SWEEP = [(f"{m} {n} steps" if n else f"{m} adaptive", sampler_overrides(m, n)) for m, n in SAMPLERS]
 CFG_SWEEP = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 INTERVAL_SWEEP = [0.0, 0.11, 0.3, 0.5]  # guidance only while t >= start, at CFG 3
 SHIFT_SWEEP = [0.3, 0.5, 1.0, 2.0]

@@ -1,0 +1,70 @@
+"""Every cached computation the study's tables need, grouped into independent jobs (for `reproduce --jobs`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import ConfigError
+from . import variants as V
+from .tables import BY_KEY, CFG, TABLES, names_for
+
+
+def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: Sequence[int] = V.SEEDS,
+         base_seed: int = 0, tables: Sequence[str] | None = None, patch: int = 1, ladder: V.Ladder = V.LADDERS[4]
+         ) -> list[tuple[tuple[str, ...], list[tuple[str, str, tuple]]]]:
+    """Every cached computation the tables need, grouped into independent jobs (for `reproduce --jobs`).
+
+    A job is (study overrides, [(method, tokenizer, extra), ...]); calls inside a job run in order, jobs in any
+    order once the first job (a tokenizer's pipeline, which also trains the shared toy networks) is done.
+    `family` is the preset DiT's size without its patch (`Study.dit_family`), for the Table 1 rows; `seeds` are
+    the seeds of the `seeds` tables (`base_seed`: the run's own), over DiTs or tokenizer x DiT pairs as the preset's
+    `ladder` says; `tables` (keys of TABLES) keeps only the
+    jobs those tables need, tokenizers in the order the tables name them. A tokenizer's convergence runs come
+    first in its job, so that its DiTs are trained once, with their snapshots; the scaling table's other DiT
+    sizes (at the preset DiT's `patch`) are one job per tokenizer and size, after the tokenizers' jobs.
+    """
+    unknown = [k for k in tables or () if k not in BY_KEY]
+    if any("=" in k for k in unknown):
+        raise ConfigError(f"--tables {' '.join(unknown)}: those look like config overrides, which --tables swallowed; "
+                          "put them before --tables (reproduce --preset lab dit.train.steps=100 --tables dilemma)")
+    if unknown:
+        raise ConfigError(f"--tables {' '.join(unknown)}: no such table; choose from {', '.join(BY_KEY)}")
+    chosen = [BY_KEY[k] for k in tables] if tables else TABLES
+    keys = {t.key for t in chosen}
+    ov = tuple(study_overrides)
+    per_name = [t for t in chosen if t.key not in ("table1", "sampling")]
+    names = list(dict.fromkeys(n for t in per_name for n in names_for(t, ladder)))
+    guided = {n for t in per_name if t.guided for n in names_for(t, ladder)}
+    seeded = {n for t in per_name if t.seeds for n in names_for(t, ladder)}
+    pairs = V.seed_runs(seeds, base_seed, tokenizer_seeds=ladder.tokenizer_seeds)
+    out = []
+    for name in names:
+        runs = pairs if name in seeded else [()]
+        calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
+        if "convergence" in keys and name in V.CONVERGENCE:
+            calls = [("convergence", name, r) for r in runs] + calls
+        if "dilemma" in keys and name in ladder.rungs:  # notebook 01's rFID per tokenizer seed
+            calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]
+        if name in guided:
+            calls += [("generation", name, (CFG, *r)) for r in runs]
+        if "proxies" in keys:
+            calls.append(("probe", name, ()))
+        if "table6" in keys and name in names_for(BY_KEY["table6"], ladder):
+            calls.append(("uniformity", name, ()))
+        out.append((ov, calls))
+    if "scaling" in keys:
+        sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in V.SCALING for f in V.SCALING_SIZES]
+        out += [(ov, [("generation", n, (*extra, *V.seed_overrides(s, base_seed))) for s in seeds])
+                for n, extra in sized if extra]
+    if keys & {"table1", "sampling"}:  # their verdicts' yardstick: the DiT over the study's seed runs
+        out.append((ov, [("generation", V.DIT_TOKENIZER, r) for r in pairs]))
+    if "table1" in keys:
+        out += [(ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
+    if "sampling" in keys:
+        sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
+            [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
+            [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
+        out += [(ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]])
+                for k in range(0, len(sweeps), 4)]
+    seen: set = set()  # e.g. the CFG sweep's scale 3 is the guided column: run each call once
+    out = [(o, [c for c in calls if not (c in seen or seen.add(c))]) for o, calls in out]
+    return [job for job in out if job[1]]

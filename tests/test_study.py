@@ -53,6 +53,13 @@ def test_show_config_names_the_latent_and_the_ladder_by_compression(capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "# latent f16d32 (24x): 32 x 16 x 16 numbers per 3 x 256 x 256 image"
 
 
+def test_run_seeds_names_the_tokenizer_and_dit_seed_of_each_seed_run():
+    pairs = Study("lab", ["tokenizer.model.ch_mult=[1,1,2,2]"], progress=False)  # the f8 ladder: tokenizer x DiT seeds
+    assert [pairs.run_seeds(r) for r in pairs.seed_runs()] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    dits = Study("smoke", progress=False)
+    assert [dits.run_seeds(r) for r in dits.seed_runs()] == [(0, 0), (0, 1)]
+
+
 def test_lab_classic_keys_the_first_packed_study():
     # the preset that keeps the first toy study (f4, classic shapes) by name when `lab` moves to the f8 regime: the
     # same configs, so the same keys as the packed lab runs (data/pack)

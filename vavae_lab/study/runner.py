@@ -53,6 +53,11 @@ class Study:
         the ladder says so (variants.seed_runs)."""
         return seed_runs(self.seeds, self.base.seed, tokenizer_seeds=self.ladder.tokenizer_seeds)
 
+    def run_seeds(self, run: tuple[str, ...]) -> tuple[int, int]:
+        """(tokenizer seed, DiT seed) of one of `seed_runs()`: the top-level seed, and dit.seed where it is set."""
+        config = self.config(self.ladder.rungs[0], *run)
+        return config.seed, config.seed if config.dit.seed is None else config.dit.seed
+
     def seeded(self, seed: int) -> tuple[str, ...]:
         """Extra overrides that repeat a variant's DiT (training and sampling) with `seed`; its tokenizer stays."""
         return seed_overrides(seed, self.base.seed)

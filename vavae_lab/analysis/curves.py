@@ -27,14 +27,16 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     Each row is a dict with d, vf (bool), gfid and the reconstruction number under recon_key ('rfid' or
     'psnr') or 'recon'; an optional name. Points of one VF setting are joined in order of d and labelled
     'd<d>'; an arrow goes from the no-VF to the VF point of each d that has both. A row with gfid_seeds (one
-    gFID per DiT seed; gfid is then their mean) also gets each seed as a hollow marker joined by a vertical bar.
+    gFID per seed run; gfid is then their mean) also gets each run as a hollow marker, at the run's own
+    reconstruction number where the row has one per run (`<recon_key>_runs`, e.g. its tokenizer seed's rFID),
+    else on a vertical bar at the mean.
     """
     if recon_key not in _RECON_KEYS:
         raise ConfigError(f"recon_key={recon_key!r} is not one of {sorted(_RECON_KEYS)}")
     if not rows:
         raise DataError("plot_frontier needs at least one row: dict(name=..., d=..., vf=..., recon=..., gfid=...)")
     points: dict[bool, dict[int, tuple[float, float]]] = {False: {}, True: {}}
-    seeds: dict[bool, dict[int, list[float]]] = {False: {}, True: {}}
+    seeds: dict[bool, dict[int, list[tuple[float, float]]]] = {False: {}, True: {}}  # (recon, gFID) per run
     for row in rows:
         missing = [k for k in ("d", "vf", "gfid") if k not in row]
         if missing:
@@ -42,7 +44,8 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
                             f"{recon_key!r} (or 'recon')")
         points[bool(row["vf"])][int(row["d"])] = (_recon_value(row, recon_key), float(row["gfid"]))
         if row.get("gfid_seeds"):
-            seeds[bool(row["vf"])][int(row["d"])] = [float(v) for v in row["gfid_seeds"]]
+            xs = row.get(f"{recon_key}_runs") or [points[bool(row["vf"])][int(row["d"])][0]] * len(row["gfid_seeds"])
+            seeds[bool(row["vf"])][int(row["d"])] = [(float(x), float(g)) for x, g in zip(xs, row["gfid_seeds"])]
     fig = Figure(figsize=(5.2, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {False: ("no VF loss", "tab:red", "o"), True: ("VF loss", "tab:blue", "s")}
@@ -55,14 +58,13 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
         ax.plot(xs, ys, marker=marker, color=color, label=label, linewidth=1.2)
         for d, x, y in zip(ds, xs, ys):
             ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
-            if d in seeds[vf]:
-                per_seed = seeds[vf][d]
-                ax.plot([x] * len(per_seed), per_seed, linestyle="", marker=marker, markerfacecolor="none",
-                        color=color, markersize=5, alpha=0.8)
-                ax.vlines(x, min(per_seed), max(per_seed), color=color, alpha=0.4, linewidth=1)
+            for rx, ry in seeds[vf].get(d, []):  # each run, joined to the mean
+                ax.plot([rx], [ry], linestyle="", marker=marker, markerfacecolor="none", color=color, markersize=5,
+                        alpha=0.8)
+                ax.plot([x, rx], [y, ry], color=color, alpha=0.4, linewidth=1)
     if any(seeds.values()):
         ax.plot([], [], linestyle="", marker="o", markerfacecolor="none", color="0.4",
-                label="each DiT seed (filled: mean)")
+                label="each seed run (filled: mean)")
     for d in sorted(set(points[False]) & set(points[True])):
         ax.annotate("", xy=points[True][d], xytext=points[False][d],
                     arrowprops=dict(arrowstyle="->", color="0.5", linestyle="--", linewidth=0.9))

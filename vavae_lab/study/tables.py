@@ -89,8 +89,12 @@ def dilemma(study: Study) -> list[dict]:
     """Notebook 01: reconstruction (per tokenizer seed) and generation (per seed run) against latent size d (no VF),
     on the preset's ladder (`Study.ladder`)."""
     rows = tokenizer_rows(study, study.ladder.rungs, guided=True)
+    tokenizer_of_run = [study.run_seeds(r)[0] for r in study.seed_runs()]
     for row in rows:
         row.update(seeded_recon(study, row["name"]))
+        for key in ("rfid", "psnr"):  # each seed run's tokenizer, for the frontier's per-run markers
+            by_seed = dict(zip(study.seeds, row[f"{key}_seeds"]))
+            row[f"{key}_runs"] = [by_seed.get(t, row[key]) for t in tokenizer_of_run]
     return rows
 
 

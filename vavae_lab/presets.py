@@ -10,8 +10,8 @@ from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfi
 from .errors import ConfigError
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
-# the multi-factor toy FID network (docs/yardstick.md), as overrides of a toy preset until the toy presets switch
-# to it: at 1,500 steps (2.4 min on 2 cores) greyscale scores 50x and half the classes dropped 30x its floor
+# the multi-factor toy FID network (docs/yardstick.md), as `lab` sets it and as overrides that score another toy
+# preset with it: at 1,500 steps (2.4 min on 2 cores) greyscale scores 50x and half the classes dropped 30x its floor
 TOY_FID_V2 = ("metrics.toy.version=2", "metrics.toy.steps=1500")
 
 # The smoke preset's study is shrunk further so that each notebook checks its plumbing in about a minute on CI

@@ -2,8 +2,9 @@
 
 Both networks on the preset's shapes (version 1: the shape classifier, at its default recipe; version 2: one
 head per visible factor, presets.toy_fid_v2), trained once and cached like the study's; then n held-out real
-images are corrupted in known ways (vavae_lab.metrics.CORRUPTIONS) and scored against the reference split gFIDs use. Prints one table
-(FID and the toy classifier's accuracy per network) and the properties a person expects of a yardstick.
+images are corrupted in known ways (vavae_lab.metrics.CORRUPTIONS) and scored against the reference split gFIDs
+use. Prints one table (FID and the toy classifier's accuracy per network) and the properties a person expects of
+a yardstick.
 
     python benchmarks/yardstick.py                 # lab, n = 2000 (about 4 min on 2 cores the first time)
     python benchmarks/yardstick.py --preset smoke --n 500

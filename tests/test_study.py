@@ -273,7 +273,7 @@ def test_jobs_for_table1_or_sampling_include_their_yardstick_runs():
 
 def test_jobs_cover_every_table_entry():
     calls = [(m, n, e) for _, job in J.jobs() for m, n, e in job]
-    assert {n for m, n, _ in calls if m == "probe"} == set(V.TOKENIZERS)
+    assert {n for m, n, _ in calls if m == "probe"} == set(V.study_tokenizers(V.LADDERS[4]))
     assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
     assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
                ) >= len(V.TABLE1) - 1
@@ -336,3 +336,13 @@ def test_the_cli_defaults_to_the_study_folders(capsys):
     assert args.tokenizer.endswith("329f084ed537") and stage_key(config, "dit") == "db5ff11f0187"
     with pytest.raises(ValueError, match="sample count"):
         stage_key(config, "generation")
+
+
+def test_the_proxies_cover_the_tokenizers_the_studys_tables_name_and_no_others():
+    classic = V.study_tokenizers(V.LADDERS[4])  # the ten tokenizers packed with probes for the first toy study
+    assert classic == ("d4", "d16", "d32", "d16_vf", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins",
+                       "d32_vf_masked", "d32_vf_random")
+    probed = {n for _, job in J.jobs(tables=["proxies"]) for m, n, _ in job if m == "probe"}
+    assert probed == set(classic) and "d8" not in probed
+    assert T.BY_KEY["proxies"].names is V.study_tokenizers
+    assert V.study_tokenizers(V.LADDERS[8])[:5] == ("d4", "d8", "d16", "d8_vf", "d16_vf")

@@ -160,7 +160,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     Returns (rows, {"n": tokenizers, proxy: rho}); a metric where higher is more uniform (entropy) is negated, so
     +1 always means "ranks like gFID".
     """
-    names = list(names or V.TOKENIZERS)
+    names = list(names or V.study_tokenizers(study.ladder))
     rows = [{"name": n, "tokenizer": study.label(n), "gfid": _gen(study, n), **bound(study, n),
              **study.probe(n)} for n in names]
     for row in rows:
@@ -356,7 +356,7 @@ TABLES: list[Table] = [
     Table("proxies", "Cheap gFID proxies", proxies, [
         ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", ""), ("probe_gfid", "probe gFID", ".1f"),
-        *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], tuple(V.TOKENIZERS), also="spearman",
+        *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], V.study_tokenizers, also="spearman",
           notes=_spearman_line),
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),

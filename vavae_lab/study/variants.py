@@ -76,6 +76,11 @@ LADDERS: dict[int, Ladder] = {
 }
 
 
+def study_tokenizers(ladder: Ladder) -> tuple[str, ...]:
+    """Every tokenizer the study's tables name on a d ladder: its rungs, Table 2's, Table 5's and Table 4's."""
+    return tuple(dict.fromkeys((*ladder.rungs, *ladder.table2, *TABLE5, *TABLE4)))
+
+
 def ladder_of(config) -> Ladder:
     """The d ladder of a config's tokenizer (LADDERS); ConfigError for an f the toy study has none for."""
     f = downsampling(config)

@@ -346,3 +346,12 @@ def test_the_proxies_cover_the_tokenizers_the_studys_tables_name_and_no_others()
     assert probed == set(classic) and "d8" not in probed
     assert T.BY_KEY["proxies"].names is V.study_tokenizers
     assert V.study_tokenizers(V.LADDERS[8])[:5] == ("d4", "d8", "d16", "d8_vf", "d16_vf")
+
+
+def test_notebook_01s_verdicts_name_the_seed_runs_of_the_ladder():
+    row = lambda n, *g: {"name": n, "tokenizer": n, "rfid_seeds": [1.0, 1.0], "rfid_spread": 0.0,
+                         "gfid_seeds": list(g), "gfid_spread": max(g) - min(g)}
+    rows = [row("d4", 1.0, 1.0, 1.0, 1.0), row("d8", 2.0, 2.0, 2.0, 2.0), row("d16", 3.0, 3.0, 3.0, 3.0)]
+    pairs = T.dilemma_verdicts(Study("lab", ["tokenizer.model.ch_mult=[1,1,2,2]"], progress=False), rows)
+    assert pairs[3]["claim"].endswith("(tokenizer x DiT seeds)") and pairs[3]["verdict"] == "shown"
+    assert T.dilemma_verdicts(Study("smoke", progress=False), rows)[3]["claim"].endswith("(DiT seeds)")

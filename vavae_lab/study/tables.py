@@ -111,10 +111,14 @@ def table2(study: Study) -> list[dict]:
     return rows
 
 
+def dilemma_verdicts(study: Study, rows: list[dict]) -> list[dict]:
+    """Notebook 01's claims (`claims.dilemma_claims`) on its rows, naming the seed runs the study measures."""
+    return dilemma_claims(rows, "tokenizer x DiT seeds" if study.ladder.tokenizer_seeds else "DiT seeds")
+
+
 def claims(study: Study) -> list[dict]:
     """The paper's three central claims checked on notebook 01's and 02's rows by the study's seed rule."""
-    over = "tokenizer x DiT seeds" if study.ladder.tokenizer_seeds else "DiT seeds"
-    return _rows(study, dilemma_claims(dilemma(study), over) + vf_claims(table2(study)))
+    return _rows(study, dilemma_verdicts(study, dilemma(study)) + vf_claims(table2(study)))
 
 
 def _ablation(study: Study, names: Sequence[str], paper: dict) -> list[dict]:

@@ -355,3 +355,12 @@ def test_notebook_01s_verdicts_name_the_seed_runs_of_the_ladder():
     pairs = T.dilemma_verdicts(Study("lab", ["tokenizer.model.ch_mult=[1,1,2,2]"], progress=False), rows)
     assert pairs[3]["claim"].endswith("(tokenizer x DiT seeds)") and pairs[3]["verdict"] == "shown"
     assert T.dilemma_verdicts(Study("smoke", progress=False), rows)[3]["claim"].endswith("(DiT seeds)")
+
+
+def test_each_seed_run_is_held_to_its_own_tokenizers_rfid():
+    row = {"rfid": 3.2, "gfid_seeds": [3.6, 3.5, 1.5, 1.4], "gfid_spread": 2.2}
+    assert T.below_bound(row) == "below rFID in seeds 2, 3"  # against tokenizer seed 0's rFID alone
+    row["rfid_runs"] = [3.2, 3.2, 1.0, 1.0]  # runs 2 and 3 are on tokenizer seed 1, rFID 1.0
+    assert T.below_bound(row) == "no"
+    row["rfid_runs"] = [3.2, 3.2, 1.6, 1.0]
+    assert T.below_bound(row) == "below rFID in seed 2"

@@ -14,9 +14,12 @@ from . import variants as V
 
 
 def below_bound(row: dict, key: str = "gfid") -> str:
-    """A flag for a row whose gFID in some DiT seed is below its tokenizer's rFID scored as samples are (the best a
-    perfect DiT on that tokenizer could reach): 'no' when none is, else which seeds (look at it, do not believe it)."""
-    seeds = [i for i, g in enumerate(row.get(f"{key}_seeds", [])) if row.get("rfid") is not None and g < row["rfid"]]
+    """A flag for a row whose gFID in some seed run is below its tokenizer's rFID scored as samples are (the best a
+    perfect DiT on that tokenizer could reach): 'no' when none is, else which runs (look at it, do not believe it).
+    Each run is held to its own tokenizer's rFID where the row has one per run (rfid_runs), else to the row's."""
+    runs = row.get(f"{key}_seeds", [])
+    bounds = row.get("rfid_runs") or [row.get("rfid")] * len(runs)
+    seeds = [i for i, (g, b) in enumerate(zip(runs, bounds)) if b is not None and g < b]
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 

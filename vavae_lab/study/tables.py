@@ -92,9 +92,10 @@ def dilemma(study: Study) -> list[dict]:
     tokenizer_of_run = [study.run_seeds(r)[0] for r in study.seed_runs()]
     for row in rows:
         row.update(seeded_recon(study, row["name"]))
-        for key in ("rfid", "psnr"):  # each seed run's tokenizer, for the frontier's per-run markers
+        for key in ("rfid", "psnr"):  # each seed run's tokenizer: the frontier's per-run markers, each run's bound
             by_seed = dict(zip(study.seeds, row[f"{key}_seeds"]))
             row[f"{key}_runs"] = [by_seed.get(t, row[key]) for t in tokenizer_of_run]
+        row["bound"], row["bound_cfg"] = below_bound(row), below_bound(row, "gfid_cfg")
     return rows
 
 

@@ -122,10 +122,12 @@ def test_frontier_series_labels_and_axis_directions():
     assert sorted(labels) == sorted(["", "", "", "d16", "d16", "d32", "d32", "d64", "d64"])  # 3 arrows
     no_vf = next(line for line in ax.get_lines() if line.get_label() == "no VF loss")
     np.testing.assert_allclose(no_vf.get_ydata(), [16, 32, 64])  # joined in order of d
-    runs = [dict(d=4, vf=False, rfid=2.0, rfid_runs=[1.5, 1.5, 2.5, 2.5], gfid=3.0, gfid_seeds=[2.8, 3.0, 3.1, 3.1])]
+    runs = [dict(d=4, vf=False, rfid=1.5, rfid_runs=[1.5, 1.5, 2.5, 2.5], gfid=3.0, gfid_seeds=[2.8, 3.0, 3.1, 3.1])]
     marks = [line for line in curves.plot_frontier(runs).axes[0].get_lines() if line.get_markerfacecolor() == "none"]
     assert sorted((float(m.get_xdata()[0]), float(m.get_ydata()[0])) for m in marks if len(m.get_xdata())) == [
         (1.5, 2.8), (1.5, 3.0), (2.5, 3.1), (2.5, 3.1)]  # each run at its own tokenizer's rFID
+    filled = next(line for line in curves.plot_frontier(runs).axes[0].get_lines() if line.get_label() == "no VF loss")
+    assert float(filled.get_xdata()[0]) == 2.0  # the mean over the runs' tokenizers, not one seed's
     psnr_rows = [dict(d=16, vf=False, recon=24.0, gfid=30.0)]
     assert "higher is better" in curves.plot_frontier(psnr_rows, recon_key="psnr").axes[0].get_xlabel()
     with pytest.raises(ConfigError, match="recon_key"):

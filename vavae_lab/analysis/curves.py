@@ -28,8 +28,8 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     'psnr') or 'recon'; an optional name. Points of one VF setting are joined in order of d and labelled
     'd<d>'; an arrow goes from the no-VF to the VF point of each d that has both. A row with gfid_seeds (one
     gFID per seed run; gfid is then their mean) also gets each run as a hollow marker, at the run's own
-    reconstruction number where the row has one per run (`<recon_key>_runs`, e.g. its tokenizer seed's rFID),
-    else on a vertical bar at the mean.
+    reconstruction number where the row has one per run (`<recon_key>_runs`, e.g. its tokenizer seed's rFID; the
+    filled marker then sits at their mean), else at the row's, joined to the mean.
     """
     if recon_key not in _RECON_KEYS:
         raise ConfigError(f"recon_key={recon_key!r} is not one of {sorted(_RECON_KEYS)}")
@@ -42,9 +42,11 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
         if missing:
             raise DataError(f"frontier row {dict(row)} misses {missing}; each row needs d, vf, gfid and "
                             f"{recon_key!r} (or 'recon')")
-        points[bool(row["vf"])][int(row["d"])] = (_recon_value(row, recon_key), float(row["gfid"]))
+        runs = row.get(f"{recon_key}_runs") if row.get("gfid_seeds") else None
+        x = sum(runs) / len(runs) if runs else _recon_value(row, recon_key)  # with runs: the mean over them
+        points[bool(row["vf"])][int(row["d"])] = (x, float(row["gfid"]))
         if row.get("gfid_seeds"):
-            xs = row.get(f"{recon_key}_runs") or [points[bool(row["vf"])][int(row["d"])][0]] * len(row["gfid_seeds"])
+            xs = runs or [x] * len(row["gfid_seeds"])
             seeds[bool(row["vf"])][int(row["d"])] = [(float(x), float(g)) for x, g in zip(xs, row["gfid_seeds"])]
     fig = Figure(figsize=(5.2, 4.2), layout="constrained")
     ax = fig.subplots()

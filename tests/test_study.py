@@ -364,3 +364,12 @@ def test_each_seed_run_is_held_to_its_own_tokenizers_rfid():
     assert T.below_bound(row) == "no"
     row["rfid_runs"] = [3.2, 3.2, 1.6, 1.0]
     assert T.below_bound(row) == "below rFID in seed 2"
+
+
+def test_on_a_tokenizer_seed_ladder_every_seeded_tokenizer_is_scored_in_each_tokenizer_seed():
+    ladder = V.LADDERS[8]  # Table 2's runs on tokenizer seed 1 are held to that tokenizer's rFID, so it is measured
+    recons = {(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table2"], ladder=ladder) for m, n, e in job
+              if m == "recon"}
+    assert {(n, ("seed=1",)) for n in ladder.table2} <= recons
+    classic = {(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table2"]) for m, n, e in job if m == "recon"}
+    assert all(e == () for _, e in classic)  # one tokenizer per d there: its rFID is every run's bound

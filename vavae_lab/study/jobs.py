@@ -42,8 +42,8 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
         calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
         if "convergence" in keys and name in V.CONVERGENCE:
             calls = [("convergence", name, r) for r in runs] + calls
-        if "dilemma" in keys and name in ladder.rungs:  # notebook 01's rFID per tokenizer seed
-            calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]
+        if ("dilemma" in keys and name in ladder.rungs) or (ladder.tokenizer_seeds and name in seeded):
+            calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]  # rFID per tokenizer seed
         if name in guided:
             calls += [("generation", name, (CFG, *r)) for r in runs]
         if "proxies" in keys:

@@ -70,13 +70,30 @@ def seeded_recon(study: Study, name: str) -> dict:
     return out
 
 
-def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) -> list[dict]:
-    """One row per tokenizer: d, VF, PSNR, SSIM, rFID, gFID over the DiT seeds (and with CFG 3 if `guided`)."""
+def per_run_recon(study: Study, name: str) -> dict:
+    """`seeded_recon`, and rfid_runs / psnr_runs: each seed run's own tokenizer's rFID and PSNR (the frontier's
+    per-run markers; the bound each run's gFID is held to)."""
+    out = seeded_recon(study, name)
+    by_seed = {key: dict(zip(study.seeds, out[f"{key}_seeds"])) for key in ("rfid", "psnr")}
+    tokenizer_of_run = [study.run_seeds(r)[0] for r in study.seed_runs()]
+    for key in ("rfid", "psnr"):
+        base = by_seed[key].get(study.base.seed, out[f"{key}_seeds"][0])
+        out[f"{key}_runs"] = [by_seed[key].get(t, base) for t in tokenizer_of_run]
+    return out
+
+
+def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False, per_run: bool | None = None
+                   ) -> list[dict]:
+    """One row per tokenizer: d, VF, PSNR, SSIM, rFID, gFID over the seed runs (and with CFG 3 if `guided`); with
+    `per_run` (default: when the ladder retrains the tokenizer per seed) each run's own tokenizer's rFID too."""
+    per_run = study.ladder.tokenizer_seeds if per_run is None else per_run
     rows = []
     for name in names:
         v = V.TOKENIZERS[name]
         row = {"name": name, "tokenizer": study.label(name), "d": v.d, "vf": v.vf, **study.recon(name),
                **seeded_gfid(study, name)}
+        if per_run:
+            row.update(per_run_recon(study, name))
         row["bound"] = below_bound(row)
         if guided:
             row.update(seeded_gfid(study, name, "gfid_cfg", CFG))
@@ -88,15 +105,7 @@ def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False) 
 def dilemma(study: Study) -> list[dict]:
     """Notebook 01: reconstruction (per tokenizer seed) and generation (per seed run) against latent size d (no VF),
     on the preset's ladder (`Study.ladder`)."""
-    rows = tokenizer_rows(study, study.ladder.rungs, guided=True)
-    tokenizer_of_run = [study.run_seeds(r)[0] for r in study.seed_runs()]
-    for row in rows:
-        row.update(seeded_recon(study, row["name"]))
-        for key in ("rfid", "psnr"):  # each seed run's tokenizer: the frontier's per-run markers, each run's bound
-            by_seed = dict(zip(study.seeds, row[f"{key}_seeds"]))
-            row[f"{key}_runs"] = [by_seed.get(t, row[key]) for t in tokenizer_of_run]
-        row["bound"], row["bound_cfg"] = below_bound(row), below_bound(row, "gfid_cfg")
-    return rows
+    return tokenizer_rows(study, study.ladder.rungs, guided=True, per_run=True)
 
 
 def table2(study: Study) -> list[dict]:

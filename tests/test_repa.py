@@ -190,3 +190,64 @@ def test_launch_passes_the_feature_cache_to_train_dit(tmp_path):
     run = vavae_lab.launch("train-dit", "imagenet256_lightningdit_xl_64ep_repa", gpus=8, latents=str(tmp_path / "l"),
                            features=str(tmp_path / "f"), run_dir=tmp_path / "run", dry_run=True)
     assert f"--features {tmp_path / 'f'}" in run.shell_command()
+
+
+def _arm(name, gfids, spread=0.5):
+    return {"tokenizer": name, "gfid_seeds": gfids, "gfid_spread": spread, "gfid_cfg_seeds": gfids,
+            "gfid_cfg_spread": spread}
+
+
+def test_the_2x2_verdicts_ask_each_question_in_the_right_direction():
+    from vavae_lab.study.repa import repa_claims
+
+    plain, repa, vf, both = (_arm("plain", [10.0, 11.0]), _arm("REPA", [6.0, 7.0]), _arm("VF", [8.0, 9.0]),
+                             _arm("both", [8.2, 9.1]))
+    verdicts = {v["claim"]: v["verdict"] for v in repa_claims([plain, repa, vf, both])}
+    assert verdicts["REPA helps the plain tokenizer: REPA -> plain"] == "shown"
+    assert verdicts["VA-VAE helps it: VF -> plain"] == "shown"
+    assert verdicts["REPA beats VA-VAE (reversed: VA-VAE beats REPA): REPA -> VF"] == "shown"
+    assert verdicts["they stack: better than VA-VAE alone: both -> VF"].startswith("reversed") is False
+    assert verdicts["they stack: better than REPA alone: both -> REPA"] == "reversed"
+    assert len(verdicts) == 8 and sum(k.endswith("(CFG 3)") for k in verdicts) == 3
+
+
+def test_the_repa_tables_run_end_to_end_on_the_smoke_preset(tmp_path, monkeypatch):
+    from vavae_lab.study.report import reproduce
+    from vavae_lab.study.runner import Study
+
+    monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / "data"))
+    report = reproduce("smoke", tmp_path / "out", tables=["repa", "repa_depth"], seeds=(0,), progress=False)
+    import json
+
+    results = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["tokenizer"] for r in results["repa"]] == ["f4d32", "f4d32 + REPA", "f4d32 + VF", "f4d32 + VF + REPA"]
+    assert len(results["repa_verdicts"]) == 8 and all(v["verdict"] for v in results["repa_verdicts"])
+    blocks = len(build_dit_for(get_preset("smoke"), (32, 8, 8), 10).blocks)
+    assert [r["block"] for r in results["repa_depth"]] == ["none", *range(1, blocks + 1)]
+    assert "## REPA beside VA-VAE: the 2 x 2 (notebook 07)" in report.read_text()
+    study = Study("smoke", progress=False)
+    assert study.dit_key(study.config("d32", *study.repa())) != study.dit_key(study.config("d32"))
+    model, _ = study.dit("d32", *study.repa())
+    assert not any("projector" in k for k in model.state_dict())
+
+
+def test_the_curves_train_each_repa_dit_once_with_its_snapshots_before_scoring_it():
+    from vavae_lab.study import variants as V
+    from vavae_lab.study.jobs import jobs
+
+    found = jobs(family="toy-S", tables=["repa", "repa_curves", "repa_depth"], ladder=V.LADDERS[8])
+    calls = [c for _, job in found for c in job]
+    repa = V.repa_overrides("toy-S/1")
+    runs = V.seed_runs(V.SEEDS, tokenizer_seeds=True)
+    for name in V.repa_tokenizers(V.LADDERS[8]):
+        for run in runs:
+            first = [i for i, c in enumerate(calls) if c[1] == name and tuple(c[2][-len(run):] if run else ()) == run
+                     and c[2][:len(repa)] == repa]
+            assert calls[first[0]][0] == "convergence"  # trains it with the snapshots, then scores the finished DiT
+        assert sum(c[0] == "convergence" and c[1] == name for c in calls) == 2 * len(runs)  # both arms, every run
+    assert [c[2] for c in calls if c[0] == "generation" and "dit.repa.depth=2" in " ".join(c[2])] == [
+        V.repa_overrides("toy-S/1", 2)]
+    assert V.repa_overrides("toy-S/1") == ("dit.repa.weight=0.5", "dit.repa.depth=1", "dit.repa.projector_dim=192",
+                                           "dit.repa.foundation=toy")
+    assert V.repa_overrides("XL/1")[1:3] == ("dit.repa.depth=8", "dit.repa.projector_dim=2304")
+    assert len(calls) == len(set(calls))

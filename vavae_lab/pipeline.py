@@ -253,16 +253,22 @@ def features(config: Config, root: str | Path | None = None, *, folder: str | Pa
     return folder
 
 
+def _train_dit(config: Config, root, run: Path, progress: bool) -> None:
+    """Train (resuming) the config's DiT into `run` on its latents, and on REPA's features when dit.repa is on."""
+    from .train.dit import train_dit
+
+    feats = features(config, root, progress=progress) if config.dit.repa.weight > 0 else None
+    train_dit(config, latents(config, root, progress=progress), run, resume=True, features_dir=feats)
+
+
 def dit(config: Config, root: str | Path | None = None, *, progress: bool = False):
     """(DiT with EMA weights and its sampling_record, history) on the config's latents; trained on a miss."""
     from .runs import load_dit
-    from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
     done = finished(run, "dit")
     if not done and not _restore_or_say(config, "dit", run):
-        feats = features(config, root, progress=progress) if config.dit.repa.weight > 0 else None
-        train_dit(config, latents(config, root, progress=progress), run, resume=True, features_dir=feats)
+        _train_dit(config, root, run, progress)
     model, _ = load_dit(run)
     return model, read_history(run)
 
@@ -318,7 +324,6 @@ def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: b
     import shutil
 
     from .checkpoint import snapshot_path
-    from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
     dit(config, root, progress=progress)
@@ -327,7 +332,7 @@ def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: b
         scratch = run / "snapshot_run"
         print(f"training dit {run.name} again in {scratch.name}/ for its snapshots at steps {missing} "
               "(it was trained without them; its dit.pt stays)")
-        train_dit(config, latents(config, root, progress=progress), scratch, resume=True)
+        _train_dit(config, root, scratch, progress)
         for s in missing:
             snapshot_path(run, s).parent.mkdir(parents=True, exist_ok=True)
             snapshot_path(scratch, s).replace(snapshot_path(run, s))

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the paper wing: data, the two models, metrics, the latent file format, the analyses; tensors, modules and
     # plain numbers in (test_the_paper_wing_never_sees_a_config)
     WING := ("data", "tokenizer", "diffusion", "metrics", "latents.shards", "latents.stats", "latents.dataset",
+             "latents.features",
              "analysis"),
     # where a Config becomes those parts: models, losses, the toy networks, the data, the scoring settings
     ("build",),

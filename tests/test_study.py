@@ -173,6 +173,13 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                             "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
                "scaling_gap": {"gaps": [{"size": "toy-XS/1", "gap": 10.0, "gap_seeds": [9.0, 11.0]}],
                                "claim": {"claim": "the gap shrinks", "verdict": "shown"}},
+               "repa": [{"tokenizer": "f4d32 + REPA", "rfid": 3.0, "gfid": 9.0, "gfid_seeds": [8.0, 10.0],
+                         "gfid_spread": 2.0}],
+               "repa_verdicts": [T.claim("REPA helps", {"gfid_seeds": [1.0, 2.0], "gfid_spread": 1.0},
+                                         {"gfid_seeds": [5.0, 4.0], "gfid_spread": 1.0})],
+               "repa_curves": [{"tokenizer": "f4d32 + REPA", "seed": "t0d0", "steps": [75, 600],
+                                "gfid_steps": [20.0, 9.0]}],
+               "repa_depth": [{"tokenizer": "f4d32", "block": 1, "gfid": 9.0}],
                "timing": {"jobs": [{"job": _describe(((), [("generation", "d32_vf", ())])), "seconds": 75.0}],
                           "jobs_total_seconds": 75.0, "wall_seconds": 80.0, "jobs_in_parallel": 1}}
     path = write_report(results, tmp_path, minutes=1.5)
@@ -188,6 +195,8 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
     assert "### Verdicts" in text and "| step 1: x | 20.0 | 10.0 | -50% | 10% | lower gFID |" in text
+    assert "| REPA helps | +4.0 / +2.0 | 1.0 | shown |" in text  # the 2 x 2's verdicts in the claims' columns
+    assert (tmp_path / "repa_curves.png").stat().st_size > 1000
 
 
 def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():

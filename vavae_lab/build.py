@@ -158,6 +158,46 @@ def build_dit_for(config: Config, latent_shape, num_classes: int):
                      mlp_ratio=m.mlp_ratio)
 
 
+def token_grid(config: Config) -> int:
+    """The side of the DiT's token grid: latent side / patch size (REPA's VFM features are taken on it)."""
+    from .diffusion.lightningdit import DIT_SIZES
+
+    return config.data.resolution // downsampling(config) // DIT_SIZES[config.dit.model.size]["patch_size"]
+
+
+def build_repa_vfm(config: Config, device: torch.device):
+    """The frozen VFM of config.dit.repa at the DiT's token grid (the toy VFM is the tokenizer's, tokenizer.vf.toy)."""
+    from .tokenizer.foundation import build_foundation_model
+
+    r = config.dit.repa
+    return build_foundation_model(r.foundation, grid=token_grid(config), pretrained_path=r.pretrained_path,
+                                  device=device, toy_config=toy_vfm_config(config) if r.foundation.startswith("toy")
+                                  else None)
+
+
+def check_repa(config: Config) -> None:
+    """Raise ConfigError when dit.repa.depth names a block the DiT of dit.model.size does not have."""
+    from .diffusion.lightningdit import DIT_SIZES
+
+    r, size = config.dit.repa, config.dit.model.size
+    blocks = DIT_SIZES[size]["depth"] if size in DIT_SIZES else None
+    if blocks is not None and r.depth > blocks:
+        raise ConfigError(f"dit.repa.depth={r.depth} but dit.model.size={size} has {blocks} blocks; "
+                          f"set dit.repa.depth to 1..{blocks} (REPA aligns block 8 of SiT-XL's 28)")
+
+
+def build_repa_for(config: Config, model, feature_dim: int):
+    """The REPA term (projector, block, weight) of config.dit.repa for a built LightningDiT, or None when it is off."""
+    from .diffusion.repa import Repa
+
+    r = config.dit.repa
+    if r.weight == 0:
+        return None
+    check_repa(config)
+    return Repa(hidden_size=model.config["hidden_size"], feature_dim=feature_dim, depth=r.depth, weight=r.weight,
+                projector_dim=r.projector_dim)
+
+
 def build_transport_for(config: Config):
     """The training path (rectified flow or DDPM) of config.dit.transport."""
     from .diffusion.transport import build_transport

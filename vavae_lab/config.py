@@ -200,11 +200,23 @@ class TransportConfig:
 
 
 @dataclass
+class RepaConfig:
+    """REPA (Yu et al. 2024): align the DiT's tokens after block `depth` to a VFM's patch features; weight 0 is off."""
+
+    weight: float = 0.0  # lambda; REPA uses 0.5 (train.py --proj-coeff)
+    depth: int = 8  # 1-based block whose output is projected; REPA: 8 for SiT-L/XL, 4 for SiT-B
+    projector_dim: int = 2048  # width of the projector MLP (models/sit.py projector_dim)
+    foundation: str = "dinov2_vitb14"  # the VFM whose patch features are the target; "toy" offline
+    pretrained_path: Optional[str] = None  # the VFM's weights file (as tokenizer.vf.pretrained_path)
+
+
+@dataclass
 class DiTConfig:
     """Everything that defines one LightningDiT run."""
 
     model: DiTModelConfig = field(default_factory=DiTModelConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    repa: RepaConfig = field(default_factory=RepaConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=80_000, batch_size=1024, lr=2e-4, betas=(0.9, 0.95), optimizer="adamw", precision="bf16",
         grad_clip=1.0, ckpt_every=5000, log_every=100, compile=True))
@@ -293,6 +305,7 @@ _RULES = [
     ("dit.model.pos", *_choice(*POS_KINDS)), ("dit.model.class_dropout", *_UNIT),
     ("dit.transport.path", *_choice(*PATHS)),
     ("dit.transport.t_sampling", *_choice(*T_SAMPLINGS)), ("dit.transport.logit_std", *_POSITIVE),
+    ("dit.repa.weight", *_NON_NEGATIVE), ("dit.repa.depth", *_POSITIVE), ("dit.repa.projector_dim", *_POSITIVE),
     ("dit.ema_decay", *_UNIT), ("dit.seed", lambda v: v is None or v >= 0, ">= 0, or null for the run's seed"),
     ("dit.snapshots", lambda v: all(s > 0 for s in v), "a list of positive step counts, e.g. [75,150,300]"),
     ("sample.sampler", *_choice(*SAMPLERS)), ("sample.steps", *_POSITIVE),

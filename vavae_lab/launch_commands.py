@@ -8,12 +8,12 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-STAGES = ("train-tokenizer", "extract-latents", "train-dit", "sample", "evaluate")
+STAGES = ("train-tokenizer", "extract-latents", "extract-features", "train-dit", "sample", "evaluate")
 RESUMABLE = ("train-tokenizer", "train-dit")  # stages with a --resume flag; the others resume by themselves
 # CLI options each stage needs besides --preset/--out (passed to launch() as keyword arguments)
 REQUIRED_ARGS = {"extract-latents": ("tokenizer",), "train-dit": ("latents",), "sample": ("dit", "tokenizer"),
                  "evaluate": ("samples",)}
-PATH_ARGS = ("tokenizer", "latents", "dit", "samples", "reference")  # made absolute so the cwd does not matter
+PATH_ARGS = ("tokenizer", "latents", "features", "dit", "samples", "reference")  # made absolute so the cwd does not matter
 DEFAULT_PORT = 29500
 
 

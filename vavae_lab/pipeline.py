@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, to_dict
+from .errors import ConfigError
 from .paths import cache_dir, config_hash
 from .runs import finished, read_history
 
@@ -27,6 +28,7 @@ from .runs import finished, read_history
 STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "tokenizer": (None, ("seed", "data", "tokenizer", "metrics")),
     "latents": ("tokenizer", ("latents",)),
+    "features": (None, ("data",)),  # REPA's VFM features of the training images, plus the VFM and the token grid
     "dit": ("latents", ("dit", "seed")),
     "generation": ("dit", ("sample", "metrics")),  # plus the number of samples n
     # analyses of a stage's output
@@ -52,7 +54,7 @@ KEYED_WHEN_SET = {
     "dit": {"seed": None},  # unset, the top-level seed decides
     "metrics": {"toy.version": 1},  # the multi-factor toy FID network (version 2)
 }
-FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "dit": "dits"}
+FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "features": "features", "dit": "dits"}
 RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors",
                   "reconstruction": "reconstructions"}
 
@@ -80,6 +82,8 @@ def stage_fields(config: Config, section: str) -> dict | int:
         _drop(d, dotted)
     for dotted, unset in KEYED_WHEN_SET.get(section, {}).items():
         _drop(d, dotted, only_if=unset)
+    if section == "dit" and d["repa"]["weight"] == 0:
+        del d["repa"]  # REPA with weight 0 is off: none of its fields changes a DiT
     init = d.get("init_from") if section == "tokenizer" else None
     if init is not None and "/" not in init:
         from .presets import previous_stage
@@ -103,6 +107,8 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
         return config_hash([stage_key(config, parent), n, runs])
     if stage == "probe":
         return config_hash([stage_key(config, parent), to_dict(config.tokenizer.probe)])
+    if stage == "features":
+        return config_hash(features_identity(config))
     record = {s: stage_fields(config, s) for s in sections}
     if parent is not None:
         record[parent] = stage_key(config, parent)
@@ -113,6 +119,16 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
     if stage == "generation" and step is not None:
         record["step"] = step
     return config_hash(record)
+
+
+def features_identity(config: Config) -> dict:
+    """What REPA's feature cache depends on: the images (data, flips), the VFM and the DiT's token grid."""
+    from .build import token_grid, toy_vfm_config
+
+    r = config.dit.repa
+    toy = to_dict(toy_vfm_config(config)) if r.foundation.startswith("toy") else None
+    return {"data": stage_fields(config, "data"), "flip": config.latents.flip, "foundation": r.foundation,
+            "pretrained_path": r.pretrained_path, "toy_vfm": toy, "grid": token_grid(config)}
 
 
 def stage_dir(config: Config, stage: str, root: str | Path | None = None) -> Path:
@@ -214,15 +230,45 @@ def latents(config: Config, root: str | Path | None = None, *, progress: bool = 
     return folder
 
 
+def features(config: Config, root: str | Path | None = None, *, folder: str | Path | None = None,
+             progress: bool = False) -> Path:
+    """REPA's VFM feature cache of the config's training images (`folder`, default under `root`); extracted on a
+    miss (resuming shard by shard) in a single process; under torchrun it must exist already."""
+    from . import dist
+    from .build import build_repa_vfm, check_repa, train_dataset
+    from .latents.features import extract_features, features_complete
+
+    check_repa(config)
+    folder = Path(folder) if folder is not None else stage_dir(config, "features", root)
+    info = dist.setup(config.device)
+    if info.world_size > 1 and not features_complete(folder):
+        raise ConfigError(f"REPA's feature cache {folder} is not complete; make it first in one process: "
+                          f"python -m vavae_lab extract-features --preset <preset> --out {folder}")
+    if not features_complete(folder):
+        vfm = build_repa_vfm(config, info.device)
+        extract_features(vfm, train_dataset(config.data), folder, identity=features_identity(config),
+                         flip=config.latents.flip, shard_size=config.latents.shard_size,
+                         batch_size=config.latents.batch_size, num_workers=config.data.num_workers,
+                         device=info.device, progress=progress)
+    return folder
+
+
+def _train_dit(config: Config, root, run: Path, progress: bool) -> None:
+    """Train (resuming) the config's DiT into `run` on its latents, and on REPA's features when dit.repa is on."""
+    from .train.dit import train_dit
+
+    feats = features(config, root, progress=progress) if config.dit.repa.weight > 0 else None
+    train_dit(config, latents(config, root, progress=progress), run, resume=True, features_dir=feats)
+
+
 def dit(config: Config, root: str | Path | None = None, *, progress: bool = False):
     """(DiT with EMA weights and its sampling_record, history) on the config's latents; trained on a miss."""
     from .runs import load_dit
-    from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
     done = finished(run, "dit")
     if not done and not _restore_or_say(config, "dit", run):
-        train_dit(config, latents(config, root, progress=progress), run, resume=True)
+        _train_dit(config, root, run, progress)
     model, _ = load_dit(run)
     return model, read_history(run)
 
@@ -278,7 +324,6 @@ def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: b
     import shutil
 
     from .checkpoint import snapshot_path
-    from .train.dit import train_dit
 
     run = stage_dir(config, "dit", root)
     dit(config, root, progress=progress)
@@ -287,7 +332,7 @@ def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: b
         scratch = run / "snapshot_run"
         print(f"training dit {run.name} again in {scratch.name}/ for its snapshots at steps {missing} "
               "(it was trained without them; its dit.pt stays)")
-        train_dit(config, latents(config, root, progress=progress), scratch, resume=True)
+        _train_dit(config, root, scratch, progress)
         for s in missing:
             snapshot_path(run, s).parent.mkdir(parents=True, exist_ok=True)
             snapshot_path(scratch, s).replace(snapshot_path(run, s))

@@ -5,7 +5,7 @@ import copy
 from typing import Callable
 
 from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
-                     ProbeConfig, SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig,
+                     ProbeConfig, RepaConfig, SampleConfig, TokenizerConfig, ToyFeatureSection, ToyVFMSection, TrainConfig,
                      VAEConfig, VFConfig, apply_overrides)
 from .errors import ConfigError
 
@@ -266,6 +266,14 @@ def _lightningdit(size: str, epochs: int) -> Config:
     return config
 
 
+def _with_repa(config: Config) -> Config:
+    """`config` with REPA as published (sihyun-yu/REPA README and train.py): DINOv2-B/14 patch features (224 px, 16 x 16
+    tokens), the tokens after block 8 through a 2048-wide SiLU MLP, weight 0.5; the rest of the recipe is kept."""
+    config.name += "_repa"
+    config.dit.repa = RepaConfig(weight=0.5, depth=8, projector_dim=2048, foundation="dinov2_vitb14")
+    return config
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "smoke": smoke,
     "lab": lab,
@@ -282,6 +290,10 @@ PRESETS: dict[str, Callable[[], Config]] = {
     # LightningDiT on the released tokenizer: the system results (docs/paper.md §6) and the B/L sizes of Table 2
     **{f"imagenet256_lightningdit_{size.lower()}_{ep}ep": (lambda size=size, ep=ep: _lightningdit(size, ep))
        for size in ("B", "L", "XL") for ep in (64, 800)},
+    # REPA beside VA-VAE: LightningDiT-XL with REPA on the released VA-VAE, and on the plain f16d32 tokenizer
+    **{f"imagenet256_lightningdit_xl_{ep}ep_repa": (lambda ep=ep: _with_repa(_lightningdit("XL", ep)))
+       for ep in (64, 800)},
+    "imagenet256_f16d32_repa": lambda: _with_repa(_imagenet(32, False, 50)),
 }
 
 

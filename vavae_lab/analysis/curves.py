@@ -132,7 +132,7 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
         colour = colours.setdefault(row["tokenizer"], f"C{len(colours) % 10}")
         seed = row.get("seed", 0)
         ax.plot(row["steps"], row["gfid_steps"], color=colour, marker="o", markersize=4,
-                linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{row['tokenizer']}, DiT seed {seed}")
+                linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{row['tokenizer']}, " + (f"DiT seed {seed}" if isinstance(seed, int) else f"run {seed}"))
         ticks.update(int(s) for s in row["steps"])
     if floor is not None:
         ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")

@@ -42,6 +42,7 @@ _RESUME_HINT = {
     "train-dit": "resume with the same command plus --resume (the newest checkpoint is kept)",
     "sample": "run the same sample command again to continue (the PNGs already written are kept)",
     "extract-latents": "run the same command again to continue (finished shards are kept)",
+    "extract-features": "run the same command again to continue (finished shards are kept)",
     "reproduce": "run the same command again to continue (finished runs are cached)",
     "evaluate-checkpoints": "run the same command again to continue (finished runs and gFIDs are cached)",
 }

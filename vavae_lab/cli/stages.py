@@ -1,4 +1,4 @@
-"""The stage commands: train-tokenizer, extract-latents, train-dit, sample."""
+"""The stage commands: train-tokenizer, extract-latents, extract-features, train-dit, sample."""
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -29,6 +29,14 @@ def _extract_latents(args) -> None:
     print(f"latent cache: {path}")
 
 
+def _extract_features(args) -> None:
+    from ..pipeline import features
+
+    config = _config(args)
+    _default_folders(args, config, out="features")
+    print(f"feature cache: {features(config, folder=args.out, progress=True)}")
+
+
 def _train_dit(args) -> None:
     from ..train.dit import train_dit
 
@@ -36,7 +44,13 @@ def _train_dit(args) -> None:
     _default_folders(args, config, latents="latents")
     if _check_resume(args, config, "dit"):
         return
-    _, history = train_dit(config, args.latents, args.out, resume=args.resume)
+    features = None
+    if config.dit.repa.weight > 0:  # REPA: the VFM features of the same images, extracted here on a miss
+        from ..pipeline import features as feature_cache
+
+        features = feature_cache(config, folder=args.features, progress=True)
+        print(f"features: {features} (REPA's VFM features of the training images)")
+    _, history = train_dit(config, args.latents, args.out, resume=args.resume, features_dir=features)
     if history["train"]:
         print(f"final loss {history['train'][-1]['loss']:.4f} after {history['train'][-1]['step']} steps")
 
@@ -65,7 +79,7 @@ def _sample(args) -> None:
 
 
 def add_stage_commands(sub) -> None:
-    """The train-tokenizer, extract-latents, train-dit and sample sub-commands."""
+    """The train-tokenizer, extract-latents, extract-features, train-dit and sample sub-commands."""
     p = sub.add_parser("train-tokenizer", help="train a VA-VAE / KL-VAE tokenizer")
     _add_config_args(p, "no default; with --resume, the run's own config.yaml")
     p.add_argument("--out", default=None, help="run directory (checkpoints, metrics.jsonl, config.yaml); default: "
@@ -82,10 +96,20 @@ def add_stage_commands(sub) -> None:
                    "config's latents cache folder")
     p.set_defaults(func=_extract_latents)
 
+    p = sub.add_parser("extract-features", help="REPA: store the VFM patch features of the training images (and "
+                       "their flips) on the DiT's token grid")
+    _add_config_args(p, "no default")
+    p.add_argument("--out", default=None, help="feature cache directory (resumes shard by shard); default: this "
+                   "config's features cache folder")
+    p.set_defaults(func=_extract_features)
+
     p = sub.add_parser("train-dit", help="train a LightningDiT on a latent cache")
     _add_config_args(p, "no default; with --resume, the run's own config.yaml")
     p.add_argument("--latents", default=None,
                    help="latent cache directory from extract-latents; default: this config's latents cache folder")
+    p.add_argument("--features", default=None,
+                   help="with dit.repa.weight > 0: REPA's VFM feature cache (made there on a miss, resuming); "
+                        "default: this config's features cache folder")
     p.add_argument("--out", default=None, help="run directory; default: this config's DiT cache folder")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out (refused if there is none)")

@@ -115,21 +115,31 @@ class LightningDiT(nn.Module):
         x = tokens.reshape(tokens.shape[0], side, side, p, p, c)
         return x.permute(0, 5, 1, 3, 2, 4).reshape(tokens.shape[0], c, side * p, side * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
-        """Predict the velocity for latents x (B, C, H, W) at times t ((B,) or a scalar) and labels y (B,)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor, hidden_block: int | None = None):
+        """Predict the velocity for latents x (B, C, H, W) at times t ((B,) or a scalar) and labels y (B,).
+
+        With `hidden_block` k (1-based), return (velocity, the (B, N, hidden) tokens after block k), what REPA reads.
+        """
         self._check_inputs(x, y)
+        if hidden_block is not None and not 1 <= hidden_block <= len(self.blocks):
+            raise ConfigError(f"hidden_block={hidden_block} is not a block of this {len(self.blocks)}-block DiT; "
+                              f"set dit.repa.depth to 1..{len(self.blocks)}")
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         tokens = self.x_embedder(x) + self.pos_embed
         c = self.t_embedder(t) + self.y_embedder(y, self.training)
-        for block in self.blocks:
+        hidden = None
+        for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, c, self.feat_rope, use_reentrant=False)
             else:
                 tokens = block(tokens, c, self.feat_rope)
+            if i == hidden_block:
+                hidden = tokens
         out = self.unpatchify(self.final_layer(tokens, c))
-        return out[:, : self.in_channels] if self.learn_sigma else out
+        out = out[:, : self.in_channels] if self.learn_sigma else out
+        return out if hidden_block is None else (out, hidden)
 
     def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Raise ConfigError when x or y do not fit the shapes this model was built for (shape checks only)."""

@@ -15,8 +15,8 @@ from ..build import train_dataset
 from ..errors import ConfigError
 from ..paths import config_hash
 from ..runs import as_tokenizer
-from .shards import (META_FILE, SHARD_FORMAT, ShardView, gather_rows, read_meta, shard_name, shard_problem,
-                     shard_ranges, write_shard)
+from .shards import (META_FILE, SHARD_FORMAT, ShardView, gather_rows, ordered_batches, read_meta, shard_name,
+                     shard_problem, shard_ranges, write_shard)
 from .stats import STATS_FILE, channel_stats, save_stats, stats_subset
 
 LATENT_DTYPE = torch.float32  # bf16 would halve the disk, but toy latents are small and fp32 keeps stats exact
@@ -75,7 +75,7 @@ def _encode_shard(model, dataset, start: int, stop: int, config: Config, device:
     if lc.sample_posterior:  # a fixed noise stream per shard: re-running a shard gives the same bits
         generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + shard)
     outs: dict[str, list[torch.Tensor]] = {"latents": [], "latents_flip": [], "labels": []}
-    for images, labels in _batches(dataset, start, stop, lc.batch_size, config.data.num_workers):
+    for images, labels in ordered_batches(dataset, start, stop, lc.batch_size, config.data.num_workers):
         images = images.to(device)
         outs["latents"].append(encode_batch(model, images, sample_posterior=lc.sample_posterior,
                                             generator=generator))
@@ -85,16 +85,6 @@ def _encode_shard(model, dataset, start: int, stop: int, config: Config, device:
         outs["labels"].append(torch.as_tensor(labels, dtype=torch.int64))
         bar.update(len(images))
     return {k: torch.cat(v) for k, v in outs.items() if v}
-
-
-def _batches(dataset, start: int, stop: int, batch_size: int, num_workers: int):
-    """(images, labels) batches of items [start, stop): tensor indexing when in memory, else a DataLoader."""
-    if hasattr(dataset, "get_batch"):
-        for i in range(start, stop, batch_size):
-            yield dataset.get_batch(torch.arange(i, min(i + batch_size, stop)))
-        return
-    subset = torch.utils.data.Subset(dataset, range(start, stop))
-    yield from torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 def extract_latents(config: Config, tokenizer, out_dir: str | Path, *, progress: bool = True) -> Path:

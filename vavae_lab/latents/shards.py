@@ -156,3 +156,14 @@ def gather_rows(views: list[ShardView], ranges: list[tuple[int, int]], indices: 
         local = (indices[shard_of == s] - ranges[s][0]).numpy()
         parts.append(views[s].read(key, local))
     return torch.cat(parts)
+
+
+def ordered_batches(dataset, start: int, stop: int, batch_size: int, num_workers: int = 0):
+    """(images, labels) batches of dataset items [start, stop) in order: tensor indexing when the dataset has
+    get_batch (in memory), else a DataLoader."""
+    if hasattr(dataset, "get_batch"):
+        for i in range(start, stop, batch_size):
+            yield dataset.get_batch(torch.arange(i, min(i + batch_size, stop)))
+        return
+    subset = torch.utils.data.Subset(dataset, range(start, stop))
+    yield from torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -5,6 +5,8 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from . import variants as V
+from ..diffusion.lightningdit import DIT_SIZES
+from .repa import repa_calls
 from .tables import BY_KEY, CFG, TABLES, names_for
 
 
@@ -31,7 +33,7 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     chosen = [BY_KEY[k] for k in tables] if tables else TABLES
     keys = {t.key for t in chosen}
     ov = tuple(study_overrides)
-    per_name = [t for t in chosen if t.key not in ("table1", "sampling")]
+    per_name = [t for t in chosen if t.key not in ("table1", "sampling") and t.jobs_by_name]
     names = list(dict.fromkeys(n for t in per_name for n in names_for(t, ladder)))
     guided = {n for t in per_name if t.guided for n in names_for(t, ladder)}
     seeded = {n for t in per_name if t.seeds for n in names_for(t, ladder)}
@@ -65,6 +67,17 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
             [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
         out += [(ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]])
                 for k in range(0, len(sweeps), 4)]
+    if keys & {"repa", "repa_curves", "repa_depth"}:  # REPA beside VA-VAE: its own arms, curves and block sweep
+        size = f"{family}/{patch}"
+        blocks = range(1, DIT_SIZES[size]["depth"] + 1)
+        out += [(ov, calls) for calls in repa_calls(pairs, V.repa_tokenizers(ladder), V.repa_overrides(size),
+                                                    [V.repa_overrides(size, k) for k in blocks],
+                                                    curves="repa_curves" in keys, table="repa" in keys,
+                                                    sweep="repa_depth" in keys)]
+        if "repa" in keys:  # the plain arms: every seed run, guided too, and each tokenizer's rFID bound
+            out += [(ov, [*(("generation", n, r) for r in pairs), *(("generation", n, (CFG, *r)) for r in pairs),
+                          ("recon", n, ()), *(("recon", n, (f"seed={s}",)) for s in seeds if s != base_seed)])
+                    for n in V.repa_tokenizers(ladder)]
     seen: set = set()  # e.g. the CFG sweep's scale 3 is the guided column: run each call once
     out = [(o, [c for c in calls if not (c in seen or seen.add(c))]) for o, calls in out]
     return [job for job in out if job[1]]

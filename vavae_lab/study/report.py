@@ -129,6 +129,10 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         floor = (results.get("floor") or {}).get("fid")
         plot_convergence(results["convergence"], floor=floor).savefig(out / "convergence.png", dpi=100,
                                                                       bbox_inches="tight")
+    if results.get("repa_curves"):
+        plot_convergence(results["repa_curves"], floor=(results.get("floor") or {}).get("fid"),
+                         title="REPA beside VA-VAE: gFID against DiT steps").savefig(out / "repa_curves.png", dpi=100,
+                                                                                      bbox_inches="tight")
     if results.get("scaling"):
         plot_scaling(results["scaling"]).savefig(out / "scaling.png", dpi=100, bbox_inches="tight")
     md = [f"# Toy study report (preset `{results['preset']}`)", ""]
@@ -151,8 +155,8 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
                 md += [f"### {key}", _md_table(sub, table.columns), ""]
         else:
             md += [_md_table(rows, table.columns), *table.notes(results), ""]
-        if results.get(f"{table.key}_verdicts"):  # one DiT seed per row: each change against the DiT-seed spread
-            md += ["### Verdicts", _md_table(results[f"{table.key}_verdicts"], T.SINGLE_SEED_COLUMNS), ""]
+        if results.get(f"{table.key}_verdicts"):
+            md += ["### Verdicts", _md_table(results[f"{table.key}_verdicts"], table.verdict_columns), ""]
     if results.get("timing"):
         t = results["timing"]
         md += ["## Where the time went", f"{len(t['jobs'])} jobs, {t['jobs_total_seconds'] / 60:.1f} min of job time "

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
 from ..runs import HISTORY_FILE, WEIGHTS_FILE
-from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, ladder_of, seed_overrides,
+from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, seed_overrides,
                        seed_runs, size_overrides)
 
 
@@ -71,6 +71,10 @@ class Study:
     def sized(self, family: str) -> tuple[str, ...]:
         """Extra overrides that train a variant's DiT at size `family` ("toy-S") with the preset DiT's patch."""
         return size_overrides(family, self.dit_size)
+
+    def repa(self, depth: int | None = None) -> tuple[str, ...]:
+        """Extra overrides that train a variant's DiT with REPA (`variants.repa_overrides`; `depth`: another block)."""
+        return repa_overrides(self.dit_size, depth)
 
     def snapshotted(self) -> tuple[str, ...]:
         """The override that keeps a DiT's EMA weights at the curve's steps before its last (in no cache key)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from ..analysis.proxy import spearman
 from ..analysis.uniformity import METRICS
@@ -12,94 +12,18 @@ from . import variants as V
 from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
                      claim, dilemma_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
                      single_seed_claim, speedup, steps_to_reach, table1_claims, vf_claims)
+from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
+                   tokenizer_rows)
+from .repa import depth_verdicts, repa_curves, repa_depth, repa_rows, repa_verdicts
 from .runner import Study
 
-CFG = "sample.cfg_scale=3.0"  # the guided column: CFG 3 (the toy's useful range, see notebook 05)
 SMOKE_NOTE = ("smoke preset: this checks the plumbing only; every model, the FID feature network included (near "
               "chance accuracy), trains for seconds, so its numbers mean nothing (the lab preset gives the study's numbers)")
-
-
-class Rows(list):
-    """Table rows that remember their study's preset, so that showing smoke results says what they are."""
-
-    def __init__(self, rows=(), preset: str | None = None):
-        super().__init__(rows)
-        self.preset = preset
-
-
-def _rows(study: Study, rows) -> Rows:
-    """`rows` labelled with the study's preset."""
-    return Rows(rows, study.preset)
 
 
 def _gen(study: Study, name: str, *extra: str) -> float:
     """gFID of a variant (no guidance unless `extra` says so)."""
     return study.generation(name, *extra)["fid"]
-
-
-def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
-    """`key`: the mean gFID over the study's seed runs (`Study.seed_runs`: its DiT seeds, or tokenizer x DiT seed
-    pairs); `key`_seeds: each run's; `key`_spread: max - min; and the mean class accuracy of the samples under the
-    toy classifier (class_acc, or class_acc_cfg for gfid_cfg; each run's in class_acc_seeds)."""
-    results = [study.generation(name, *extra, *run) for run in study.seed_runs()]
-    fids = [r["fid"] for r in results]
-    out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
-    for reading in ("class_acc", "kid", "kid_std"):  # the other readings beside FID, where the results hold them
-        values = [r.get(reading) for r in results]
-        if None not in values:
-            out[key.replace("gfid", reading)] = sum(values) / len(values)
-            if reading == "class_acc":
-                out[key.replace("gfid", reading) + "_seeds"] = values
-    out[key.replace("gfid", "class_acc") + "_n"] = sum(r.get("n", 0) for r in results)  # samples classified
-    return out
-
-
-def bound(study: Study, name: str) -> dict:
-    """What no DiT on a variant's tokenizer can beat: its reconstructions scored as samples (rFID, class accuracy)."""
-    rec = study.recon(name)
-    return {"rfid": rec["rfid"], "recon_class_acc": rec["recon_class_acc"]}
-
-
-def seeded_recon(study: Study, name: str) -> dict:
-    """rfid_seeds / psnr_seeds: a variant's rFID and PSNR with its tokenizer trained once per study seed; their spread."""
-    recs = [study.recon(name, *study.tokenizer_seeded(s)) for s in study.seeds]
-    out = {}
-    for key in ("rfid", "psnr"):
-        values = [r[key] for r in recs]
-        out.update({f"{key}_seeds": values, f"{key}_spread": max(values) - min(values)})
-    return out
-
-
-def per_run_recon(study: Study, name: str) -> dict:
-    """`seeded_recon`, and rfid_runs / psnr_runs: each seed run's own tokenizer's rFID and PSNR (the frontier's
-    per-run markers; the bound each run's gFID is held to)."""
-    out = seeded_recon(study, name)
-    by_seed = {key: dict(zip(study.seeds, out[f"{key}_seeds"])) for key in ("rfid", "psnr")}
-    tokenizer_of_run = [study.run_seeds(r)[0] for r in study.seed_runs()]
-    for key in ("rfid", "psnr"):
-        base = by_seed[key].get(study.base.seed, out[f"{key}_seeds"][0])
-        out[f"{key}_runs"] = [by_seed[key].get(t, base) for t in tokenizer_of_run]
-    return out
-
-
-def tokenizer_rows(study: Study, names: Iterable[str], *, guided: bool = False, per_run: bool | None = None
-                   ) -> list[dict]:
-    """One row per tokenizer: d, VF, PSNR, SSIM, rFID, gFID over the seed runs (and with CFG 3 if `guided`); with
-    `per_run` (default: when the ladder retrains the tokenizer per seed) each run's own tokenizer's rFID too."""
-    per_run = study.ladder.tokenizer_seeds if per_run is None else per_run
-    rows = []
-    for name in names:
-        v = V.TOKENIZERS[name]
-        row = {"name": name, "tokenizer": study.label(name), "d": v.d, "vf": v.vf, **study.recon(name),
-               **seeded_gfid(study, name)}
-        if per_run:
-            row.update(per_run_recon(study, name))
-        row["bound"] = below_bound(row)
-        if guided:
-            row.update(seeded_gfid(study, name, "gfid_cfg", CFG))
-            row["bound_cfg"] = below_bound(row, "gfid_cfg")
-        rows.append(row)
-    return _rows(study, rows)
 
 
 def dilemma(study: Study) -> list[dict]:
@@ -128,7 +52,7 @@ def dilemma_verdicts(study: Study, rows: list[dict]) -> list[dict]:
 
 def claims(study: Study) -> list[dict]:
     """The paper's three central claims checked on notebook 01's and 02's rows by the study's seed rule."""
-    return _rows(study, dilemma_verdicts(study, dilemma(study)) + vf_claims(table2(study)))
+    return labelled(study, dilemma_verdicts(study, dilemma(study)) + vf_claims(table2(study)))
 
 
 def _ablation(study: Study, names: Sequence[str], paper: dict) -> list[dict]:
@@ -160,7 +84,7 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
                **{f"paper_{k}": paper.get(k) for k in METRICS}}
         rows.append({**row, "bound": below_bound(row)})
-    return _rows(study, rows)
+    return labelled(study, rows)
 
 
 # proxy -> sign, so that a correlation of +1 means "ranks like gFID": +1 where lower is better (gFID, density CV,
@@ -181,7 +105,7 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
         row["bound"] = below_rfid(row["gfid"], row["rfid"])
     gfid = [r["gfid"] for r in rows]
     corr = {"n": len(rows), **{k: sign * spearman([r[k] for r in rows], gfid) for k, sign in PROXIES.items()}}
-    return _rows(study, rows), corr
+    return labelled(study, rows), corr
 
 
 def table1(study: Study) -> list[dict]:
@@ -193,7 +117,7 @@ def table1(study: Study) -> list[dict]:
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
                      "class_acc": res.get("class_acc"), **limit, "bound": below_rfid(res["fid"], rfid),
                      "paper_fid": V.TABLE1_PAPER[i]})
-    return _rows(study, rows)
+    return labelled(study, rows)
 
 
 def yardstick(study: Study) -> dict:
@@ -231,7 +155,7 @@ def sampling(study: Study) -> dict[str, list[dict]]:
                      for t in V.INTERVAL_SWEEP],
         "shift": [row(f"shift {s}", f"sample.timestep_shift={s}", shift=s) for s in V.SHIFT_SWEEP],
     }
-    return {k: _rows(study, v) for k, v in sweeps.items()}
+    return {k: labelled(study, v) for k, v in sweeps.items()}
 
 
 def convergence(study: Study) -> tuple[list[dict], dict]:
@@ -247,7 +171,7 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
                          "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
                          "class_acc_steps": [r.get("class_acc") for r in curve], **limit,
                          "below_rfid_steps": [r["step"] for r in curve if r["fid"] < rfid] or "none"})
-    return _rows(study, rows), seeded_speedup(rows, *V.SPEEDUP)
+    return labelled(study, rows), seeded_speedup(rows, *V.SPEEDUP)
 
 
 def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict], dict]:
@@ -263,7 +187,7 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
                    .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
                    **bound(study, name), **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
-    return _rows(study, rows), scaling_gaps(rows)
+    return labelled(study, rows), scaling_gaps(rows)
 
 
 def _convergence_notes(results: dict) -> list[str]:
@@ -336,7 +260,9 @@ class Table:
     workers: bool = False  # rows(study, workers=...) runs t-SNE seeds in parallel
     also: str | None = None  # rows returns (rows, extra); extra is stored under this key
     notes: Callable[[dict], list[str]] = field(default=lambda results: [])
-    verdicts: Callable | None = None  # verdicts(study, rows): single-seed verdict rows, stored as "<key>_verdicts"
+    verdicts: Callable | None = None  # verdicts(study, rows): verdict rows, stored as "<key>_verdicts"
+    verdict_columns: list[Column] = field(default_factory=lambda: list(SINGLE_SEED_COLUMNS))
+    jobs_by_name: bool = True  # False: its runs are not the tokenizers' default ones (jobs.py lists them itself)
 
 
 def names_for(table: Table, ladder: V.Ladder) -> tuple[str, ...]:
@@ -389,5 +315,21 @@ TABLES: list[Table] = [
         ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", "")], V.SCALING, seeds=True, also="scaling_gap",
           notes=_scaling_notes),
+]
+TABLES += [
+    Table("repa", "REPA beside VA-VAE: the 2 x 2 (notebook 07)", repa_rows, [
+        ("tokenizer", "tokenizer + DiT", ""), ("rfid", "rFID", ".2f"), *GFID_COLUMNS, ("bound", "gFID < rFID?", ""),
+        ("gfid_cfg", "gFID CFG 3", ".1f"), ("gfid_cfg_seeds", "per run", ".1f"), ("class_acc_cfg", "class acc. CFG 3",
+                                                                                 ".2f")],
+          V.repa_tokenizers, guided=True, seeds=True, verdicts=repa_verdicts, verdict_columns=CLAIM_COLUMNS,
+          jobs_by_name=False),
+    Table("repa_curves", "REPA beside VA-VAE: gFID against DiT steps", repa_curves, [
+        ("tokenizer", "tokenizer + DiT", ""), ("seed", "run", ""), ("steps", "steps", ""),
+        ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f")],
+          V.repa_tokenizers, seeds=True, jobs_by_name=False),
+    Table("repa_depth", "REPA: which block to align (one run)", repa_depth, [
+        ("tokenizer", "tokenizer", ""), ("block", "aligned block", ""), ("gfid", "gFID", ".1f"),
+        ("class_acc", "class acc.", ".2f"), ("kid", "KID", ".4f")], lambda ladder: V.repa_tokenizers(ladder)[:1],
+          verdicts=depth_verdicts, jobs_by_name=False),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}

@@ -167,6 +167,30 @@ def table1_overrides(row: int, family: str = "toy-S") -> tuple[str, ...]:
     return tuple(out)
 
 
+# Notebook 07: REPA beside VA-VAE on the ladder's high rung, plain and with VF (`repa_tokenizers`), each DiT trained
+# with and without REPA as published (sihyun-yu/REPA: weight 0.5, the tokens after block 8 of SiT-XL's 28 through a
+# 2048-wide SiLU MLP, 1.8x the DiT's width), scaled to the preset's DiT: the block at the same fraction of its depth,
+# a projector twice its width; aligned to the toy VFM, the one VA-VAE aligns its latents to
+REPA_WEIGHT = 0.5
+REPA_FRACTION = 8 / 28
+
+
+def repa_overrides(size: str, depth: int | None = None) -> tuple[str, ...]:
+    """The DiT overrides that add REPA to a DiT of registry size `size` ("toy-S/1"); `depth`: another block k."""
+    from ..diffusion.lightningdit import DIT_SIZES
+
+    shape = DIT_SIZES[size]
+    k = depth if depth is not None else max(1, round(shape["depth"] * REPA_FRACTION))
+    return (f"dit.repa.weight={REPA_WEIGHT}", f"dit.repa.depth={k}",
+            f"dit.repa.projector_dim={2 * shape['hidden_size']}", "dit.repa.foundation=toy")
+
+
+def repa_tokenizers(ladder: Ladder) -> tuple[str, str]:
+    """The 2 x 2's tokenizers: the ladder's highest VF rung without and with the VF loss."""
+    top = ladder.vf_rungs[-1]
+    return top, f"{top}_vf"
+
+
 # Notebook 05: sampling sweeps on the lab DiT. The solvers: (method, steps; None for the adaptive dopri5)
 SAMPLERS = [*((s, n) for s in ("euler", "heun") for n in (5, 10, 20, 40)), ("dopri5", None)]
 

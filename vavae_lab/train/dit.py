@@ -17,12 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..build import build_dit_for, build_transport_for
+from ..build import build_dit_for, build_repa_for, build_transport_for
 from ..checkpoint import (atomic_save, checkpoint_path, load_checkpoint, prune_checkpoints, rng_state, set_rng_state,
                           snapshot_path)
 from ..config import Config, TrainConfig, to_dict, validate
 from ..device import autocast
-from ..errors import CheckpointError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..runs import HISTORY_FILE, WEIGHTS_FILE
 from ..weights import mismatch_summary
 from .common import (JsonlLogger, RunFiles, StepBatches, Throughput, allreduce_gradients, backward_in_micro_batches,
@@ -30,12 +30,14 @@ from .common import (JsonlLogger, RunFiles, StepBatches, Throughput, allreduce_g
 from .tokenizer import TrainResult
 
 
-def _restore(path: Path, model, ema, opt, scaler, device) -> int:
-    """Load a full DiT training state; returns its step."""
+def _restore(path: Path, model, ema, opt, scaler, device, repa=None) -> int:
+    """Load a full DiT training state (with REPA's projector when there is one); returns its step."""
     state = load_checkpoint(path, map_location=device)
     try:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+        if repa is not None:
+            repa.load_state_dict(state["repa"])
         opt.load_state_dict(state["opt"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} does not match this config's DiT "
@@ -47,8 +49,10 @@ def _restore(path: Path, model, ema, opt, scaler, device) -> int:
 
 
 def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | None = None, *,
-              resume: bool = False) -> TrainResult:
+              resume: bool = False, features_dir: str | Path | None = None) -> TrainResult:
     """Train a LightningDiT on a latent cache; returns (EMA model if ema_decay > 0 else the model, history).
+
+    With dit.repa.weight > 0, `features_dir` is the VFM feature cache of the same images (pipeline.features).
 
     With `out_dir`, writes config.yaml, metrics.jsonl (loss, its cosine/MSE parts and the loss per t-bin),
     atomic checkpoints ({"model", "ema", "opt", ...}, the official layout) and the final `dit.pt`; and after each
@@ -63,6 +67,9 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     seed = config.seed if config.dit.seed is None else config.dit.seed
     torch.manual_seed(seed)
     model = build_dit_for(config, data.latent_shape, data.num_classes).to(info.device)
+    repa, features = _repa_parts(config, model, data, features_dir)
+    if repa is not None:
+        repa.to(info.device)
     files = None if out_dir is None else RunFiles(Path(out_dir), to_dict(config), config, tuple(config.dit.snapshots))
 
     def estimate(start: int) -> str:
@@ -71,29 +78,55 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
         return describe_estimate(config, "dit", start_step=start)
 
     return fit_dit(model, build_transport_for(config), data, config.dit.train, ema_decay=config.dit.ema_decay,
-                   seed=seed, files=files, resume=resume, name=config.name, estimate=estimate)
+                   seed=seed, files=files, resume=resume, name=config.name, estimate=estimate, repa=repa,
+                   features=features)
+
+
+def _repa_parts(config: Config, model, data, features_dir):
+    """(Repa, FeatureCache) for dit.repa.weight > 0, checked against the latents; (None, None) when REPA is off."""
+    from ..latents.features import FeatureCache
+
+    if config.dit.repa.weight == 0:
+        return None, None
+    if features_dir is None:
+        raise ConfigError("dit.repa.weight > 0 needs the VFM features of the training images: pass features_dir "
+                          "(train-dit makes them itself; in Python: vavae_lab.pipeline.features(config))")
+    features = FeatureCache(features_dir)
+    tokens = (data.latent_shape[1] // model.patch_size) ** 2
+    if len(features) != len(data) or features.tokens != tokens:
+        raise ConfigError(f"the feature cache {features_dir} holds {len(features)} items of {features.tokens} tokens "
+                          f"but the DiT trains on {len(data)} latents of {tokens} tokens; extract the features "
+                          "with this config (same data, latents.flip and DiT patch size)")
+    return build_repa_for(config, model, features.dim), features
 
 
 def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_decay: float, seed: int,
             files: RunFiles | None = None, resume: bool = False, name: str = "dit",
-            estimate: Callable[[int], str] | None = None) -> TrainResult:
+            estimate: Callable[[int], str] | None = None, repa=None, features=None) -> TrainResult:
     """Train `model` (built, on its device) with `transport.loss` on `data` (a LatentDataset) for tc.steps steps.
 
     An EMA copy follows the weights (`ema_decay`; 0 keeps none); `seed` fixes the batch order and each rank's noise.
+    With `repa` (diffusion.repa.Repa, on the model's device) and `features` (a FeatureCache in the data's order),
+    the REPA term joins the loss and its projector trains beside the model; it is kept in checkpoints, not in dit.pt.
     With `files`, checkpoints, the metrics log, snapshots and the final weights go to `files.folder`, and
     `resume` continues from its newest checkpoint. `estimate(start)`, when given, is printed before a CPU run.
     """
     info = dist.setup(str(next(model.parameters()).device))
+    if (repa is None) != (features is None):
+        raise ConfigError("fit_dit takes repa and features together (the REPA term and the VFM features it aligns to)")
     dist.broadcast_module(model)
+    if repa is not None:
+        dist.broadcast_module(repa)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     forward = torch.compile(model) if tc.compile and info.device.type == "cuda" else model
-    params = list(model.parameters())
+    params = list(model.parameters()) + (list(repa.parameters()) if repa is not None else [])
+    groups = (params,) if repa is None else (list(model.parameters()), list(repa.parameters()))
     opt = make_optimizer(params, tc)
     scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
     torch.manual_seed(seed * 1000 + info.rank)
     run_dir = files.folder if files is not None else None
     start, ckpt, logger = prepare_run(files, resume, info,
-                                      lambda path: _restore(path, model, ema, opt, scaler, info.device))
+                                      lambda path: _restore(path, model, ema, opt, scaler, info.device, repa))
     artifact = sampling_record(data)  # what sampling needs, in every checkpoint and dit.pt
     batches = StepBatches(len(data), tc.batch_size, seed=seed + 17, rank=info.rank, world_size=info.world_size,
                           hflip=False)
@@ -104,17 +137,17 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
         if estimate is not None and tc.progress and info.device.type == "cpu" and start < tc.steps:
             print(estimate(start))
 
-    def micro_loss(xb, yb):
+    def micro_loss(xb, yb, fb=None):
         with autocast(info.device, tc.precision):
-            return transport.loss(forward, xb, yb)
+            return transport.loss(forward, xb, yb) if repa is None else repa.loss(transport, forward, xb, yb, fb)
 
     t_start, bar = time.perf_counter(), tqdm(total=tc.steps, initial=start, desc=f"dit[{name}]",
                                              disable=not (tc.progress and info.is_main), dynamic_ncols=True)
     state = _LoopState(Throughput(), last_good=ckpt)
     model.train()
     for step in range(start, tc.steps):
-        out, lr, grad_norm = _step(step, model, ema, opt, scaler, params, micro_loss, data, batches, accum, tc,
-                                   ema_decay, info, state, bar)
+        out, lr, grad_norm = _step(step, model, ema, opt, scaler, groups, micro_loss, (data, features), batches,
+                                   accum, tc, ema_decay, info, state, bar)
         done = step + 1
         _log(state, logger, bar, out, lr, grad_norm, done, tc, info)
         if run_dir is not None and info.is_main and done in files.snapshots and done < tc.steps:
@@ -125,7 +158,8 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
                 path = checkpoint_path(run_dir, done)
                 atomic_save({"step": done, "model": model.state_dict(), "ema": ema.state_dict(),
                              "opt": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                             "config": files.config_record, **artifact}, path)
+                             "config": files.config_record, **artifact,
+                             **({"repa": repa.state_dict()} if repa is not None else {})}, path)
                 prune_checkpoints(run_dir, tc.keep_checkpoints)
                 state.last_good = path
             dist.barrier()
@@ -154,33 +188,51 @@ class _LoopState:
     window_loss: list = field(default_factory=list)
 
 
-def _step(step: int, model, ema, opt, scaler, params, micro_loss, data, batches, accum: int, tc: TrainConfig,
+def _step(step: int, model, ema, opt, scaler, groups, micro_loss, sources, batches, accum: int, tc: TrainConfig,
           ema_decay: float, info, state: _LoopState, bar):
-    """One optimisation step (micro-batches, gradient all-reduce, clipping, EMA); (loss parts, lr, grad norm)."""
+    """One optimisation step (micro-batches, gradient all-reduce, clipping, EMA); (loss parts, lr, grad norm).
+
+    `sources` is (latent data, REPA features or None), both indexed by the same item indices."""
+    data, features = sources
     idx, _ = batches.indices(step)
-    x, y = data.get_batch(idx)
-    x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+    tensors = data.get_batch(idx) + ((features.get_batch(idx),) if features is not None else ())
+    tensors = tuple(t.to(info.device, non_blocking=True) for t in tensors)
     lr = learning_rate(tc, step)
     set_lr(opt, lr)
     opt.zero_grad(set_to_none=True)
-    out = backward_in_micro_batches(micro_loss, (x, y), accum, scaler)
+    out = backward_in_micro_batches(micro_loss, tensors, accum, scaler)
     loss = out["loss"]
     if dist.broadcast_flag(not torch.isfinite(loss).item(), info.device):
         bar.close()
         where = f"; the last good checkpoint is {state.last_good}" if state.last_good else ""
         raise NonFiniteLossError(f"non-finite DiT loss ({loss.item()}) at step {step}{where}. Lower "
                                  "dit.train.lr, set dit.train.grad_clip, or enable dit.model.qk_norm=true.")
-    allreduce_gradients(params)
+    allreduce_gradients([p for group in groups for p in group])
     grad_norm = None
     if tc.grad_clip > 0:
         scaler.unscale_(opt)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+        grad_norm = _clip(groups, tc.grad_clip)
     scaler.step(opt)
     scaler.update()
     ema_update(ema, model, ema_decay if step > 0 else 0.0)
     state.window_t.append(out["t"].detach().float().cpu())
     state.window_loss.append(out["per_sample"].detach().float().cpu())
     return out, lr, grad_norm
+
+
+def _clip(groups, max_norm: float) -> float:
+    """Clip the gradients of all parameter groups (the DiT, REPA's projector) by their joint 2-norm; returns it.
+
+    The joint norm is sqrt(sum of the groups' squared norms), which is the DiT's own norm, bit for bit, while the
+    projector's gradients are zero: a REPA weight of 0 trains the same DiT as no REPA.
+    """
+    if len(groups) == 1:
+        return float(torch.nn.utils.clip_grad_norm_(groups[0], max_norm))
+    norms = torch.stack([torch.nn.utils.clip_grad_norm_(g, float("inf")) for g in groups])  # inf: measure only
+    total = norms.square().sum().sqrt()
+    grads = [p.grad for g in groups for p in g if p.grad is not None]
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return float(total)
 
 
 def _log(state: _LoopState, logger: JsonlLogger, bar, out: dict, lr: float, grad_norm, done: int, tc: TrainConfig,
@@ -193,7 +245,7 @@ def _log(state: _LoopState, logger: JsonlLogger, bar, out: dict, lr: float, grad
         loss = float(out["loss"].detach())
         bins = loss_by_t_bins(torch.cat(state.window_t), torch.cat(state.window_loss))
         logger.log({"step": done, "lr": lr, "img_per_s": state.meter.rate(), "loss": loss,
-                    **{k: float(out[k].detach()) for k in ("mse", "cos") if k in out},
+                    **{k: float(out[k].detach()) for k in ("mse", "cos", "repa") if k in out},
                     **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                     "loss_by_t": {k: float(v) for k, v in bins.items()}})
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

@@ -1,12 +1,12 @@
 """Which stage hides the dilemma at a small budget? One preset's DiT recipe on another preset's tokenizers.
 
-In `lab` bigger d does not generate worse; in `lab_long` it does. This trains the DiT recipe of `--dit`
+In the first `lab` recipe (2026-11-26) bigger d did not generate worse; in `lab_long` it did. This trains the DiT recipe of `--dit`
 (model, steps, batch, lr, EMA) on the latents of the `--tokenizers` preset's d4 / d16 / d32 / d32 + VF
 tokenizers, through the same cached `Study` as the notebooks (trained tokenizers and latents are reused),
 and prints gFID without and with CFG 3 per DiT seed (`dit.seed`: the tokenizers stay fixed). Sampling and
 metrics are the tokenizer preset's.
 
-    python benchmarks/dilemma_cross_budget.py --tokenizers lab_long --dit lab --seeds 0 1
+    python benchmarks/dilemma_cross_budget.py --tokenizers lab_long --dit lab_classic --seeds 0 1
         # 2 cores: ~2.5 min per DiT with its two gFIDs, 21 min in all with lab_long's tokenizers cached
         # (each one not cached adds ~8 min)
     python benchmarks/dilemma_cross_budget.py --tokenizers smoke --dit smoke --json out.json
@@ -47,7 +47,7 @@ def main() -> None:
     """Parse the arguments, run, print the mean per tokenizer, optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizers", default="lab_long", help="preset whose tokenizers, sampling, metrics")
-    parser.add_argument("--dit", default="lab", help="preset whose DiT recipe is trained on them")
+    parser.add_argument("--dit", default="lab_classic", help="preset whose DiT recipe is trained on them")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

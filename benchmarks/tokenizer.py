@@ -22,8 +22,9 @@ from pathlib import Path
 ROWS = {
     # name: (preset, overrides)
     "smoke": ("smoke", []),
-    "lab (f4d32+VF)": ("lab", []),
-    "lab (f4d32)": ("lab", ["tokenizer.vf.enabled=false"]),
+    "lab (f8d16+VF)": ("lab", []),
+    "lab (f8d16)": ("lab", ["tokenizer.vf.enabled=false"]),
+    "lab_classic (f4d32+VF)": ("lab_classic", []),
     "f16d32": ("imagenet256_f16d32", []),
     # the released VA-VAE's first stage: the same step cost as its later ones, and it starts from no earlier weights
     "f16d32+VF (DINOv2-L)": ("imagenet256_f16d32_vf_stage1", []),

@@ -1,16 +1,16 @@
-"""PSNR versus wall time of the old and the current lab tokenizer recipes, on the CPU (issue 17.1).
+"""PSNR versus wall time of the toy tokenizer recipes, on the CPU (issues 17.1 and 30).
 
-Each row runs the real `train_tokenizer` on the `lab` preset plus the recipe's overrides (declared below,
-in one place), with d = embed_dim = z_channels and the VF loss off unless --vf. PSNR is measured on the
-run's held-out eval images at 25/50/75/100 % of the steps through the training loop's probe callback; its
-time is left out of "train s" (the loop's own wall time, from the run's img/s log). rFID is the run's final
-evaluation (lab's 1000 eval images, the toy feature net). The 1-minute load average is printed per row:
-on a shared machine wall times grow with it.
+Each row runs the real `train_tokenizer` on the recipe's preset plus its overrides (declared below, in one
+place), with d = embed_dim = z_channels and the VF loss off unless --vf. PSNR is measured on the run's held-out
+eval images at 25/50/75/100 % of the steps through the training loop's probe callback; its time is left out of
+"train s" (the loop's own wall time, from the run's img/s log). rFID is the run's final evaluation (1000 eval
+images, the preset's toy feature net). The 1-minute load average is printed per row: on a shared machine wall
+times grow with it.
 
-    python benchmarks/tokenizer_recipe.py                          # old and current lab recipes at d4
-    python benchmarks/tokenizer_recipe.py --recipes lab --dims 4 16 32 --vf
-    python benchmarks/tokenizer_recipe.py --recipes lab lab_rgb --dims 16   # the colour balance against plain L1
-    python benchmarks/tokenizer_recipe.py --recipes lab_2800       # the same recipe 2.3x longer
+    python benchmarks/tokenizer_recipe.py                          # every recipe at d4
+    python benchmarks/tokenizer_recipe.py --recipes lab --dims 4 8 16 --judge --out RUNS   # the lab ladder
+    python benchmarks/tokenizer_recipe.py --recipes classic classic_rgb --dims 16   # the colour balance vs plain L1
+    python benchmarks/tokenizer_recipe.py --recipes classic_2800   # the first study's recipe 2.3x longer
     python benchmarks/tokenizer_recipe.py --scale 0.05             # a quick plumbing check
 """
 from __future__ import annotations
@@ -19,36 +19,40 @@ import argparse
 import os
 import time
 
-RECIPES = {
+RECIPES = {  # name -> (preset, overrides)
     # the lab tokenizer before issue 17: f4, ch 8 x (1, 2, 4), 300 x 32, lr 2e-3 cosine (20.1 dB, rFID 128 at d4)
-    "old": ["tokenizer.model.ch=8", "tokenizer.model.ch_mult=[1,2,4]", "tokenizer.train.steps=300",
-            "tokenizer.train.lr=2e-3", "tokenizer.loss.colour_balance=0"],
-    # the `lab` preset as committed: same AutoencoderKL at ch 16 x (1, 1, 2) (16/16/32 channels), 1,200 x 32, lr 3e-3,
-    # the colour-balanced L1 at 0.5
-    "lab": [],
-    # the same with LDM's plain RGB L1 (the lab recipe before the colour balance): some seeds stay grey
-    "lab_rgb": ["tokenizer.loss.colour_balance=0"],
-    # the lab recipe 2.3x longer (with the plain RGB L1 it passed 27 dB at d4)
-    "lab_2800": ["tokenizer.train.steps=2800"],
-    # the plain-L1 lab recipe with GroupNorm over all channels (one group): tried against the grey plateau, no fix
-    "lab_gn1": ["tokenizer.model.norm_groups=1", "tokenizer.loss.colour_balance=0"],
+    "old": ("lab_classic", ["tokenizer.model.ch=8", "tokenizer.model.ch_mult=[1,2,4]", "tokenizer.train.steps=300",
+                            "tokenizer.train.lr=2e-3", "tokenizer.loss.colour_balance=0"]),
+    # the first toy study's recipe (lab_classic): f4 AutoencoderKL at ch 16 x (1, 1, 2) (16/16/32 channels),
+    # 1,200 x 32, lr 3e-3, the colour-balanced L1 at 0.5
+    "classic": ("lab_classic", []),
+    # the same with LDM's plain RGB L1 (the recipe before the colour balance): some seeds stay grey
+    "classic_rgb": ("lab_classic", ["tokenizer.loss.colour_balance=0"]),
+    # the same 2.3x longer (with the plain RGB L1 it passed 27 dB at d4)
+    "classic_2800": ("lab_classic", ["tokenizer.train.steps=2800"]),
+    # the plain-L1 recipe with GroupNorm over all channels (one group): tried against the grey plateau, no fix
+    "classic_gn1": ("lab_classic", ["tokenizer.model.norm_groups=1", "tokenizer.loss.colour_balance=0"]),
     # the paper's compression ladder (issue 30): one more stride-2 level (f8) on 32 px, a 4 x 4 grid (d 4 / 8 / 16
-    # keep 48x / 24x / 12x fewer numbers), 2,400 x 32
-    "f8_32px": ["tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
+    # keep 48x / 24x / 12x fewer numbers), 2,400 x 32, on the classic shapes
+    "f8_32px": ("lab_classic", ["tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"]),
     # the same on 64 px shapes, an 8 x 8 grid (the same ladder at d 4 / 8 / 16), 2,400 x 32
-    "f8_64px": ["data.resolution=64", "tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
-    # f8 on 32 px with the outline shapes (data.shape_set=outline): classes an f8 grid can keep, fill patterns as a
-    # factor of every shape
-    "f8_outline": ["data.shape_set=outline", "tokenizer.model.ch_mult=[1,1,2,2]", "tokenizer.train.steps=2400"],
+    "f8_64px": ("lab_classic", ["data.resolution=64", "tokenizer.model.ch_mult=[1,1,2,2]",
+                                "tokenizer.train.steps=2400"]),
+    # f8 on 32 px with the outline shapes (data.shape_set=outline): classes an f8 grid can keep
+    "f8_outline": ("lab_classic", ["data.shape_set=outline", "tokenizer.model.ch_mult=[1,1,2,2]",
+                                   "tokenizer.train.steps=2400"]),
+    # the `lab` preset as committed: f8_outline, its rFID by the multi-factor toy FID network
+    "lab": ("lab", []),
 }
 COMMON = ["tokenizer.train.progress=false", "tokenizer.probe.every=0", "device=cpu"]
 
 
 def row_config(recipe: str, dim: int, vf: bool, scale: float):
-    """The lab config with the recipe's overrides at latent dimension `dim` (steps times `scale`)."""
+    """The recipe's preset with its overrides at latent dimension `dim` (steps times `scale`)."""
     from vavae_lab.config import load_config
 
-    config = load_config("lab", RECIPES[recipe] + COMMON + [
+    preset, overrides = RECIPES[recipe]
+    config = load_config(preset, overrides + COMMON + [
         f"tokenizer.model.embed_dim={dim}", f"tokenizer.model.z_channels={dim}",
         f"tokenizer.vf.enabled={'true' if vf else 'false'}"])
     tc = config.tokenizer.train

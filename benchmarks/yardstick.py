@@ -1,9 +1,10 @@
 """The degradation battery of the two toy FID networks side by side: what each one's FID responds to.
 
-Both networks are the lab preset's (version 1: the shape classifier; version 2: one head per visible factor,
-presets.toy_fid_v2), trained once and cached like the study's; then n held-out real images are corrupted in
-known ways (vavae_lab.metrics.CORRUPTIONS) and scored against the reference split gFIDs use. Prints one table
-(FID and the toy classifier's accuracy per network) and the properties a person expects of a yardstick.
+Both networks on the preset's shapes (version 1: the shape classifier, at its default recipe; version 2: one
+head per visible factor, presets.toy_fid_v2), trained once and cached like the study's; then n held-out real
+images are corrupted in known ways (vavae_lab.metrics.CORRUPTIONS) and scored against the reference split gFIDs
+use. Prints one table (FID and the toy classifier's accuracy per network) and the properties a person expects of
+a yardstick.
 
     python benchmarks/yardstick.py                 # lab, n = 2000 (about 4 min on 2 cores the first time)
     python benchmarks/yardstick.py --preset smoke --n 500
@@ -16,7 +17,7 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="lab", choices=("smoke", "lab", "lab_long"),
+    parser.add_argument("--preset", default="lab", choices=("smoke", "lab", "lab_classic", "lab_long"),
                         help="toy preset whose networks and data are used")
     parser.add_argument("--n", type=int, default=2000, help="held-out images per corruption (the study's sample count)")
     args = parser.parse_args()
@@ -31,7 +32,10 @@ def main() -> None:
 
     base = get_preset(args.preset)
     columns, seconds = {}, {}
-    for name, overrides in (("v1", []), ("v2", list(toy_fid_v2(args.preset)))):
+    from vavae_lab.toy_recipes import ToyFeatureSection
+
+    v1 = ["metrics.toy.version=1", f"metrics.toy.steps={ToyFeatureSection().steps}"]  # the shape classifier's recipe
+    for name, overrides in (("v1", v1), ("v2", list(toy_fid_v2(args.preset)))):
         t0 = time.perf_counter()
         try:
             config = apply_overrides(base, overrides)

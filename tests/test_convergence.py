@@ -46,15 +46,16 @@ def _boom(*args, **kwargs):
 
 
 def test_snapshots_are_in_no_cache_key():
-    for preset in ("smoke", "lab", "lab_long"):
+    for preset in ("smoke", "lab", "lab_classic", "lab_long"):
         s = Study(preset, progress=False)
         assert s.curve_steps[-1] == s.base.dit.train.steps and len(s.curve_steps) == V.CONVERGENCE_POINTS
         for name in V.CONVERGENCE:
             plain, snap = s.config(name), s.config(name, *s.snapshotted())
             assert snap.dit.snapshots == s.curve_steps[:-1] and plain.dit.snapshots == ()
             assert s.dit_key(snap) == s.dit_key(plain) and s.generation_key(snap, 8) == s.generation_key(plain, 8)
-    assert Study("lab").curve_steps == (75, 150, 300, 600) and pipeline.log_steps(20) == (2, 5, 10, 20)
-    lab = Study("lab").config("d32")
+    assert Study("lab").curve_steps == (750, 1500, 3000, 6000) and pipeline.log_steps(20) == (2, 5, 10, 20)
+    assert Study("lab_classic").curve_steps == (75, 150, 300, 600)
+    lab = Study("lab_classic").config("d32")
     keys = {pipeline.stage_key(lab, "generation", n=2000, step=s) for s in (75, 150, 300)}
     assert len(keys) == 3 and pipeline.stage_key(lab, "generation", n=2000) not in keys
 

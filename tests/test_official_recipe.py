@@ -82,8 +82,8 @@ def test_step_batches_draw_one_crop_seed_per_image_and_step():
 
 def test_new_fields_stay_out_of_the_keys_until_set():
     """KEYED_WHEN_SET: a field added after the pack was trained is keyed only away from its earlier behaviour, so
-    every smoke/lab key (tests/test_study.py, tests/test_pack.py) stays valid."""
-    lab = load_config("lab")
+    every smoke/lab_classic key (tests/test_study.py, tests/test_pack.py) stays valid."""
+    lab = load_config("lab_classic")
     assert "crop" not in stage_fields(lab, "data")
     assert "preprocess" not in stage_fields(lab, "tokenizer")["vf"] and "init_from" not in stage_fields(lab, "tokenizer")
     assert "seed" not in stage_fields(lab, "dit")

@@ -32,12 +32,10 @@ def test_stage_keys_change_only_with_their_own_settings():
     assert quiet.dit_key(quiet.config("d32_vf")) == s.dit_key(base)
 
 
-def test_the_f8_regime_keeps_the_keys_of_its_pack_run():
-    # the pack for notebooks 01 and 02 is trained on lab + presets.F8_REGIME across sessions (docs/costs.md); a change
-    # that moves these keys orphans that run, so it must be deliberate
-    from vavae_lab.presets import F8_REGIME
-
-    s = Study("lab", F8_REGIME, progress=False)
+def test_lab_keys_the_packed_f8_runs():
+    # the pack for notebooks 01 and 02 was trained across sessions (docs/costs.md); a change that moves these keys
+    # orphans it, so it must be deliberate
+    s = Study("lab", progress=False)
     base = s.config("d16")
     assert (s.tokenizer_key(base), s.dit_key(base)) == ("db0699fe4834", "98da1624e978")
     assert s.tokenizer_key(s.config("d4")) == "a055ecd6027b"
@@ -46,9 +44,8 @@ def test_the_f8_regime_keeps_the_keys_of_its_pack_run():
 
 def test_show_config_names_the_latent_and_the_ladder_by_compression(capsys):
     from vavae_lab.cli import main
-    from vavae_lab.presets import F8_REGIME
 
-    main(["show-config", "--preset", "lab", *F8_REGIME])
+    main(["show-config", "--preset", "lab"])
     tail = capsys.readouterr().out.splitlines()[-2:]
     assert tail == ["# latent f8d16 (12x): 16 x 4 x 4 numbers per 3 x 32 x 32 image",
                     "# the d ladder of notebooks 01 and 02: f8d4 48x, f8d8 24x, f8d16 12x"]   # the paper's 48x ... 12x
@@ -70,10 +67,13 @@ def test_lab_classic_keys_the_first_packed_study():
     base = s.config("d32")
     assert (s.tokenizer_key(base), s.dit_key(base)) == ("329f084ed537", "db5ff11f0187")
     assert s.ladder.f == 4 and s.label("d32_vf") == "f4d32 + VF"
+    from vavae_lab.presets import classic
+
+    assert classic("lab") == "lab_classic" and classic("smoke") == "smoke"  # notebooks 03-05 read lab_classic
 
 
 def test_dit_seed_repeats_a_dit_on_the_same_tokenizer_and_latents():
-    s = Study("lab", progress=False)
+    s = Study("lab_classic", progress=False)
     base, again = s.config("d32"), s.config("d32", "dit.seed=1")
     assert s.tokenizer_key(again) == s.tokenizer_key(base) and s.latents_key(again) == s.latents_key(base)
     assert s.dit_key(again) != s.dit_key(base)
@@ -335,10 +335,11 @@ def test_the_cli_defaults_to_the_study_folders(capsys):
     from vavae_lab.cli.common import _config, _default_folders
     from vavae_lab.pipeline import stage_key
 
-    args = cli.build_parser().parse_args(["extract-latents", "--preset", "lab", *V.TOKENIZERS["d32"].overrides])
+    args = cli.build_parser().parse_args(["extract-latents", "--preset", "lab_classic",
+                                          *V.TOKENIZERS["d32"].overrides])
     config = _config(args)
     _default_folders(args, config, tokenizer="tokenizer", out="latents")
-    s = Study("lab", progress=False)
+    s = Study("lab_classic", progress=False)
     dirs = s._dirs(s.config("d32"))
     assert (args.tokenizer, args.out) == (str(dirs["tokenizer"]), str(dirs["latents"]))
     assert args.tokenizer.endswith("329f084ed537") and stage_key(config, "dit") == "db5ff11f0187"

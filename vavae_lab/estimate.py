@@ -7,11 +7,11 @@ from .config import Config
 # Measured on the 2-core CPU this repo is developed on (one training process, fp32), as total seconds of a run:
 # two presets per stage, so the cost per image is a straight line through both (small models are overhead-bound).
 TOKENIZER_RUNS = {  # level cost (see _level_cost) at 32 px -> (steps, batch, seconds)
-    384.0: (1200, 32, 295.0),  # lab: ch 16 x (1, 1, 2), no VF (d4: 118-134 img/s over the run)
+    400.0: (2400, 32, 300.0),  # lab: f8, ch 16 x (1, 1, 2, 2), no VF (251-335 s; one thread, a second run beside it)
     576.0: (1000, 64, 8.6 * 60),  # lab_long: ch 16 x (1, 2, 2), VF to the toy VFM
 }
 DIT_RUNS = {  # depth x width^2 on an 8 x 8 latent grid, patch 1 -> (steps, batch, seconds)
-    2 * 64 ** 2: (600, 64, 85.0),  # lab: toy-XS/1 (84.8-84.9 s on d4 latents)
+    2 * 64 ** 2: (600, 64, 85.0),  # lab_classic: toy-XS/1 (84.8-84.9 s on d4 latents)
     4 * 96 ** 2: (1000, 128, 8.5 * 60),  # lab_long: toy-S/1
 }
 SMOKE_PIPELINE_MINUTES = 65 / 60  # `make smoke`: every stage of the smoke preset end to end

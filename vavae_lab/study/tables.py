@@ -280,7 +280,7 @@ def _spearman_line(results: dict) -> list[str]:
 TABLES: list[Table] = [
     Table("dilemma", "The optimization dilemma (notebook 01)", dilemma, DILEMMA_COLUMNS, lambda ladder: ladder.rungs,
           guided=True, seeds=True),
-    Table("table2", "Table 2: VF loss (notebook 02)", table2, TOKENIZER_COLUMNS + [
+    Table("table2", "Table 2: VF loss (notebook 02)", table2, DILEMMA_COLUMNS + [
         ("paper_rfid", "paper rFID", ".2f"), ("paper_psnr", "paper PSNR", ".2f"),
         ("paper_gfid", "paper gFID (B)", ".2f")], lambda ladder: ladder.table2, guided=True, seeds=True,
           notes=lambda results: ["", "![frontier](frontier.png)"]),

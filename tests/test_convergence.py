@@ -136,6 +136,26 @@ def test_speedup_reads_the_steps_to_reach_the_baselines_final_gfid():
     assert one_never["verdict"].startswith("not shown: DiT seed 1: never reaches 52.0")
 
 
+def test_a_speedup_needs_the_curve_to_stay_below_and_a_crossing_the_snapshots_resolve():
+    steps = [1, 2, 4, 8]
+    a, b = V.SPEEDUP
+
+    def rows(*b_curves):
+        base = [100.0, 80.0, 60.0, 50.0]
+        return [r for seed, gfids in enumerate(b_curves) for r in (
+            {"name": a, "seed": seed, "steps": steps, "gfid_steps": base},
+            {"name": b, "seed": seed, "steps": steps, "gfid_steps": gfids})]
+
+    # behind at every snapshot but the last: the crossing lies between steps 4 and 8, so 1x-2x is all they allow
+    late = T.seeded_speedup(rows([110.0, 90.0, 70.0, 45.0], [105.0, 85.0, 65.0, 44.0]), a, b)
+    assert all(v > 1 for v in late["speedup_seeds"]) and late["range_seeds"] == [(1.0, 2.0), (1.0, 2.0)]
+    assert late["verdict"].startswith("unresolved by the snapshots") and "DiT seed 0: 1.00x-2.00x" in late["verdict"]
+    # below the target at step 2, then above the baseline again at step 4: no speed-up is reported
+    back = T.seeded_speedup(rows([90.0, 50.0, 65.0, 40.0], [90.0, 48.0, 45.0, 40.0]), a, b)
+    assert back["verdict"] == "not reported: DiT seed 0: above again at step 4"
+    assert T.speedup(steps, [100.0, 80.0, 60.0, 50.0], steps, [90.0, 50.0, 65.0, 40.0])["above_after"] == [4]
+
+
 def test_flops_and_parameters_grow_with_the_dit_size():
     config = Study("smoke", progress=False).config("d32")
     costs = [dit_cost(apply_overrides(config, [f"dit.model.size={f}/1"])) for f in V.SCALING_SIZES]

@@ -221,22 +221,34 @@ def steps_to_reach(steps: Sequence[int], gfids: Sequence[float], target: float) 
 
 def speedup(steps_a: Sequence[int], gfid_a: Sequence[float], steps_b: Sequence[int], gfid_b: Sequence[float]) -> dict:
     """The paper's speed-up of curve B over curve A (Fig. 4): A's full budget over the steps B needs to reach the
-    gFID A ends at. {"target", "steps", "speedup", "how", "reason"}; steps and speedup are None when B never
-    reaches it (the reason says B's best), and the speed-up is a lower bound when B is there at its first point."""
+    gFID A ends at. {"target", "steps", "speedup", "how", "reason", "range", "above_after"}: steps and speedup are None
+    when B never reaches it (the reason says B's best); the speed-up is a lower bound when B is there at its first
+    point. "range" is what the snapshots allow: B crossed the target somewhere between the snapshot before and the
+    one at or below it, so the speed-up lies between budget / that one and budget / the one before, whatever the
+    interpolation. "above_after" lists the snapshots from the crossing on where B is above A again (A's gFID at the
+    same step), which the study's rule does not let a speed-up pass over."""
     target, budget = gfid_a[-1], steps_a[-1]
     need, how = steps_to_reach(steps_b, gfid_b, target)
     if need is None:
         reason = f"never reaches {target:.1f} in {steps_b[-1]} steps (its best: {min(gfid_b):.1f})"
-        return {"target": target, "steps": None, "speedup": None, "how": how, "reason": reason}
+        return {"target": target, "steps": None, "speedup": None, "how": how, "reason": reason, "range": None,
+                "above_after": []}
+    i = next(k for k, g in enumerate(gfid_b) if g <= target)
+    span = (budget / steps_b[i], math.inf if i == 0 else budget / steps_b[i - 1])
+    a_at = dict(zip(steps_a, gfid_a))
+    above = [s for s, g in zip(steps_b[i:], gfid_b[i:]) if s in a_at and g > a_at[s]]
     reason = (f"already below {target:.1f} at its first snapshot (step {steps_b[0]}): at least {budget / need:.2f}x"
               if how == "at most" else "")
-    return {"target": target, "steps": need, "speedup": budget / need, "how": how, "reason": reason}
+    return {"target": target, "steps": need, "speedup": budget / need, "how": how, "reason": reason, "range": span,
+            "above_after": above}
 
 
 def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
-    """`speedup` of tokenizer b over a per DiT seed (convergence rows), their mean and spread, judged by the seed
-    rule (`claim`): each seed's speed-up - 1 must be positive and exceed the spread. None where a seed never gets
-    there."""
+    """`speedup` of tokenizer b over a per DiT seed (convergence rows), their mean and spread, judged by the rule:
+    not reported where b is above a again at a later snapshot in some seed; unresolved where the snapshots allow a
+    speed-up of 1 in some seed (the crossing lies between the last two points, so the interpolation decides);
+    otherwise by the seed rule (`claim`: each seed's speed-up - 1 positive and beyond the spread). None where a seed
+    never gets there. "range_seeds" says what the snapshots allow in each seed."""
     curves = {(r["name"], r["seed"]): r for r in rows}
     seeds = sorted(s for n, s in curves if n == a and (b, s) in curves)
     per = [speedup(curves[(a, s)]["steps"], curves[(a, s)]["gfid_steps"], curves[(b, s)]["steps"],
@@ -244,18 +256,28 @@ def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
     label = {r["name"]: _tag(r) for r in rows}
     out = {"claim": f"{label.get(b, b)} reaches the final gFID of {label.get(a, a)}", "a": a, "b": b,
            "seeds": seeds, "target_seeds": [p["target"] for p in per], "steps_seeds": [p["steps"] for p in per],
-           "speedup_seeds": [p["speedup"] for p in per], "reasons": [p["reason"] for p in per]}
+           "speedup_seeds": [p["speedup"] for p in per], "range_seeds": [p["range"] for p in per],
+           "reasons": [p["reason"] for p in per]}
     values = out["speedup_seeds"]
     if not per or None in values:
         never = [f"DiT seed {s}: {p['reason']}" for s, p in zip(seeds, per) if p["speedup"] is None]
         return {**out, "speedup": None, "speedup_spread": None,
                 "verdict": "not shown: " + ("; ".join(never) or "no seed has both curves")}
     spread = max(values) - min(values)
+    out = {**out, "speedup": sum(values) / len(values), "speedup_spread": spread}
+    above = [f"DiT seed {s}: above again at step {', '.join(map(str, p['above_after']))}"
+             for s, p in zip(seeds, per) if p["above_after"]]
+    if above:
+        return {**out, "verdict": "not reported: " + "; ".join(above)}
+    loose = [f"DiT seed {s}: {lo:.2f}x-{hi:.2f}x" for s, (lo, hi) in zip(seeds, out["range_seeds"]) if lo <= 1.0]
+    if loose:
+        return {**out, "verdict": "unresolved by the snapshots (the crossing lies between the last two, so the "
+                                  "interpolation decides; what they allow: " + "; ".join(loose) + ")"}
     verdict = claim("", {"x_seeds": [1.0] * len(values), "x_spread": 0.0},
                     {"x_seeds": values, "x_spread": spread}, "x")["verdict"]
     first = any(p["how"] == "at most" for p in per)
     bound = " (a lower bound where a seed is there at its first snapshot)" if first else ""
-    return {**out, "speedup": sum(values) / len(values), "speedup_spread": spread, "verdict": verdict + bound}
+    return {**out, "verdict": verdict + bound}
 
 
 def scaling_gaps(rows: Sequence[dict]) -> dict:

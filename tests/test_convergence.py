@@ -256,3 +256,18 @@ def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_eve
         plot_scaling([{"tokenizer": "x", "size": "toy-S", "gfid": 1.0}])
     with pytest.raises(DataError):
         plot_scaling([])
+
+
+def test_the_gap_shrinks_only_if_it_shrinks_at_every_size_step():
+    def rows(gaps_per_size):
+        out = []
+        for size, gaps in gaps_per_size.items():
+            out += [{"name": V.SCALING[0], "tokenizer": "low", "size": size, "gfid_seeds": [10.0, 10.0]},
+                    {"name": V.SCALING[1], "tokenizer": "high", "size": size, "gfid_seeds": [10.0 + g for g in gaps]}]
+        return out
+
+    # the review's case: +41 / +51 / +26, shrinking between the end points but growing at the first step
+    bumpy = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [51.0, 51.0], "toy-M/1": [26.0, 27.0]}))
+    assert bumpy["claim"]["verdict"].startswith("not shown as a trend: toy-XS/1 -> toy-S/1 (seed 0, 1)")
+    steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}))
+    assert steady["claim"]["verdict"] == "shown"

@@ -92,8 +92,20 @@ def dilemma_claims(rows: Sequence[dict], over: str = "DiT seeds") -> list[dict]:
     steps = [(lo, hi), (lo, mid), (mid, hi)]  # the whole ladder first, then each step
     tags = [f"{_tag(a)} -> {_tag(b)}" for a, b in steps]
     heads = [f"(a) rFID improves with d: {tags[0]} (tokenizer seeds)", f"(b) gFID worsens with d: {tags[0]} ({over})"]
-    return ([claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid") for i, ((a, b), t) in enumerate(zip(steps, tags))]
-            + [claim(heads[1] if i == 0 else f"    {t}", a, b) for i, ((a, b), t) in enumerate(zip(steps, tags))])
+    a_side = [claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid") for i, ((a, b), t) in enumerate(zip(steps, tags))]
+    b_side = [claim(heads[1] if i == 0 else f"    {t}", a, b) for i, ((a, b), t) in enumerate(zip(steps, tags))]
+    return [trend(a_side[0], a_side[1:], tags[1:]), *a_side[1:], trend(b_side[0], b_side[1:], tags[1:]), *b_side[1:]]
+
+
+def trend(head: dict, steps: Sequence[dict], tags: Sequence[str]) -> dict:
+    """The rule for a trend over three or more points: `head` (the claim between the end points) is shown only if
+    every step between neighbours has the right sign in every seed; otherwise it says which step does not."""
+    wrong = [f"{t} (seed {', '.join(str(i) for i, d in enumerate(s['diff_seeds']) if d <= 0)})"
+             for s, t in zip(steps, tags) if any(d <= 0 for d in s["diff_seeds"])]
+    if wrong and (head["verdict"] == "shown" or head["verdict"].startswith("same sign")):
+        return {**head, "verdict": f"not shown as a trend: {'; '.join(wrong)} has the wrong sign (the end points "
+                                   f"alone: {head['verdict']})"}
+    return head
 
 
 def _gain(plain: dict, vf: dict, key: str = "gfid") -> dict:
@@ -292,4 +304,7 @@ def scaling_gaps(rows: Sequence[dict]) -> dict:
         gaps.append({"size": size, "gap": sum(diffs) / len(diffs), "gap_seeds": diffs,
                      "gap_spread": max(diffs) - min(diffs)})
     text = f"the gap of {_tag(by[(high, sizes[0])])} shrinks from {sizes[0]} to {sizes[-1]}"
-    return {"gaps": gaps, "claim": claim(text, gaps[-1], gaps[0], "gap")}
+    steps = [claim("", gaps[i + 1], gaps[i], "gap") for i in range(len(gaps) - 1)]
+    head = claim(text, gaps[-1], gaps[0], "gap")
+    return {"gaps": gaps, "claim": trend(head, steps, [f"{sizes[i]} -> {sizes[i + 1]}" for i in range(len(steps))])
+            if len(steps) > 1 else head}

@@ -192,3 +192,30 @@ def test_adaptive_weight_errors():
         adaptive_weight(y.sum(), (other ** 2).sum() + y.sum(), other)
     with pytest.raises(ConfigError, match="no graph"):
         adaptive_weight(y.detach().sum(), y.sum(), weight)
+
+
+def test_the_vf_gradient_ratio_is_logged_and_shows_a_term_that_switched_off():
+    """w * ||grad L_vf|| / ||grad L_rec|| at the encoder's last layer: w_hyper while the adaptive weight can balance the
+    two, near 0 once the margins leave the VF term no gradient (what `history["train"]` records as vf_grad_ratio)."""
+    from vavae_lab.tokenizer.losses import TokenizerLoss
+
+    torch.manual_seed(0)
+    layer = torch.nn.Parameter(torch.randn(4, 4))
+    x = torch.randn(2, 4)
+    z = (x @ layer).reshape(2, 4, 1, 1)
+    features = torch.randn(2, 6, 1, 1)
+    recon = torch.tanh(z.reshape(2, 4)).reshape(2, 4, 1, 1).expand(2, 4, 2, 2)
+    inputs = torch.zeros_like(recon)
+
+    class Posterior:
+        def kl(self):
+            return z.pow(2).sum((1, 2, 3))
+
+    def ratio(m1, m2):
+        vf = VFLoss(4, 6, m1=m1, m2=m2)
+        loss = TokenizerLoss(disc_start=10**9, vf_loss=vf, vf_weight=0.1, perceptual_weight=0.0).train()
+        _, logs = loss.generator_loss(inputs, recon, Posterior(), 0, enc_last_layer=layer, z=z, features=features)
+        return logs["vf_grad_ratio"]
+
+    assert ratio(0.0, 0.0) == pytest.approx(0.1, rel=1e-3)  # the adaptive weight balances it to w_hyper
+    assert ratio(2.0, 2.0) == pytest.approx(0.0, abs=1e-6)   # margins above every term: no VF gradient at all

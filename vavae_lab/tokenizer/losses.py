@@ -10,7 +10,7 @@ from torch import nn
 from vavae_lab.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from vavae_lab.tokenizer.colour import apply_colour_matrix
 from vavae_lab.tokenizer.discriminator import NLayerDiscriminator, hinge_d_loss, vanilla_d_loss
-from vavae_lab.tokenizer.vf_loss import VFLoss, adaptive_weight
+from vavae_lab.tokenizer.vf_loss import VFLoss, adaptive_weight, gradient_norms, weight_from_norms
 
 DISC_LOSSES = {"hinge": hinge_d_loss, "vanilla": vanilla_d_loss}
 GAN_WEIGHT_MAX = 1e4
@@ -187,6 +187,7 @@ class TokenizerLoss(nn.Module):
         self.vf_adaptive_every = vf_adaptive_every
         # (step, value) of the last adaptive VF ratio; a buffer so that resuming reuses it exactly
         self.register_buffer("vf_weight_cache", torch.tensor([-1.0, 0.0], dtype=torch.float64))
+        self.vf_grad_ratio: float | None = None  # of the last recomputation of the adaptive weight (a log, not state)
         # the colour-balanced pixel loss (tokenizer.colour); rebuilt from the config's data, so not saved
         self.register_buffer("colour_matrix", colour_matrix, persistent=False)
         # LPIPS is frozen and rebuilt by build_lpips, so checkpoints leave its ~59 MB of VGG weights out.
@@ -233,8 +234,15 @@ class TokenizerLoss(nn.Module):
         cached_step, cached_value = self.vf_weight_cache.tolist()
         if self.vf_adaptive_every > 1 and cached_step >= 0 and 0 <= step - cached_step < self.vf_adaptive_every:
             return nll.new_tensor(cached_value)
-        ratio = self._balance(nll, vf, layer, max_value=self.vf_adaptive_max,
-                              layer_hint="enc_last_layer (e.g. model.encoder_last_layer()) for the adaptive VF weight")
+        if not (nll.requires_grad and vf.requires_grad):
+            return nll.new_zeros(())
+        if layer is None:
+            raise ConfigError("TokenizerLoss.generator_loss needs enc_last_layer (e.g. model.encoder_last_layer()) "
+                              "for the adaptive VF weight in training mode.")
+        main, aux = gradient_norms(nll, vf, layer)
+        ratio = weight_from_norms(main, aux, max_value=self.vf_adaptive_max)
+        # what the weighted VF term's gradient is, against the reconstruction's, at the encoder's last layer
+        self.vf_grad_ratio = float(self.vf_weight * ratio * aux / main) if main > 0 else None
         self.vf_weight_cache.copy_(torch.tensor([float(step), float(ratio)], dtype=torch.float64))
         return ratio
 
@@ -295,6 +303,8 @@ class TokenizerLoss(nn.Module):
             "disc_factor": disc_factor, "vf_weight": _scalar(vf_weight),
         }
         logs.update({name: _scalar(value) for name, value in vf_terms.items()})
+        if self.vf_loss is not None and self.vf_adaptive and self.vf_grad_ratio is not None and self.training:
+            logs["vf_grad_ratio"] = self.vf_grad_ratio
         return loss, logs
 
     def discriminator_loss(self, inputs: torch.Tensor, recon: torch.Tensor,

@@ -10,6 +10,32 @@ from vavae_lab.errors import ConfigError
 PROJECTIONS = ("reverse", "forward")
 
 
+def gradient_norms(loss_main: torch.Tensor, loss_aux: torch.Tensor,
+                   layer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||d loss_main / d layer||, ||d loss_aux / d layer||), detached; both graphs are retained for the caller."""
+    if not layer.requires_grad:
+        raise ConfigError(
+            "adaptive_weight needs a layer weight that requires grad; pass a trainable parameter "
+            "such as the encoder's or decoder's last conv weight."
+        )
+    norms = []
+    for name, loss in (("main", loss_main), ("auxiliary", loss_aux)):
+        if not loss.requires_grad:
+            raise ConfigError(
+                f"adaptive_weight: the {name} loss has no graph; compute it with gradients enabled "
+                "(not under torch.no_grad()) from the model's outputs."
+            )
+        (grad,) = torch.autograd.grad(loss, layer, retain_graph=True, allow_unused=True)
+        if grad is None:
+            raise ConfigError(
+                f"adaptive_weight: the {name} loss does not depend on the given layer; pass the last "
+                "layer of the network that produces both losses (encoder conv_out for VF, decoder "
+                "conv_out for GAN)."
+            )
+        norms.append(torch.linalg.vector_norm(grad).detach())
+    return norms[0], norms[1]
+
+
 def adaptive_weight(
     loss_main: torch.Tensor,
     loss_aux: torch.Tensor,
@@ -24,28 +50,14 @@ def adaptive_weight(
     taken at the encoder's last conv (max 1e8), the GAN weight at the decoder's last conv (max 1e4).
     Both graphs are retained, so the caller can still backpropagate the total loss afterwards.
     """
-    if not layer.requires_grad:
-        raise ConfigError(
-            "adaptive_weight needs a layer weight that requires grad; pass a trainable parameter "
-            "such as the encoder's or decoder's last conv weight."
-        )
-    grads = []
-    for name, loss in (("main", loss_main), ("auxiliary", loss_aux)):
-        if not loss.requires_grad:
-            raise ConfigError(
-                f"adaptive_weight: the {name} loss has no graph; compute it with gradients enabled "
-                "(not under torch.no_grad()) from the model's outputs."
-            )
-        (grad,) = torch.autograd.grad(loss, layer, retain_graph=True, allow_unused=True)
-        if grad is None:
-            raise ConfigError(
-                f"adaptive_weight: the {name} loss does not depend on the given layer; pass the last "
-                "layer of the network that produces both losses (encoder conv_out for VF, decoder "
-                "conv_out for GAN)."
-            )
-        grads.append(grad)
-    ratio = torch.linalg.vector_norm(grads[0]) / (torch.linalg.vector_norm(grads[1]) + eps)
-    return torch.clamp(ratio, 0.0, max_value).detach()
+    main, aux = gradient_norms(loss_main, loss_aux, layer)
+    return weight_from_norms(main, aux, eps=eps, max_value=max_value)
+
+
+def weight_from_norms(main: torch.Tensor, aux: torch.Tensor, *, eps: float = 1e-4,
+                      max_value: float = 1e8) -> torch.Tensor:
+    """`adaptive_weight` from the two gradient norms: main / (aux + eps), clamped to [0, max_value]."""
+    return torch.clamp(main / (aux + eps), 0.0, max_value)
 
 
 def _pairwise_cosine(x: torch.Tensor) -> torch.Tensor:

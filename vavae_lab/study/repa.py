@@ -46,7 +46,7 @@ def repa_claims(rows: Sequence[dict]) -> list[dict]:
 
     out = [c("REPA helps the plain tokenizer", repa, plain), c("VA-VAE helps it", vf, plain)]
     for key in ("gfid", "gfid_cfg"):
-        out += [c("REPA beats VA-VAE (reversed: VA-VAE beats REPA)", repa, vf, key),
+        out += [c("REPA beats VA-VAE", repa, vf, key),
                 c("they stack: better than VA-VAE alone", both, vf, key),
                 c("they stack: better than REPA alone", both, repa, key)]
     return out

@@ -182,6 +182,10 @@ def test_cli_extracts_features_then_trains_a_repa_dit(tmp_path, capsys):
                  str(tmp_path / "nothing"), "--out", str(tmp_path / "dit2"), *tiny, "dit.repa.depth=5"]) != 0
     assert "dit.repa.depth=5" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()  # refused before any work
+    off = [t for t in tiny if not t.startswith("dit.repa.weight")]
+    assert main(["train-dit", "--preset", "smoke", "--latents", str(tmp_path / "lat"), "--features",
+                 str(tmp_path / "feat"), "--out", str(tmp_path / "dit3"), *off]) != 0
+    assert "REPA is off (dit.repa.weight=0)" in capsys.readouterr().err and not (tmp_path / "dit3").exists()
 
 
 def test_launch_passes_the_feature_cache_to_train_dit(tmp_path):
@@ -251,3 +255,15 @@ def test_the_curves_train_each_repa_dit_once_with_its_snapshots_before_scoring_i
                                            "dit.repa.foundation=toy")
     assert V.repa_overrides("XL/1")[1:3] == ("dit.repa.depth=8", "dit.repa.projector_dim=2304")
     assert len(calls) == len(set(calls))
+
+
+def test_a_missing_vfm_names_the_repa_fields_to_fix(monkeypatch):
+    from vavae_lab.build import build_repa_vfm
+    from vavae_lab.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("VAVAE_LAB_OFFLINE", "1")
+    config = get_preset("imagenet256_lightningdit_xl_64ep_repa")
+    with pytest.raises(WeightsUnavailableError, match=r"dit\.repa\.pretrained_path=.*dit\.repa\.foundation=toy"):
+        build_repa_vfm(config, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"dit\.repa\.foundation='dinov_vitb' is an unknown foundation model"):
+        build_repa_vfm(apply_overrides(config, ["dit.repa.foundation=dinov_vitb"]), torch.device("cpu"))

@@ -172,7 +172,7 @@ def build_repa_vfm(config: Config, device: torch.device):
     r = config.dit.repa
     return build_foundation_model(r.foundation, grid=token_grid(config), pretrained_path=r.pretrained_path,
                                   device=device, toy_config=toy_vfm_config(config) if r.foundation.startswith("toy")
-                                  else None)
+                                  else None, section="dit.repa")
 
 
 def check_repa(config: Config) -> None:

@@ -45,6 +45,9 @@ def _train_dit(args) -> None:
     if _check_resume(args, config, "dit"):
         return
     features = None
+    if args.features and config.dit.repa.weight == 0:
+        raise ConfigError(f"--features {args.features} is REPA's feature cache, but REPA is off (dit.repa.weight=0); "
+                          "turn it on with dit.repa.weight=0.5 (REPA's weight), or leave --features out")
     if config.dit.repa.weight > 0:  # REPA: the VFM features of the same images, extracted here on a miss
         from ..pipeline import features as feature_cache
 

@@ -133,7 +133,7 @@ def _patch_size(timm_name: str, entry: dict) -> int:
     return patch[0] if isinstance(patch, (tuple, list)) else int(patch)
 
 
-def _download_hint(name: str, timm_name: str) -> str:
+def _download_hint(name: str, timm_name: str, section: str = "tokenizer.vf") -> str:
     """How to get the weights file for a timm model by hand."""
     from timm.models import get_pretrained_cfg
     cfg = get_pretrained_cfg(timm_name)
@@ -141,12 +141,12 @@ def _download_hint(name: str, timm_name: str) -> str:
     where = (f"model.safetensors from the Hugging Face hub repo {hub_id} (https://huggingface.co/{hub_id})"
              if hub_id else f"the pretrained weights of timm model {timm_name!r}")
     return (f"download {where} on a machine with internet, then pass pretrained_path='/path/to/model.safetensors' "
-            f"(in a config: tokenizer.vf.pretrained_path=/path/to/model.safetensors). Without any download, "
-            f"vf.foundation=toy uses the toy VFM pretrained here")
+            f"(in a config: {section}.pretrained_path=/path/to/model.safetensors). Without any download, "
+            f"{section}.foundation=toy uses the toy VFM pretrained here")
 
 
 def _build_timm(name: str, timm_name: str, *, patch: int, grid: int, pretrained_path, offline: bool,
-                random_init: bool, timm_kwargs: dict) -> nn.Module:
+                random_init: bool, timm_kwargs: dict, section: str = "tokenizer.vf") -> nn.Module:
     """Create a timm ViT at img_size = grid * patch with weights from a file, the hub, or (random_init) none."""
     import timm
     kwargs = dict(img_size=grid * patch, **timm_kwargs)
@@ -156,7 +156,7 @@ def _build_timm(name: str, timm_name: str, *, patch: int, grid: int, pretrained_
         path = Path(pretrained_path).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"weights file {str(path)!r} for foundation model {name!r} does not exist; "
-                                          f"check pretrained_path, or {_download_hint(name, timm_name)}")
+                                          f"check pretrained_path, or {_download_hint(name, timm_name, section)}")
         try:
             return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
                                      **kwargs)
@@ -167,25 +167,26 @@ def _build_timm(name: str, timm_name: str, *, patch: int, grid: int, pretrained_
     if offline:
         raise WeightsUnavailableError(f"foundation model {name!r} (timm {timm_name!r}) needs pretrained weights, "
                                       f"but offline mode is on and no pretrained_path was given: "
-                                      f"{_download_hint(name, timm_name)}")
+                                      f"{_download_hint(name, timm_name, section)}")
     print(f"vavae_lab: fetching pretrained weights of {timm_name!r} through timm (Hugging Face hub cache)")
     try:
         return timm.create_model(timm_name, pretrained=True, **kwargs)
     except Exception as exc:
         raise WeightsUnavailableError(f"could not download weights for foundation model {name!r} (timm "
                                       f"{timm_name!r}): {type(exc).__name__}: {str(exc)[:300]}. To work offline, "
-                                      f"{_download_hint(name, timm_name)}") from exc
+                                      f"{_download_hint(name, timm_name, section)}") from exc
 
 
 def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device="cpu", offline=None,
                            toy_config=None, timm_kwargs: dict | None = None,
-                           preprocess: str = "normalized") -> FoundationModel:
+                           preprocess: str = "normalized", section: str = "tokenizer.vf") -> FoundationModel:
     """A frozen FoundationModel by registry name, timm name, 'toy' or 'toy_random' (add '_random' for random weights).
 
     timm ViTs are built at img_size = grid * patch_size so their position embeddings fit the grid; weights
     come from `pretrained_path` (a .safetensors/.pth/.bin state dict, loaded by timm so position embeddings
     are resized) or from the hub unless `offline` (default: from OFFLINE_ENV_VARS). `timm_kwargs` go to
-    timm.create_model (e.g. depth=1 for tests); `preprocess` is one of PREPROCESS.
+    timm.create_model (e.g. depth=1 for tests); `preprocess` is one of PREPROCESS; `section` is the config section
+    that names the model (tokenizer.vf, dit.repa), for the fixes the errors suggest.
     """
     if not isinstance(grid, int) or grid < 1:
         raise ConfigError(f"foundation model grid={grid!r} must be a positive integer (the latent grid, e.g. 16 for f16)")
@@ -203,12 +204,14 @@ def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device
     timm_name = entry.get("timm", base)
     import timm
     if not timm.is_model(timm_name):
-        raise ConfigError(f"unknown foundation model {name!r}: not in VFM_REGISTRY ({sorted(VFM_REGISTRY)}) and not "
-                          f"a timm model name (see timm.list_models('vit_*', pretrained=True))")
+        raise ConfigError(f"{section}.foundation={name!r} is an unknown foundation model: not in VFM_REGISTRY "
+                          f"({sorted(VFM_REGISTRY)}) and not a timm model name (see timm.list_models('vit_*', "
+                          "pretrained=True))")
     patch = _patch_size(timm_name, entry)
     try:
         net = _build_timm(name, timm_name, patch=patch, grid=grid, pretrained_path=pretrained_path,
-                          offline=offline, random_init=random_init, timm_kwargs=dict(timm_kwargs or {}))
+                          offline=offline, random_init=random_init, timm_kwargs=dict(timm_kwargs or {}),
+                          section=section)
     except VavaeLabError:
         raise
     except TypeError as exc:

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from . import stats as _stats
-from .shards import META_FILE, ShardView, gather_rows, read_meta, shard_problem
+from .shards import META_FILE, ShardView, gather_items, gather_rows, read_meta, shard_problem
 from .stats import CHECK_SAMPLES, STATS_FILE, load_stats
 
 _RUN_EXTRACT = ("run `python -m vavae_lab extract-latents --preset <preset> --tokenizer <run dir> --out {dir}` "
@@ -119,14 +119,10 @@ class LatentDataset(Dataset):
         n = self.num_images
         if self.in_memory:
             return self._latents[idx], self._labels[idx % n]
-        image, flipped = idx % n, idx >= n
+        z = gather_items(self._views, self.ranges, n, idx, "latents", "latents_flip")
+        image = idx % n
         order = image.argsort()
-        z = gather_rows(self._views, self.ranges, image[order], "latents")
-        if bool(flipped.any()):
-            z[flipped[order]] = gather_rows(self._views, self.ranges, image[order][flipped[order]], "latents_flip")
-        labels = gather_rows(self._views, self.ranges, image[order], "labels")
-        back = order.argsort()
-        return z[back], labels[back]
+        return z, gather_rows(self._views, self.ranges, image[order], "labels")[order.argsort()]
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents B x C x h x w float32, normalised unless normalize=False; labels B int64) for item indices."""

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_json
 from ..errors import DataError
-from .shards import (META_FILE, ShardView, gather_rows, ordered_batches, read_meta, shard_name, shard_ranges,
+from .shards import (META_FILE, ShardView, gather_items, ordered_batches, read_meta, shard_name, shard_ranges,
                      write_shard)
 
 FEATURES_FORMAT = "vavae_lab.features/1"
@@ -104,9 +104,4 @@ class FeatureCache:
         idx = torch.as_tensor(indices).to("cpu", torch.long).view(-1)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise IndexError(f"feature index out of range for a cache of {len(self)} items")
-        image, flipped = idx % self.num_images, idx >= self.num_images
-        order = image.argsort()
-        out = gather_rows(self._views, self.ranges, image[order], "features")
-        if bool(flipped.any()):
-            out[flipped[order]] = gather_rows(self._views, self.ranges, image[order][flipped[order]], "features_flip")
-        return out[order.argsort()].float()
+        return gather_items(self._views, self.ranges, self.num_images, idx, "features", "features_flip").float()

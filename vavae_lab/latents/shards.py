@@ -167,3 +167,14 @@ def ordered_batches(dataset, start: int, stop: int, batch_size: int, num_workers
         return
     subset = torch.utils.data.Subset(dataset, range(start, stop))
     yield from torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def gather_items(views: list[ShardView], ranges: list[tuple[int, int]], num_images: int, indices: torch.Tensor,
+                 key: str, flip_key: str) -> torch.Tensor:
+    """Rows of `key` for item indices in [0, 2 * num_images), in the order given: item N + i is row i of `flip_key`."""
+    image, flipped = indices % num_images, indices >= num_images
+    order = image.argsort()
+    out = gather_rows(views, ranges, image[order], key)
+    if bool(flipped.any()):
+        out[flipped[order]] = gather_rows(views, ranges, image[order][flipped[order]], flip_key)
+    return out[order.argsort()]

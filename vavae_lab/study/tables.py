@@ -318,7 +318,8 @@ TABLES: list[Table] = [
 ]
 TABLES += [
     Table("repa", "REPA beside VA-VAE: the 2 x 2 (notebook 07)", repa_rows, [
-        ("tokenizer", "tokenizer + DiT", ""), ("rfid", "rFID", ".2f"), *GFID_COLUMNS, ("bound", "gFID < rFID?", ""),
+        ("tokenizer", "tokenizer + DiT", ""), ("rfid", "rFID", ".2f"), ("recon_class_acc", "recon class acc.", ".2f"),
+        *GFID_COLUMNS, ("bound", "gFID < rFID?", ""),
         ("gfid_cfg", "gFID CFG 3", ".1f"), ("gfid_cfg_seeds", "per run", ".1f"), ("class_acc_cfg", "class acc. CFG 3",
                                                                                  ".2f")],
           V.repa_tokenizers, guided=True, seeds=True, verdicts=repa_verdicts, verdict_columns=CLAIM_COLUMNS,

@@ -48,12 +48,12 @@ def _boom(*args, **kwargs):
 def test_snapshots_are_in_no_cache_key():
     for preset in ("smoke", "lab", "lab_classic", "lab_long"):
         s = Study(preset, progress=False)
-        assert s.curve_steps[-1] == s.base.dit.train.steps and len(s.curve_steps) == V.CONVERGENCE_POINTS
+        assert s.curve_steps[-1] == s.base.dit.train.steps and len(s.curve_steps) == s.ladder.curve_points
         for name in V.CONVERGENCE:
             plain, snap = s.config(name), s.config(name, *s.snapshotted())
             assert snap.dit.snapshots == s.curve_steps[:-1] and plain.dit.snapshots == ()
             assert s.dit_key(snap) == s.dit_key(plain) and s.generation_key(snap, 8) == s.generation_key(plain, 8)
-    assert Study("lab").curve_steps == (750, 1500, 3000, 6000) and pipeline.log_steps(20) == (2, 5, 10, 20)
+    assert Study("lab").curve_steps == (187, 375, 750, 1500, 3000, 6000) and pipeline.log_steps(20) == (2, 5, 10, 20)
     assert Study("lab_classic").curve_steps == (75, 150, 300, 600)
     lab = Study("lab_classic").config("d32")
     keys = {pipeline.stage_key(lab, "generation", n=2000, step=s) for s in (75, 150, 300)}
@@ -94,6 +94,30 @@ def test_convergence_reuses_a_trained_dit_and_caches_every_point(study, monkeypa
     monkeypatch.setattr(train_module, "train_dit", _boom)
     monkeypatch.setattr(pipeline, "evaluate_dit", _boom)
     assert study.convergence("d4") == curve  # every point read back from the cache
+
+
+def test_a_snapshot_rerun_stops_at_its_last_missing_step_and_restarts_one_that_went_past(study, monkeypatch,
+                                                                                         tmp_path):
+    """The rerun for snapshots trains only up to the last one it lacks; a leftover snapshot_run/ that went past a
+    missing step without keeping it (an earlier, shorter snapshot list) is started again, not resumed."""
+    import vavae_lab.train.dit as train_module
+
+    extra = study.seeded(2)
+    study.generation("d4", *extra)  # trained without snapshots
+    config = study.config("d4", *extra)
+    run = study._dirs(config)["dit"]
+    weights = (run / "dit.pt").read_bytes()
+    train_module.train_dit(config, study.latents("d4"), run / "snapshot_run", until=6)  # past step 1, keeps none
+    calls = []
+    real = train_module.train_dit
+    monkeypatch.setattr(train_module, "train_dit", lambda *a, **k: calls.append(k.get("until")) or real(*a, **k))
+    curve = study.convergence("d4", *extra)
+    assert calls == [4] and [s for s, _ in list_snapshots(run)] == [1, 2, 4] and len(curve) == 4
+    assert not (run / "snapshot_run").exists() and (run / "dit.pt").read_bytes() == weights
+    real(apply_overrides(config, {"dit.snapshots": [1, 2, 4]}), study.latents("d4"), tmp_path)  # the whole run
+    for (_, whole), (_, stopped) in zip(list_snapshots(tmp_path), list_snapshots(run)):
+        a, b = load_checkpoint(whole)["ema"], load_checkpoint(stopped)["ema"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_new_dit_is_trained_once_with_its_snapshots(study, monkeypatch):

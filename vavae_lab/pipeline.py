@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, to_dict
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .paths import cache_dir, config_hash
 from .runs import finished, read_history
 
@@ -253,12 +253,13 @@ def features(config: Config, root: str | Path | None = None, *, folder: str | Pa
     return folder
 
 
-def _train_dit(config: Config, root, run: Path, progress: bool) -> None:
-    """Train (resuming) the config's DiT into `run` on its latents, and on REPA's features when dit.repa is on."""
+def _train_dit(config: Config, root, run: Path, progress: bool, until: int | None = None) -> None:
+    """Train (resuming) the config's DiT into `run` on its latents, and on REPA's features when dit.repa is on;
+    `until`: stop after that step (train.dit.fit_dit)."""
     from .train.dit import train_dit
 
     feats = features(config, root, progress=progress) if config.dit.repa.weight > 0 else None
-    train_dit(config, latents(config, root, progress=progress), run, resume=True, features_dir=feats)
+    train_dit(config, latents(config, root, progress=progress), run, resume=True, features_dir=feats, until=until)
 
 
 def dit(config: Config, root: str | Path | None = None, *, progress: bool = False):
@@ -317,27 +318,42 @@ def dit_snapshots(config: Config, root: str | Path | None = None, *, progress: b
     """The DiT run folder of `config`, holding a snapshot after every step of config.dit.snapshots.
 
     dit.snapshots is in no key, so the snapshot run is the DiT stage's own run: on a miss it is trained with its
-    snapshots. A run trained (or restored from the pack) without them is trained again from scratch with the
-    same config in its snapshot_run/ subfolder (resumable), which hands its snapshots over and is removed: the
-    cached dit.pt is never rewritten (the retrain is bit-identical to it on a CPU, tests/test_convergence.py).
+    snapshots. A run trained (or restored from the pack) without some of them is trained again with the same config
+    in its snapshot_run/ subfolder (resumable) up to the last missing step, which hands its snapshots over and is
+    removed: the cached dit.pt is never rewritten (the retrain is bit-identical to it on a CPU,
+    tests/test_convergence.py).
     """
     import shutil
 
-    from .checkpoint import snapshot_path
+    from .checkpoint import list_checkpoints
 
     run = stage_dir(config, "dit", root)
     dit(config, root, progress=progress)
-    missing = [s for s in curve_steps(config)[:-1] if not snapshot_path(run, s).exists()]
+    scratch = run / "snapshot_run"
+    missing = _take_snapshots(scratch, run, curve_steps(config)[:-1])
     if missing:
-        scratch = run / "snapshot_run"
-        print(f"training dit {run.name} again in {scratch.name}/ for its snapshots at steps {missing} "
-              "(it was trained without them; its dit.pt stays)")
-        _train_dit(config, root, scratch, progress)
-        for s in missing:
-            snapshot_path(run, s).parent.mkdir(parents=True, exist_ok=True)
-            snapshot_path(scratch, s).replace(snapshot_path(run, s))
+        if [s for s, _ in list_checkpoints(scratch) if s > missing[0]]:
+            shutil.rmtree(scratch)  # it went past a step it did not keep (an earlier, shorter list of snapshots)
+        print(f"training dit {run.name} again in {scratch.name}/ up to step {missing[-1]} for its snapshots at "
+              f"steps {missing} (it was trained without them; its dit.pt stays)")
+        _train_dit(config, root, scratch, progress, until=missing[-1])
+        missing = _take_snapshots(scratch, run, missing)
+        if missing:
+            raise CheckpointError(f"the snapshot run {scratch} kept no snapshot at steps {missing}; delete it and rerun")
+    if scratch.exists():
         shutil.rmtree(scratch)
     return run
+
+
+def _take_snapshots(scratch: Path, run: Path, steps) -> list[int]:
+    """Move the snapshots at `steps` that `scratch` kept into `run`; the steps `run` still lacks, in order."""
+    from .checkpoint import snapshot_path
+
+    for s in steps:
+        if not snapshot_path(run, s).exists() and snapshot_path(scratch, s).exists():
+            snapshot_path(run, s).parent.mkdir(parents=True, exist_ok=True)
+            snapshot_path(scratch, s).replace(snapshot_path(run, s))
+    return sorted(s for s in steps if not snapshot_path(run, s).exists())
 
 
 def snapshot_generation(config: Config, step: int, root: str | Path | None = None, *, n: int | None = None,
@@ -345,7 +361,6 @@ def snapshot_generation(config: Config, step: int, root: str | Path | None = Non
     """`generation` of the config's DiT after `step` of its training steps (a step of `curve_steps`), with the
     step and the training loss logged by then; cached as JSON keyed by the DiT key, the sampler, n and the step.
     The last step is the finished DiT, so its result is `generation`'s own."""
-    from .errors import ConfigError
     from .runs import load_dit
 
     n = n or config.sample.num_samples

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..pipeline import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
 from ..runs import HISTORY_FILE, WEIGHTS_FILE
-from .variants import (CONVERGENCE_POINTS, SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, seed_overrides,
+from .variants import (SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, seed_overrides,
                        seed_runs, size_overrides)
 
 
@@ -35,8 +35,8 @@ class Study:
         self.base = load_config(preset, list(self.overrides))
         self.dit_size = self.base.dit.model.size
         self.dit_family = self.dit_size.rsplit("/", 1)[0]  # Table 1 switches its patch size
-        # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (75 ... 600 in lab)
-        self.curve_steps = pipeline.log_steps(self.base.dit.train.steps, CONVERGENCE_POINTS)
+        # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (187 ... 6,000 in lab)
+        self.curve_steps = pipeline.log_steps(self.base.dit.train.steps, self.ladder.curve_points)
         self.device = torch.device(device) if device else None
 
     @property

@@ -51,14 +51,16 @@ TOKENIZERS: dict[str, TokenizerVariant] = {v.name: v for v in [
 @dataclass(frozen=True)
 class Ladder:
     """The d ladder of notebooks 01 and 02 at one downsampling factor f: three rungs without VF (low, middle, high d),
-    the rungs that also get a VF twin (Table 2), the paper tokenizer each rung stands beside, and whether every gFID
-    is measured over tokenizer seeds x DiT seeds (else over DiT seeds on one tokenizer)."""
+    the rungs that also get a VF twin (Table 2), the paper tokenizer each rung stands beside, whether every gFID
+    is measured over tokenizer seeds x DiT seeds (else over DiT seeds on one tokenizer), and how many log-spaced DiT
+    steps each convergence curve reads (Fig. 4a/b, notebook 07; halving from the preset's budget)."""
 
     f: int
     rungs: tuple[str, str, str]
     vf_rungs: tuple[str, ...]
     paper: dict = field(default_factory=dict)  # toy variant -> the paper's tokenizer (docs/paper.md §4)
     tokenizer_seeds: bool = False
+    curve_points: int = 4
 
     @property
     def table2(self) -> tuple[str, ...]:
@@ -68,9 +70,10 @@ class Ladder:
 
 LADDERS: dict[int, Ladder] = {
     # f8 on 32 px (a 4 x 4 grid): d4 / d8 / d16 keep 48x / 24x / 12x fewer numbers than the image, the paper's
-    # f16d16 / d32 / d64 on 256 px; so each rung stands beside the paper's tokenizer of the same compression
+    # f16d16 / d32 / d64 on 256 px; so each rung stands beside the paper's tokenizer of the same compression; its
+    # curves read 6 points (1/32 of the budget to all of it), to see whether they level off
     8: Ladder(8, ("d4", "d8", "d16"), ("d8", "d16"), {"d4": "f16d16", "d8": "f16d32", "d16": "f16d64"},
-              tokenizer_seeds=True),
+              tokenizer_seeds=True, curve_points=6),
     # f4 on 32 px (an 8 x 8 grid): 12x / 3x / 1.5x, the classic toy (lab_classic); rungs beside the paper's by d
     4: Ladder(4, ("d4", "d16", "d32"), ("d16", "d32"), {"d16": "f16d16", "d32": "f16d32"}),
 }
@@ -119,10 +122,10 @@ TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
 UNIFORMITY = ("d32", "d32_vf")
 LATENT_VIEWS = ("d4", "d32", "d32_vf")
 DIT_TOKENIZER = "d32_vf"  # the latents notebooks 04 and 05 train and sample on
-# Fig. 4a/b: gFID against DiT steps, from snapshots of one run per tokenizer and DiT seed (4 log-spaced steps
-# ending at the preset's budget); the speed-up is the steps SPEEDUP[1] needs to reach SPEEDUP[0]'s final gFID
+# Fig. 4a/b: gFID against DiT steps, from snapshots of one run per tokenizer and DiT seed (Ladder.curve_points
+# log-spaced steps ending at the preset's budget); the speed-up is the steps SPEEDUP[1] needs to reach SPEEDUP[0]'s
+# final gFID
 CONVERGENCE = ("d4", "d32", "d32_vf")
-CONVERGENCE_POINTS = 4
 SPEEDUP = ("d32", "d32_vf")
 # Fig. 4c: gFID at the preset's step budget for DiT sizes (same patch as the preset's DiT) on a low and a high d
 SCALING = ("d4", "d32")

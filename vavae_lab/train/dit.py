@@ -49,7 +49,7 @@ def _restore(path: Path, model, ema, opt, scaler, device, repa=None) -> int:
 
 
 def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | None = None, *,
-              resume: bool = False, features_dir: str | Path | None = None) -> TrainResult:
+              resume: bool = False, features_dir: str | Path | None = None, until: int | None = None) -> TrainResult:
     """Train a LightningDiT on a latent cache; returns (EMA model if ema_decay > 0 else the model, history).
 
     With dit.repa.weight > 0, `features_dir` is the VFM feature cache of the same images (pipeline.features).
@@ -57,7 +57,8 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
     With `out_dir`, writes config.yaml, metrics.jsonl (loss, its cosine/MSE parts and the loss per t-bin),
     atomic checkpoints ({"model", "ema", "opt", ...}, the official layout) and the final `dit.pt`; and after each
     step of config.dit.snapshots before the last, the EMA weights as snapshots/step_*.pt (read-only: the run's
-    weights, random streams and cache key are the same with or without them).
+    weights, random streams and cache key are the same with or without them). `until`: stop after that step (see
+    `fit_dit`).
     """
     from ..latents.dataset import LatentDataset
 
@@ -79,7 +80,7 @@ def train_dit(config: Config, latents_dir: str | Path, out_dir: str | Path | Non
 
     return fit_dit(model, build_transport_for(config), data, config.dit.train, ema_decay=config.dit.ema_decay,
                    seed=seed, files=files, resume=resume, name=config.name, estimate=estimate, repa=repa,
-                   features=features)
+                   features=features, until=until)
 
 
 def _repa_parts(config: Config, model, data, features_dir):
@@ -102,7 +103,8 @@ def _repa_parts(config: Config, model, data, features_dir):
 
 def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_decay: float, seed: int,
             files: RunFiles | None = None, resume: bool = False, name: str = "dit",
-            estimate: Callable[[int], str] | None = None, repa=None, features=None) -> TrainResult:
+            estimate: Callable[[int], str] | None = None, repa=None, features=None,
+            until: int | None = None) -> TrainResult:
     """Train `model` (built, on its device) with `transport.loss` on `data` (a LatentDataset) for tc.steps steps.
 
     An EMA copy follows the weights (`ema_decay`; 0 keeps none); `seed` fixes the batch order and each rank's noise.
@@ -110,6 +112,8 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
     the REPA term joins the loss and its projector trains beside the model; it is kept in checkpoints, not in dit.pt.
     With `files`, checkpoints, the metrics log, snapshots and the final weights go to `files.folder`, and
     `resume` continues from its newest checkpoint. `estimate(start)`, when given, is printed before a CPU run.
+    `until` (< tc.steps) stops the run after that step with a checkpoint and no final weights, as if cut off there:
+    the steps before it are those of the whole run (a snapshot rerun stops at the last snapshot it needs).
     """
     info = dist.setup(str(next(model.parameters()).device))
     if (repa is None) != (features is None):
@@ -145,7 +149,8 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
                                              disable=not (tc.progress and info.is_main), dynamic_ncols=True)
     state = _LoopState(Throughput(), last_good=ckpt)
     model.train()
-    for step in range(start, tc.steps):
+    last = tc.steps if until is None else min(until, tc.steps)
+    for step in range(start, last):
         out, lr, grad_norm = _step(step, model, ema, opt, scaler, groups, micro_loss, (data, features), batches,
                                    accum, tc, ema_decay, info, state, bar)
         done = step + 1
@@ -153,7 +158,7 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
         if run_dir is not None and info.is_main and done in files.snapshots and done < tc.steps:
             atomic_save({"step": done, "ema": ema.state_dict(), "config": files.config_record, **artifact},
                         snapshot_path(run_dir, done))
-        if run_dir is not None and (done % tc.ckpt_every == 0 or done == tc.steps):
+        if run_dir is not None and (done % tc.ckpt_every == 0 or done == last):
             if info.is_main:
                 path = checkpoint_path(run_dir, done)
                 atomic_save({"step": done, "model": model.state_dict(), "ema": ema.state_dict(),
@@ -166,7 +171,7 @@ def fit_dit(model: torch.nn.Module, transport, data, tc: TrainConfig, *, ema_dec
     bar.close()
     history = {"train": list(logger.records), "run_dir": str(run_dir) if run_dir else None,
                "wall_time_s": time.perf_counter() - t_start}
-    if run_dir is not None and info.is_main:
+    if run_dir is not None and info.is_main and last == tc.steps:
         atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "config": files.config_record,
                      **artifact}, run_dir / WEIGHTS_FILE["dit"])
         (run_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))

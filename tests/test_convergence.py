@@ -49,7 +49,7 @@ def test_snapshots_are_in_no_cache_key():
     for preset in ("smoke", "lab", "lab_classic", "lab_long"):
         s = Study(preset, progress=False)
         assert s.curve_steps[-1] == s.base.dit.train.steps and len(s.curve_steps) == s.ladder.curve_points
-        for name in V.CONVERGENCE:
+        for name in s.ladder.convergence:
             plain, snap = s.config(name), s.config(name, *s.snapshotted())
             assert snap.dit.snapshots == s.curve_steps[:-1] and plain.dit.snapshots == ()
             assert s.dit_key(snap) == s.dit_key(plain) and s.generation_key(snap, 8) == s.generation_key(plain, 8)
@@ -147,7 +147,7 @@ def test_speedup_reads_the_steps_to_reach_the_baselines_final_gfid():
     def curve(name, seed, gfids):
         return {"name": name, "seed": seed, "steps": steps, "gfid_steps": gfids}
 
-    a, b = V.SPEEDUP
+    a, b = V.LADDERS[4].speedup
     rows = [curve(a, 0, base), curve(a, 1, [100.0, 80.0, 60.0, 52.0]),
             curve(b, 0, [90.0, 60.0, 40.0, 30.0]), curve(b, 1, [90.0, 62.0, 45.0, 30.0])]
     both = T.seeded_speedup(rows, a, b)
@@ -162,7 +162,7 @@ def test_speedup_reads_the_steps_to_reach_the_baselines_final_gfid():
 
 def test_a_speedup_needs_the_curve_to_stay_below_and_a_crossing_the_snapshots_resolve():
     steps = [1, 2, 4, 8]
-    a, b = V.SPEEDUP
+    a, b = V.LADDERS[4].speedup
 
     def rows(*b_curves):
         base = [100.0, 80.0, 60.0, 50.0]
@@ -194,11 +194,11 @@ def test_jobs_train_each_curve_before_its_gfids_and_every_size_once():
     jobs = J.jobs(tables=["convergence", "scaling"], seeds=(0, 1))
     calls = [c for _, job in jobs for c in job]
     assert len(calls) == len(set(calls))
-    for _, job in jobs[:len(V.CONVERGENCE)]:
+    for _, job in jobs[:len(V.LADDERS[4].convergence)]:
         methods = [m for m, _, _ in job]
         assert methods[:2] == ["convergence"] * 2 and set(methods[2:]) <= {"generation", "recon"}
     sized = {(n, e[0]) for m, n, e in calls if m == "generation" and e and e[0].startswith("dit.model.size")}
-    assert sized == {(n, f"dit.model.size={f}/1") for n in V.SCALING for f in V.SCALING_SIZES[1:]}
+    assert sized == {(n, f"dit.model.size={f}/1") for n in V.LADDERS[4].scaling for f in V.SCALING_SIZES[1:]}
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_reproduce_builds_both_tables_and_the_figure(study, tmp_path, monkeypatc
     monkeypatch.setattr("os.cpu_count", lambda: 1)  # jobs on one torch thread, as conftest runs the suite
     path = reproduce("smoke", tmp_path, TINY, tables=["convergence", "scaling"], progress=False)
     results = json.loads((tmp_path / "report.json").read_text())
-    assert len(results["convergence"]) == len(V.CONVERGENCE) * 2 and results["speedup"]["seeds"] == [0, 1]
+    assert len(results["convergence"]) == len(V.LADDERS[4].convergence) * 2 and results["speedup"]["seeds"] == [0, 1]
     assert [r["size"] for r in results["scaling"]] == ["toy-XS/1", "toy-S/1"] * 2
     assert [g["size"] for g in results["scaling_gap"]["gaps"]] == ["toy-XS/1", "toy-S/1"]
     rows, _ = T.scaling(study, ["toy-S"])  # a chosen subset of sizes, read from the same cache
@@ -286,12 +286,14 @@ def test_the_gap_shrinks_only_if_it_shrinks_at_every_size_step():
     def rows(gaps_per_size):
         out = []
         for size, gaps in gaps_per_size.items():
-            out += [{"name": V.SCALING[0], "tokenizer": "low", "size": size, "gfid_seeds": [10.0, 10.0]},
-                    {"name": V.SCALING[1], "tokenizer": "high", "size": size, "gfid_seeds": [10.0 + g for g in gaps]}]
+            out += [{"name": "d4", "tokenizer": "low", "size": size, "gfid_seeds": [10.0, 10.0]},
+                    {"name": "d32", "tokenizer": "high", "size": size, "gfid_seeds": [10.0 + g for g in gaps]}]
         return out
 
     # the review's case: +41 / +51 / +26, shrinking between the end points but growing at the first step
-    bumpy = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [51.0, 51.0], "toy-M/1": [26.0, 27.0]}))
+    bumpy = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [51.0, 51.0], "toy-M/1": [26.0, 27.0]}),
+                           "d4", "d32")
     assert bumpy["claim"]["verdict"].startswith("not shown as a trend: toy-XS/1 -> toy-S/1 (seed 0, 1)")
-    steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}))
+    steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}),
+                            "d4", "d32")
     assert steady["claim"]["verdict"] == "shown"

@@ -89,8 +89,10 @@ def test_table_and_reading_against_the_toy_rows(tmp_path, monkeypatch):
     assert read["density CV"]["toy_spreads"] == pytest.approx(-2.0) and read["density CV"]["toy_more_uniform"]
     assert read["Gini"]["toy_spreads"] is None and not read["Gini"]["toy_more_uniform"]
     assert read["entropy"]["toy_more_uniform"]
-    with pytest.raises(DataError, match="toy d32_vf"):
+    with pytest.raises(DataError, match="toy with VF"):
         PL.read_against(toy[:1], rows)
+    f8 = [{**toy[0], "name": "d16"}, {**toy[1], "name": "d16_vf"}]  # the f8 ladder's top rung reads the same
+    assert PL.read_against(f8, rows) == PL.read_against(toy, rows)
 
 
 def test_notebook03_section_degrades_to_one_line_without_the_files(no_files):

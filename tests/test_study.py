@@ -88,13 +88,32 @@ def test_unknown_variant_names_the_choices():
         Study("smoke").config("d64")
 
 
+def test_every_ablation_sits_on_the_ladders_top_rung():
+    """Tables 5, 4, 6, the dose-response, Fig. 4 and the DiT of notebooks 04-05 name the ladder's top VF rung: f4d32
+    on lab_classic (the names its pack keys), f8d16 on lab; the dose runs VF at 0, 0.05, 0.1 and 0.5."""
+    classic, f8 = V.LADDERS[4], V.LADDERS[8]
+    assert classic.table5 == ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
+    assert classic.table4 == ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random") and classic.dit_tokenizer == "d32_vf"
+    assert classic.convergence == classic.latent_views == ("d4", "d32", "d32_vf") and classic.scaling == ("d4", "d32")
+    assert f8.top == "d16" and f8.scaling == ("d4", "d16") and f8.speedup == ("d16", "d16_vf")
+    lab = Study("lab")
+    for ladder in (classic, f8):
+        names = (*ladder.table5, *ladder.table4, *ladder.vf_dose, *ladder.convergence)
+        assert all(V.TOKENIZERS[n].d == V.TOKENIZERS[ladder.top].d for n in names if n != ladder.rungs[0])
+    vf = [lab.config(n).tokenizer.vf for n in f8.vf_dose]
+    assert [c.weight if c.enabled else 0.0 for c in vf] == [0.0, 0.05, 0.1, 0.5]
+    # a d16 ablation differs from its d32 namesake in the latent size only
+    a, b = lab.config("d16_vf_no_mcos"), lab.config("d32_vf_no_mcos")
+    assert not a.tokenizer.vf.use_mcos and not b.tokenizer.vf.use_mcos and a.tokenizer.model.embed_dim == 16
+
+
 def test_table1_rows_are_cumulative_and_end_at_the_presets_dit():
     assert V.table1_overrides(0, "toy-S") == tuple(e.replace("{family}", "toy-S") for e in V.TABLE1[0][1])
     for preset in ("lab", "lab_long", "smoke"):
         study = Study(preset)
         assert "dit.model.size=" + study.dit_family + "/2" in study.table1(0)
-        last = study.config(V.DIT_TOKENIZER, *study.table1(len(V.TABLE1) - 1))
-        assert study.dit_key(last) == study.dit_key(study.config(V.DIT_TOKENIZER))
+        last = study.config(study.ladder.dit_tokenizer, *study.table1(len(V.TABLE1) - 1))
+        assert study.dit_key(last) == study.dit_key(study.config(study.ladder.dit_tokenizer))
 
 
 @pytest.mark.slow
@@ -171,7 +190,10 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                                             for n, g in (("d32", 100.0), ("d32_vf", 60.0))], "d32", "d32_vf"),
                "scaling": [{"tokenizer": "f4d4", "size": "toy-XS/1", "params": 183496, "gflops_step": 2.92,
                             "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
-               "scaling_gap": {"gaps": [{"size": "toy-XS/1", "gap": 10.0, "gap_seeds": [9.0, 11.0]}],
+               "vf_dose": [{"tokenizer": "f4d32 + VF (weight 0.5)", "vf_weight": 0.5, "rfid": 2.0, "gfid": 3.0,
+                            "vf_grad_ratio_seeds": [0.25, None]}],
+               "scaling_gap": {"low": "d4", "high": "d32",
+                               "gaps": [{"size": "toy-XS/1", "gap": 10.0, "gap_seeds": [9.0, 11.0]}],
                                "claim": {"claim": "the gap shrinks", "verdict": "shown"}},
                "repa": [{"tokenizer": "f4d32 + REPA", "rfid": 3.0, "gfid": 9.0, "gfid_seeds": [8.0, 10.0],
                          "gfid_spread": 2.0}],
@@ -189,6 +211,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "32 held-out real images scored like the samples give FID 0.25" in text
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables
+    assert "| f4d32 + VF (weight 0.5) | 0.5 |" in text and "| 0.25 / - |" in text
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
     assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
@@ -237,6 +260,28 @@ def test_an_ablation_row_is_judged_against_the_full_loss_and_against_no_vf():
     assert out[3]["verdict"].startswith("not shown")  # and better than none in one seed only
 
 
+def test_the_dose_response_is_a_trend_only_if_every_weight_step_agrees():
+    def row(w, gfids, rfids):
+        return {"name": f"w{w}", "tokenizer": f"w{w}", "vf_weight": w, "gfid_seeds": gfids,
+                "gfid_spread": max(gfids) - min(gfids), "rfid_seeds": rfids, "rfid_spread": max(rfids) - min(rfids)}
+
+    steady = [row(0.0, [9.0, 9.2], [1.0, 1.1]), row(0.05, [7.0, 7.1], [1.5, 1.6]), row(0.1, [5.0, 5.2], [2.0, 2.1]),
+              row(0.5, [3.0, 3.1], [2.5, 2.6])]
+    gen, rec = T.dose_claims(steady)
+    assert gen["verdict"] == "shown" and rec["verdict"] == "shown" and "w0.5 -> w0" in gen["claim"]
+    bumpy = [*steady[:2], row(0.1, [7.5, 7.6], [1.2, 1.3]), steady[3]]  # 0.05 -> 0.1 goes the wrong way
+    gen, rec = T.dose_claims(bumpy)
+    assert gen["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1 (seed 0, 1)")
+    assert rec["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1")
+
+
+def test_late_mean_reads_the_second_half_of_a_logged_reading():
+    from vavae_lab.study.dose import late_mean
+
+    history = {"train": [{"step": s, "vf_grad_ratio": float(s)} for s in (10, 20, 30, 40)] + [{"step": 50}]}
+    assert late_mean(history, "vf_grad_ratio") == 30.0 and late_mean(history, "missing") is None
+
+
 def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
     yardstick = {"gfid": 100.0, "gfid_seeds": [95.0, 105.0], "gfid_spread": 10.0}  # 10 % of the mean
     assert T.single_seed_claim("c", 300.0, 250.0, yardstick)["verdict"] == "lower gFID"  # -17 %
@@ -279,15 +324,17 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
 
 def test_jobs_for_table1_or_sampling_include_their_yardstick_runs():
     calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["sampling"]) for m, n, e in job]
-    assert (V.DIT_TOKENIZER, ()) in calls and (V.DIT_TOKENIZER, V.seed_overrides(1)) in calls
+    name = V.LADDERS[4].dit_tokenizer
+    assert (name, ()) in calls and (name, V.seed_overrides(1)) in calls
 
 
 def test_jobs_cover_every_table_entry():
     calls = [(m, n, e) for _, job in J.jobs() for m, n, e in job]
     assert {n for m, n, _ in calls if m == "probe"} == set(V.study_tokenizers(V.LADDERS[4]))
-    assert {n for m, n, _ in calls if m == "uniformity"} == set(V.UNIFORMITY)
-    assert sum(1 for m, n, e in calls if m == "generation" and n == V.DIT_TOKENIZER and "dit.model.size" in " ".join(e)
-               ) >= len(V.TABLE1) - 1
+    classic = V.LADDERS[4]
+    assert {n for m, n, _ in calls if m == "uniformity"} == set(classic.uniformity)
+    assert sum(1 for m, n, e in calls if m == "generation" and n == classic.dit_tokenizer
+               and "dit.model.size" in " ".join(e)) >= len(V.TABLE1) - 1
     assert len(calls) == len(set(calls))  # nothing trained or scored twice
 
 
@@ -297,7 +344,8 @@ def test_jobs_repeat_every_tokenizer_table_gfid_per_dit_seed_with_cfg_only_where
     assert seed1 == ("dit.seed=1", "sample.seed=1") and V.seed_overrides(0) == ()
     repeated = {n for _, n, e in calls if e[-2:] == seed1}
     classic = V.LADDERS[4]
-    assert repeated == {*classic.rungs, *classic.table2, *V.TABLE5, *V.TABLE4, *V.UNIFORMITY}
+    assert repeated == {*classic.rungs, *classic.table2, *classic.table5, *classic.table4, *classic.uniformity,
+                        *classic.vf_dose}
     assert {n for _, n, e in calls if T.CFG in e} == {*classic.rungs, *classic.table2}
     assert all(("generation", n, (T.CFG, *seed1)) in calls for n in classic.rungs)
 
@@ -312,6 +360,10 @@ def test_the_f8_ladder_measures_every_gfid_over_tokenizer_x_dit_seed_pairs():
     for name in (*ladder.rungs, *ladder.table2):
         assert [e for n, e in calls if n == name and T.CFG not in e] == pairs
         assert [e for n, e in calls if n == name and T.CFG in e] == [(T.CFG, *p) for p in pairs]
+    sized = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["scaling"], ladder=ladder) for m, n, e in job
+             if m == "generation" and e and e[0].startswith("dit.model.size")]  # Fig. 4c's other DiT sizes
+    assert sized == [(n, (f"dit.model.size={f}/1", *p)) for n in ladder.scaling for f in V.SCALING_SIZES[1:]
+                     for p in pairs]
     # four different DiTs on two different tokenizers (the keys say so)
     study = Study("smoke")
     configs = [study.config("d8", *p) for p in pairs]

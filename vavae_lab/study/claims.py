@@ -10,7 +10,6 @@ import math
 from typing import Sequence
 
 from ..errors import ConfigError
-from . import variants as V
 
 
 def below_bound(row: dict, key: str = "gfid") -> str:
@@ -135,17 +134,27 @@ def vf_claims(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-def ablation_claims(rows: Sequence[dict], full: str = "d32_vf", base: str = "d32") -> list[dict]:
-    """Each ablation row of Table 5 or 4 against the full VF loss (is it worse?) and against no VF (is it better?)."""
-    by = {r["name"]: r for r in rows}
+def ablation_claims(rows: Sequence[dict]) -> list[dict]:
+    """Each ablation row of Table 5 or 4 against the full VF loss (is it worse?) and against no VF (is it better?).
+    `rows` are the table's: the plain rung first, its VF twin second (variants.Ladder.table5 / table4)."""
+    base, full = rows[0], rows[1]
     out = []
-    for row in rows:
-        if row["name"] in (full, base):
-            continue
+    for row in rows[2:]:
         label = row.get("tokenizer", row["name"])
-        out.append(claim(f"{label}: worse than {by[full].get('tokenizer', full)}", by[full], row))
-        out.append(claim(f"    better than {by[base].get('tokenizer', base)} (no VF)", row, by[base]))
+        out.append(claim(f"{label}: worse than {_tag(full)}", full, row))
+        out.append(claim(f"    better than {_tag(base)} (no VF)", row, base))
     return out
+
+
+def dose_claims(rows: Sequence[dict]) -> list[dict]:
+    """The VF weight's dose-response (`rows`: weight ascending from 0): does more weight lower gFID, and does it cost
+    reconstruction (higher rFID)? Each a trend over every step (`trend`), the tokenizer's rFID over its seeds."""
+    tags = [f"weight {a['vf_weight']:g} -> {b['vf_weight']:g}" for a, b in zip(rows, rows[1:])]
+    lo, hi = rows[0], rows[-1]
+    gen = claim(f"more VF weight, lower gFID: {_tag(hi)} -> {_tag(lo)}", hi, lo)
+    rec = claim(f"more VF weight, higher rFID: {_tag(lo)} -> {_tag(hi)}", lo, hi, "rfid")
+    return [trend(gen, [claim("", b, a) for a, b in zip(rows, rows[1:])], tags),
+            trend(rec, [claim("", a, b, "rfid") for a, b in zip(rows, rows[1:])], tags)]
 
 
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
@@ -292,10 +301,9 @@ def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
     return {**out, "verdict": verdict + bound}
 
 
-def scaling_gaps(rows: Sequence[dict]) -> dict:
-    """The gFID gap high-d - low-d (V.SCALING) per DiT size and seed, and whether the largest DiT has the smaller
-    gap than the smallest in every seed by more than the spread (`claim`; Fig. 4c says it shrinks)."""
-    low, high = V.SCALING
+def scaling_gaps(rows: Sequence[dict], low: str, high: str) -> dict:
+    """The gFID gap high-d - low-d (the tokenizers `high`, `low`) per DiT size and seed, and whether the largest DiT
+    has the smaller gap than the smallest in every seed by more than the spread (`claim`; Fig. 4c says it shrinks)."""
     by = {(r["name"], r["size"]): r for r in rows}
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     gaps = []
@@ -306,5 +314,5 @@ def scaling_gaps(rows: Sequence[dict]) -> dict:
     text = f"the gap of {_tag(by[(high, sizes[0])])} shrinks from {sizes[0]} to {sizes[-1]}"
     steps = [claim("", gaps[i + 1], gaps[i], "gap") for i in range(len(gaps) - 1)]
     head = claim(text, gaps[-1], gaps[0], "gap")
-    return {"gaps": gaps, "claim": trend(head, steps, [f"{sizes[i]} -> {sizes[i + 1]}" for i in range(len(steps))])
+    return {"low": low, "high": high, "gaps": gaps, "claim": trend(head, steps, [f"{sizes[i]} -> {sizes[i + 1]}" for i in range(len(steps))])
             if len(steps) > 1 else head}

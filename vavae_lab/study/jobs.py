@@ -42,30 +42,29 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     for name in names:
         runs = pairs if name in seeded else [()]
         calls = [("generation", name, r) for r in runs] + [("recon", name, ())]  # rFID: every gFID's bound
-        if "convergence" in keys and name in V.CONVERGENCE:
+        if "convergence" in keys and name in ladder.convergence:
             calls = [("convergence", name, r) for r in runs] + calls
         if ("dilemma" in keys and name in ladder.rungs) or (ladder.tokenizer_seeds and name in seeded):
             calls += [("recon", name, (f"seed={s}",)) for s in seeds if s != base_seed]  # rFID per tokenizer seed
         if name in guided:
             calls += [("generation", name, (CFG, *r)) for r in runs]
-        if "proxies" in keys:
+        if "proxies" in keys and name in names_for(BY_KEY["proxies"], ladder):
             calls.append(("probe", name, ()))
         if "table6" in keys and name in names_for(BY_KEY["table6"], ladder):
             calls.append(("uniformity", name, ()))
         out.append((ov, calls))
     if "scaling" in keys:
-        sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in V.SCALING for f in V.SCALING_SIZES]
-        out += [(ov, [("generation", n, (*extra, *V.seed_overrides(s, base_seed))) for s in seeds])
-                for n, extra in sized if extra]
+        sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in ladder.scaling for f in V.SCALING_SIZES]
+        out += [(ov, [("generation", n, (*extra, *r)) for r in pairs]) for n, extra in sized if extra]
     if keys & {"table1", "sampling"}:  # their verdicts' yardstick: the DiT over the study's seed runs
-        out.append((ov, [("generation", V.DIT_TOKENIZER, r) for r in pairs]))
+        out.append((ov, [("generation", ladder.dit_tokenizer, r) for r in pairs]))
     if "table1" in keys:
-        out += [(ov, [("generation", V.DIT_TOKENIZER, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
+        out += [(ov, [("generation", ladder.dit_tokenizer, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
     if "sampling" in keys:
         sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
             [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
             [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
-        out += [(ov, [("generation", V.DIT_TOKENIZER, tuple(e)) for e in sweeps[k:k + 4]])
+        out += [(ov, [("generation", ladder.dit_tokenizer, tuple(e)) for e in sweeps[k:k + 4]])
                 for k in range(0, len(sweeps), 4)]
     if keys & {"repa", "repa_curves", "repa_depth"}:  # REPA beside VA-VAE: its own arms, curves and block sweep
         size = f"{family}/{patch}"

@@ -30,10 +30,10 @@ from ..paths import cache_dir, config_hash
 from ..pipeline import RESULT_FOLDERS
 from . import variants as V
 
-# label -> (official file, study variant whose paper row in variants.TABLE6_PAPER it is)
+# label -> (official file, its row in variants.TABLE6_PAPER: "" without VF, "_vf" with it)
 PAPER_LATENTS: dict[str, tuple[str, str]] = {
-    "f16d32": ("latents_cache_f16d32.pt", "d32"),
-    "VA-VAE f16d32": ("latents_cache_f16d32_vfdinov2.pt", "d32_vf"),
+    "f16d32": ("latents_cache_f16d32.pt", ""),
+    "VA-VAE f16d32": ("latents_cache_f16d32_vfdinov2.pt", "_vf"),
 }
 LICENCE = "MIT licence, Copyright (c) 2024 HUST Vision Lab"
 CHANNELS = 32  # f16d32
@@ -166,20 +166,22 @@ def _vf_change(plain: Mapping, vf: Mapping, key: str) -> tuple[float, float, flo
 
 
 def read_against(toy_rows: list[dict], paper_rows: list[dict]) -> list[dict]:
-    """Per metric, how VF moves it on the paper's latents and on the toy ones (toy Table 6 rows d32 and d32_vf).
+    """Per metric, how VF moves it on the paper's latents and on the toy ones (toy Table 6: a plain tokenizer and
+    its VF twin).
 
     The values are strings in the metric's format (READ_COLUMNS shows them); the changes are numbers.
     """
-    toy = {r.get("name"): r for r in toy_rows}
+    toy = {"_vf" if V.TOKENIZERS[r["name"]].vf else "": r for r in toy_rows if r.get("name") in V.TOKENIZERS}
     paper = {PAPER_LATENTS[r["tokenizer"]][1]: r for r in paper_rows if r.get("tokenizer") in PAPER_LATENTS}
-    missing = [f"{what} {v}" for what, rows in (("toy", toy), ("paper", paper)) for v in ("d32", "d32_vf")
-               if v not in rows]
+    missing = [f"{what} {'with' if v else 'without'} VF" for what, rows in (("toy", toy), ("paper", paper))
+               for v in ("", "_vf") if v not in rows]
     if missing:
-        raise DataError(f"read_against needs the d32 and d32_vf rows of both tables; missing {', '.join(missing)}")
+        raise DataError("read_against needs the rows without and with VF of both tables; missing "
+                        + ", ".join(missing))
     out = []
     for key in TOLERANCE:
-        pa, pb, pz, p_up = _vf_change(paper["d32"], paper["d32_vf"], key)
-        ta, tb, tz, t_up = _vf_change(toy["d32"], toy["d32_vf"], key)
+        pa, pb, pz, p_up = _vf_change(paper[""], paper["_vf"], key)
+        ta, tb, tz, t_up = _vf_change(toy[""], toy["_vf"], key)
         fmt = METRICS[key].fmt
         out.append({"metric": METRICS[key].label, "paper_plain": format(pa, fmt), "paper_vf": format(pb, fmt),
                     "paper_spreads": pz, "toy_plain": format(ta, fmt), "toy_vf": format(tb, fmt),

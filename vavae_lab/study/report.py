@@ -70,7 +70,7 @@ def _md_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
         if isinstance(value, bool):
             return "yes" if value else "no"
         if isinstance(value, (list, tuple)):  # one value per DiT seed
-            return " / ".join(format(v, fmt) if fmt else str(v) for v in value)
+            return " / ".join("-" if v is None else format(v, fmt) if fmt else str(v) for v in value)
         return format(value, fmt) if fmt else str(value)
 
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]

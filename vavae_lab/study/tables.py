@@ -10,10 +10,11 @@ from ..diffusion.samplers import NFE_PER_STEP
 from . import variants as V
 # the verdicts live in claims.py; notebooks reach them as tables.<name> too
 from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
-                     claim, dilemma_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
+                     claim, dilemma_claims, dose_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
                      single_seed_claim, speedup, steps_to_reach, table1_claims, vf_claims)
 from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
                    tokenizer_rows)
+from .dose import vf_dose
 from .repa import depth_verdicts, repa_curves, repa_depth, repa_rows, repa_verdicts
 from .runner import Study
 
@@ -56,29 +57,31 @@ def claims(study: Study) -> list[dict]:
 
 
 def _ablation(study: Study, names: Sequence[str], paper: dict) -> list[dict]:
-    """gFID rows of an ablation table with the paper's gFID beside each."""
+    """gFID rows of an ablation table with the paper's gFID beside each (`paper` is keyed by the variant's name
+    after the ladder's top rung: "" for the rung itself, "_vf" for its VF twin, ...)."""
     rows = tokenizer_rows(study, names)
+    top = study.ladder.top
     for row in rows:
-        row["paper_gfid"] = paper.get(row["name"])
+        row["paper_gfid"] = paper.get(row["name"][len(top):])
     return rows
 
 
 def table5(study: Study) -> list[dict]:
     """Table 5 at toy scale: the VF loss without mcos, without mdms, and with the paper's margins."""
-    return _ablation(study, V.TABLE5, V.TABLE5_PAPER)
+    return _ablation(study, study.ladder.table5, V.TABLE5_PAPER)
 
 
 def table4(study: Study) -> list[dict]:
     """Table 4 at toy scale: aligning with a supervised, a masked-modelling, or a random-weights network."""
-    return _ablation(study, V.TABLE4, V.TABLE4_PAPER)
+    return _ablation(study, study.ladder.table4, V.TABLE4_PAPER)
 
 
 def table6(study: Study, *, workers: int = 1) -> list[dict]:
     """Table 6 at toy scale: each uniformity metric (mean +- std over t-SNE runs) and gFID, beside the paper's."""
     rows = []
-    for name in V.UNIFORMITY:
+    for name in study.ladder.uniformity:
         u = study.uniformity(name, workers=workers)
-        paper = V.TABLE6_PAPER.get(name, {})
+        paper = V.TABLE6_PAPER.get(name[len(study.ladder.top):], {})
         row = {"name": name, "tokenizer": study.label(name), **seeded_gfid(study, name),
                **bound(study, name), **{k: u[k]["mean"] for k in METRICS},
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
@@ -110,10 +113,11 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
 
 def table1(study: Study) -> list[dict]:
     """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss."""
-    rows, limit = [], bound(study, V.DIT_TOKENIZER)
+    name = study.ladder.dit_tokenizer
+    rows, limit = [], bound(study, name)
     rfid = limit["rfid"]
     for i, (label, _) in enumerate(V.TABLE1):
-        res = study.generation(V.DIT_TOKENIZER, *study.table1(i))
+        res = study.generation(name, *study.table1(i))
         rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
                      "class_acc": res.get("class_acc"), **limit, "bound": below_rfid(res["fid"], rfid),
                      "paper_fid": V.TABLE1_PAPER[i]})
@@ -122,7 +126,7 @@ def table1(study: Study) -> list[dict]:
 
 def yardstick(study: Study) -> dict:
     """The seed spread single-seed rows are judged against: the DiT of notebooks 04 and 05 over the study's seed runs."""
-    return seeded_gfid(study, V.DIT_TOKENIZER)
+    return seeded_gfid(study, study.ladder.dit_tokenizer)
 
 
 def table1_verdicts(study: Study, rows: list[dict]) -> list[dict]:
@@ -137,7 +141,7 @@ def sampling_verdicts(study: Study, sweeps: dict) -> list[dict]:
 
 def sampling(study: Study) -> dict[str, list[dict]]:
     """Notebook 05's sweeps on the lab DiT: sampler and steps, CFG scale, CFG interval, timestep shift."""
-    name = V.DIT_TOKENIZER
+    name = study.ladder.dit_tokenizer
     limit = bound(study, name)
     rfid = limit["rfid"]
 
@@ -162,7 +166,7 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
     """Fig. 4a/b at toy scale: each tokenizer's gFID after each of the study's curve steps, one DiT run per DiT
     seed; and the speed-up of d32 + VF over d32 (`seeded_speedup`)."""
     rows = []
-    for name in V.CONVERGENCE:
+    for name in study.ladder.convergence:
         for seed in study.seeds:
             curve = study.convergence(name, *study.seeded(seed))
             limit = bound(study, name)
@@ -171,7 +175,7 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
                          "steps": [r["step"] for r in curve], "gfid_steps": [r["fid"] for r in curve],
                          "class_acc_steps": [r.get("class_acc") for r in curve], **limit,
                          "below_rfid_steps": [r["step"] for r in curve if r["fid"] < rfid] or "none"})
-    return labelled(study, rows), seeded_speedup(rows, *V.SPEEDUP)
+    return labelled(study, rows), seeded_speedup(rows, *study.ladder.speedup)
 
 
 def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict], dict]:
@@ -179,7 +183,7 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
     V.SCALING_SIZES) on a low-d and a high-d tokenizer, with the DiT's parameters and FLOPs per training step
     (`estimate.dit_cost`); and the high-d gap per size."""
     rows = []
-    for name in V.SCALING:
+    for name in study.ladder.scaling:
         for family in sizes or V.SCALING_SIZES:
             extra = study.sized(family)
             cost = study.dit_cost(name, *extra)
@@ -187,7 +191,7 @@ def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict
                    .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
                    **bound(study, name), **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
-    return labelled(study, rows), scaling_gaps(rows)
+    return labelled(study, rows), scaling_gaps(rows, *study.ladder.scaling)
 
 
 def _convergence_notes(results: dict) -> list[str]:
@@ -210,7 +214,7 @@ def _scaling_notes(results: dict) -> list[str]:
         return []
     gaps = "; ".join(f"{g['size']} {g['gap']:+.1f} ({' / '.join(f'{d:+.1f}' for d in g['gap_seeds'])})"
                      for g in sc["gaps"])
-    return ["", "![scaling](scaling.png)", "", f"gFID gap {' - '.join(reversed(V.SCALING))} per DiT size (per DiT seed): {gaps}. "
+    return ["", "![scaling](scaling.png)", "", f"gFID gap {sc['high']} - {sc['low']} per DiT size (per DiT seed): {gaps}. "
                 f"Claim: {sc['claim']['claim']}. Verdict: {sc['claim']['verdict']}. FLOPs per step are counted by "
                 "torch.utils.flop_counter (forward + backward of one batch).", "", f"({V.FIG4_PAPER_NOTE})"]
 
@@ -285,14 +289,23 @@ TABLES: list[Table] = [
         ("paper_gfid", "paper gFID (B)", ".2f")], lambda ladder: ladder.table2, guided=True, seeds=True,
           notes=lambda results: ["", "![frontier](frontier.png)"]),
     Table("claims", "Does it show the paper? Each claim over the DiT seeds (notebooks 01, 02)", claims, CLAIM_COLUMNS),
-    Table("table5", "Table 5: VF loss ablation", table5, ABLATION_COLUMNS, V.TABLE5, seeds=True),
-    Table("table4", "Table 4: which network to align with", table4, ABLATION_COLUMNS, V.TABLE4, seeds=True),
+    Table("table5", "Table 5: VF loss ablation", table5, ABLATION_COLUMNS, lambda ladder: ladder.table5,
+          seeds=True, verdicts=lambda study, rows: ablation_claims(rows), verdict_columns=CLAIM_COLUMNS),
+    Table("table4", "Table 4: which network to align with", table4, ABLATION_COLUMNS,
+          lambda ladder: ladder.table4, seeds=True, verdicts=lambda study, rows: ablation_claims(rows),
+          verdict_columns=CLAIM_COLUMNS),
+    Table("vf_dose", "The VF weight's dose-response (notebook 02)", vf_dose, [
+        ("tokenizer", "tokenizer", ""), ("vf_weight", "VF weight", "g"), ("psnr", "PSNR", ".2f"),
+        ("rfid", "rFID", ".2f"), ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
+        ("recon_class_acc", "recon class acc.", ".2f"), *GFID_COLUMNS, ("bound", "gFID < rFID?", ""),
+        ("vf_grad_ratio_seeds", "VF / rec. gradient, 2nd half", ".2f")], lambda ladder: ladder.vf_dose,
+          seeds=True, verdicts=lambda study, rows: dose_claims(rows), verdict_columns=CLAIM_COLUMNS),
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
         ("tokenizer", "tokenizer", ""),
         *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
         *GFID_COLUMNS, *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
         *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
-          V.UNIFORMITY, seeds=True, workers=True),
+          lambda ladder: ladder.uniformity, seeds=True, workers=True),
     Table("proxies", "Cheap gFID proxies", proxies, [
         ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", ""), ("probe_gfid", "probe gFID", ".1f"),
@@ -301,19 +314,20 @@ TABLES: list[Table] = [
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
         ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
         ("class_acc", "class acc.", ".2f"), *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
-        ("paper_fid", "paper FID", ".2f")], (V.DIT_TOKENIZER,), notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"],
+        ("paper_fid", "paper FID", ".2f")], lambda ladder: (ladder.dit_tokenizer,),
+          notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"],
           verdicts=table1_verdicts),
-    Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, (V.DIT_TOKENIZER,),
+    Table("sampling", "Sampling (notebook 05)", sampling, SAMPLING_COLUMNS, lambda ladder: (ladder.dit_tokenizer,),
           verdicts=sampling_verdicts),
     Table("convergence", "Fig. 4a/b: convergence, gFID against DiT steps", convergence, [
         ("tokenizer", "tokenizer", ""), ("seed", "DiT seed", ""), ("steps", "steps", ""),
         ("gfid_steps", "gFID at each step", ".1f"), ("class_acc_steps", "class acc. at each step", ".2f"),
         *BOUND_COLUMNS, ("below_rfid_steps", "steps with gFID < rFID", "")],
-          V.CONVERGENCE, seeds=True, also="speedup", notes=_convergence_notes),
+          lambda ladder: ladder.convergence, seeds=True, also="speedup", notes=_convergence_notes),
     Table("scaling", "Fig. 4c: DiT size at a fixed step budget", scaling, [
         ("tokenizer", "tokenizer", ""), ("size", "DiT", ""), ("params", "parameters", ","),
         ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, *BOUND_COLUMNS,
-        ("bound", "gFID < rFID?", "")], V.SCALING, seeds=True, also="scaling_gap",
+        ("bound", "gFID < rFID?", "")], lambda ladder: ladder.scaling, seeds=True, also="scaling_gap",
           notes=_scaling_notes),
 ]
 TABLES += [

@@ -27,24 +27,33 @@ class TokenizerVariant:
         return f"f{f}d{self.d}{self.suffix}"
 
 
+VF_DOSES = (0.05, 0.5)  # the VF weights beside 0 and the presets' 0.1 in the dose-response
+
+
+def _ablations(d: int) -> list[TokenizerVariant]:
+    """The high rung's VF variants at latent size d: Table 5's parts and margins, Table 4's foundation models, and
+    the dose-response of the VF weight (the presets' weight is 0.1, the paper's)."""
+    return [
+        # Table 5: the VF loss without one of its parts (the lab default already has no margins, see the last one)
+        TokenizerVariant(f"d{d}_vf_no_mcos", d, True, _tok(d, True, "tokenizer.vf.use_mcos=false"), " + VF - mcos"),
+        TokenizerVariant(f"d{d}_vf_no_mdms", d, True, _tok(d, True, "tokenizer.vf.use_mdms=false"), " + VF - mdms"),
+        TokenizerVariant(f"d{d}_vf_margins", d, True, _tok(d, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25"),
+                         " + VF, paper margins"),
+        # Table 4: which "foundation model" the latents are aligned with
+        TokenizerVariant(f"d{d}_vf_masked", d, True, _tok(d, True, "tokenizer.vf.toy.objective=masked"),
+                         " + VF (masked-modelling VFM)"),
+        TokenizerVariant(f"d{d}_vf_random", d, True, _tok(d, True, "tokenizer.vf.foundation=toy_random"),
+                         " + VF (random-weights VFM)"),
+        # the VF weight's dose-response: 0 (the plain rung), 0.05, 0.1 (the rung's VF twin), 0.5
+        *(TokenizerVariant(f"d{d}_vf_w{w}", d, True, _tok(d, True, f"tokenizer.vf.weight={w}"), f" + VF (weight {w})")
+          for w in VF_DOSES),
+    ]
+
+
 TOKENIZERS: dict[str, TokenizerVariant] = {v.name: v for v in [
-    TokenizerVariant("d4", 4, False, _tok(4, False)),
-    TokenizerVariant("d8", 8, False, _tok(8, False)),
-    TokenizerVariant("d16", 16, False, _tok(16, False)),
-    TokenizerVariant("d32", 32, False, _tok(32, False)),
-    TokenizerVariant("d8_vf", 8, True, _tok(8, True), " + VF"),
-    TokenizerVariant("d16_vf", 16, True, _tok(16, True), " + VF"),
-    TokenizerVariant("d32_vf", 32, True, _tok(32, True), " + VF"),
-    # Table 5: the VF loss without one of its parts (the lab default already has no margins, see variants below)
-    TokenizerVariant("d32_vf_no_mcos", 32, True, _tok(32, True, "tokenizer.vf.use_mcos=false"), " + VF - mcos"),
-    TokenizerVariant("d32_vf_no_mdms", 32, True, _tok(32, True, "tokenizer.vf.use_mdms=false"), " + VF - mdms"),
-    TokenizerVariant("d32_vf_margins", 32, True, _tok(32, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25"),
-                     " + VF, paper margins"),
-    # Table 4: which "foundation model" the latents are aligned with
-    TokenizerVariant("d32_vf_masked", 32, True, _tok(32, True, "tokenizer.vf.toy.objective=masked"),
-                     " + VF (masked-modelling VFM)"),
-    TokenizerVariant("d32_vf_random", 32, True, _tok(32, True, "tokenizer.vf.foundation=toy_random"),
-                     " + VF (random-weights VFM)"),
+    *(TokenizerVariant(f"d{d}", d, False, _tok(d, False)) for d in (4, 8, 16, 32)),
+    *(TokenizerVariant(f"d{d}_vf", d, True, _tok(d, True), " + VF") for d in (8, 16, 32)),
+    *_ablations(16), *_ablations(32),  # the high rung of the f8 ladder (lab) and of the f4 ladder (lab_classic)
 ]}
 
 
@@ -67,6 +76,60 @@ class Ladder:
         """Table 2's rows: each VF rung without, then with the VF loss."""
         return tuple(n for r in self.vf_rungs for n in (r, f"{r}_vf"))
 
+    @property
+    def top(self) -> str:
+        """The highest rung with a VF twin, where the paper's VF gain is largest: every ablation and the DiT of
+        notebooks 04 and 05 sit on it (f4: d32, f8: d16)."""
+        return self.vf_rungs[-1]
+
+    @property
+    def table5(self) -> tuple[str, ...]:
+        """Table 5: the top rung, its VF twin, and the VF loss without mcos, without mdms, with the paper's margins."""
+        t = self.top
+        return (t, f"{t}_vf", f"{t}_vf_no_mcos", f"{t}_vf_no_mdms", f"{t}_vf_margins")
+
+    @property
+    def table4(self) -> tuple[str, ...]:
+        """Table 4: the top rung, its VF twin (the toy VFM), and VF with a masked-modelling and a random VFM."""
+        t = self.top
+        return (t, f"{t}_vf", f"{t}_vf_masked", f"{t}_vf_random")
+
+    @property
+    def vf_dose(self) -> tuple[str, ...]:
+        """The VF weight's dose-response on the top rung: 0, 0.05, 0.1 (its VF twin), 0.5."""
+        t = self.top
+        return (t, f"{t}_vf_w{VF_DOSES[0]}", f"{t}_vf", f"{t}_vf_w{VF_DOSES[1]}")
+
+    @property
+    def uniformity(self) -> tuple[str, str]:
+        """Table 6 compares latents with and without VF at one d, as the paper does: the top rung and its twin."""
+        return self.top, f"{self.top}_vf"
+
+    @property
+    def latent_views(self) -> tuple[str, ...]:
+        """The latents notebook 03 draws: the lowest rung, the top rung and its VF twin."""
+        return (self.rungs[0], *self.uniformity)
+
+    @property
+    def dit_tokenizer(self) -> str:
+        """The latents notebooks 04 and 05 train and sample on: the top rung's VF twin."""
+        return f"{self.top}_vf"
+
+    @property
+    def convergence(self) -> tuple[str, ...]:
+        """Fig. 4a/b's curves: the lowest rung, the top rung and its VF twin."""
+        return (self.rungs[0], *self.uniformity)
+
+    @property
+    def speedup(self) -> tuple[str, str]:
+        """The speed-up of Fig. 4a/b: the top rung's VF twin against the top rung."""
+        return self.uniformity
+
+    @property
+    def scaling(self) -> tuple[str, str]:
+        """Fig. 4c: the DiT sizes on the lowest and the highest rung."""
+        return self.rungs[0], self.rungs[-1]
+
 
 LADDERS: dict[int, Ladder] = {
     # f8 on 32 px (a 4 x 4 grid): d4 / d8 / d16 keep 48x / 24x / 12x fewer numbers than the image, the paper's
@@ -80,8 +143,8 @@ LADDERS: dict[int, Ladder] = {
 
 
 def study_tokenizers(ladder: Ladder) -> tuple[str, ...]:
-    """Every tokenizer the study's tables name on a d ladder: its rungs, Table 2's, Table 5's and Table 4's."""
-    return tuple(dict.fromkeys((*ladder.rungs, *ladder.table2, *TABLE5, *TABLE4)))
+    """The tokenizers of the study's tokenizer tables on a d ladder: its rungs, Table 2's, Table 5's and Table 4's."""
+    return tuple(dict.fromkeys((*ladder.rungs, *ladder.table2, *ladder.table5, *ladder.table4)))
 
 
 def ladder_of(config) -> Ladder:
@@ -115,20 +178,10 @@ def seed_runs(seeds, base: int = 0, *, tokenizer_seeds: bool = False) -> list[tu
     return [(*(() if t == base else (f"seed={t}",)), *seed_overrides(s, t)) for t in seeds for s in seeds]
 
 
-TABLE5 = ("d32", "d32_vf", "d32_vf_no_mcos", "d32_vf_no_mdms", "d32_vf_margins")
-TABLE4 = ("d32", "d32_vf", "d32_vf_masked", "d32_vf_random")
-# Table 6 compares latents with and without VF at one d, as the paper does (3 t-SNE runs of 10,000 vectors
-# cost ~4 min per tokenizer on 2 cores); the latent views of notebook 03 also show d4.
-UNIFORMITY = ("d32", "d32_vf")
-LATENT_VIEWS = ("d4", "d32", "d32_vf")
-DIT_TOKENIZER = "d32_vf"  # the latents notebooks 04 and 05 train and sample on
 # Fig. 4a/b: gFID against DiT steps, from snapshots of one run per tokenizer and DiT seed (Ladder.curve_points
-# log-spaced steps ending at the preset's budget); the speed-up is the steps SPEEDUP[1] needs to reach SPEEDUP[0]'s
-# final gFID
-CONVERGENCE = ("d4", "d32", "d32_vf")
-SPEEDUP = ("d32", "d32_vf")
-# Fig. 4c: gFID at the preset's step budget for DiT sizes (same patch as the preset's DiT) on a low and a high d
-SCALING = ("d4", "d32")
+# log-spaced steps ending at the preset's budget; Ladder.convergence); the speed-up is the steps the VF twin needs to
+# reach the plain top rung's final gFID (Ladder.speedup). Fig. 4c: gFID at the preset's step budget for DiT sizes
+# (same patch as the preset's DiT) on the lowest and highest rung (Ladder.scaling)
 SCALING_SIZES = ("toy-XS", "toy-S", "toy-M")
 FIG4_PAPER_NOTE = ("the paper (docs/paper.md §1): with the VF loss the DiT converges up to 2.7x faster on f16d32 "
                    "(Fig. 4a/b), and a high-d latent needs a much larger DiT to catch up (Fig. 1, Fig. 4c)")
@@ -214,12 +267,13 @@ TABLE2_PAPER = {  # the paper's tokenizer -> (rFID, PSNR, gFID LightningDiT-B); 
     "f16d32": (0.26, 28.59, 22.62), "f16d32_vf": (0.28, 27.96, 15.82),
     "f16d64": (0.17, 31.03, 36.83), "f16d64_vf": (0.14, 30.71, 24.00),
 }
-# Each toy row beside the paper row with the same loss: the toy default (d32_vf) has no margins, so it stands beside
+# Tables 5, 4 and 6 are the paper's f16d32 rows, keyed by the toy variant's name after the ladder's top rung ("" for
+# the rung, "_vf" for its VF twin, ...): the toy ablates its top rung (Ladder.top), where its VF gain is.
+# Each toy row beside the paper row with the same loss: the toy default (VF twin) has no margins, so it stands beside
 # the paper's "without margins" (17.77), and the toy row with the paper's margins beside the paper's full loss (15.82)
-TABLE5_PAPER = {"d32": 22.62, "d32_vf": 17.77, "d32_vf_no_mcos": 21.87, "d32_vf_no_mdms": 17.74,
-                "d32_vf_margins": 15.82}
-TABLE4_PAPER = {"d32": 22.62, "d32_vf": 15.82, "d32_vf_masked": 19.89, "d32_vf_random": None}
+TABLE5_PAPER = {"": 22.62, "_vf": 17.77, "_vf_no_mcos": 21.87, "_vf_no_mdms": 17.74, "_vf_margins": 15.82}
+TABLE4_PAPER = {"": 22.62, "_vf": 15.82, "_vf_masked": 19.89, "_vf_random": None}
 TABLE6_PAPER = {  # f16d32 none / DINOv2, by uniformity metric (vavae_lab.analysis.uniformity.METRICS)
-    "d32": {"density": 0.263, "gini": 0.145, "entropy": 0.995},
-    "d32_vf": {"density": 0.178, "gini": 0.096, "entropy": 0.998},
+    "": {"density": 0.263, "gini": 0.145, "entropy": 0.995},
+    "_vf": {"density": 0.178, "gini": 0.096, "entropy": 0.998},
 }

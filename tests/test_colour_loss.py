@@ -6,7 +6,7 @@ import torch
 
 from vavae_lab.config import load_config
 from vavae_lab.errors import ConfigError
-from vavae_lab.pipeline import stage_key
+from vavae_lab.keys import stage_key
 from vavae_lab.build import build_loss, colour_matrix
 from vavae_lab.tokenizer.colour import apply_colour_matrix, colour_balance_matrix
 from vavae_lab.tokenizer.losses import TokenizerLoss

@@ -8,7 +8,9 @@ from vavae_lab import pipeline
 from vavae_lab.checkpoint import list_snapshots, load_checkpoint
 from vavae_lab.cli import main
 from vavae_lab.config import apply_overrides
+from vavae_lab.convergence import log_steps
 from vavae_lab.estimate import dit_cost
+from vavae_lab.keys import stage_key
 from vavae_lab.study import Study
 from vavae_lab.study import jobs as J
 from vavae_lab.study import tables as T
@@ -53,11 +55,11 @@ def test_snapshots_are_in_no_cache_key():
             plain, snap = s.config(name), s.config(name, *s.snapshotted())
             assert snap.dit.snapshots == s.curve_steps[:-1] and plain.dit.snapshots == ()
             assert s.dit_key(snap) == s.dit_key(plain) and s.generation_key(snap, 8) == s.generation_key(plain, 8)
-    assert Study("lab").curve_steps == (187, 375, 750, 1500, 3000, 6000) and pipeline.log_steps(20) == (2, 5, 10, 20)
+    assert Study("lab").curve_steps == (187, 375, 750, 1500, 3000, 6000) and log_steps(20) == (2, 5, 10, 20)
     assert Study("lab_classic").curve_steps == (75, 150, 300, 600)
     lab = Study("lab_classic").config("d32")
-    keys = {pipeline.stage_key(lab, "generation", n=2000, step=s) for s in (75, 150, 300)}
-    assert len(keys) == 3 and pipeline.stage_key(lab, "generation", n=2000) not in keys
+    keys = {stage_key(lab, "generation", n=2000, step=s) for s in (75, 150, 300)}
+    assert len(keys) == 3 and stage_key(lab, "generation", n=2000) not in keys
 
 
 def test_snapshots_leave_the_final_weights_unchanged(runs):

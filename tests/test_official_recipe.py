@@ -10,7 +10,7 @@ from vavae_lab.config import apply_overrides, load_config
 from vavae_lab.data import ImageFolderDataset
 from vavae_lab.data.imagefolder import random_crop_arr, resize_short_side
 from vavae_lab.errors import CheckpointError, ConfigError
-from vavae_lab.pipeline import KEYED_WHEN_SET, stage_fields, stage_key
+from vavae_lab.keys import KEYED_WHEN_SET, stage_dir, stage_fields, stage_key
 from vavae_lab.presets import get_preset, previous_stage
 from vavae_lab.train.common import StepBatches
 
@@ -148,7 +148,7 @@ def test_a_stage_starts_from_the_weights_of_the_one_before(tmp_path, monkeypatch
     from vavae_lab import pipeline
 
     named = apply_overrides(first, ["tokenizer.init_from=smoke"])
-    assert pipeline.init_source(named, tmp_path / "root") == pipeline.stage_dir(
+    assert pipeline.init_source(named, tmp_path / "root") == stage_dir(
         apply_overrides(first, ["tokenizer.train.steps=60", "tokenizer.loss.disc_start=40"]), "tokenizer",
         tmp_path / "root")
     with pytest.raises(CheckpointError, match="train-tokenizer --preset smoke"):

@@ -9,6 +9,7 @@ import torch
 from vavae_lab import cli, pack, pipeline
 from vavae_lab.config import load_config
 from vavae_lab.errors import ConfigError
+from vavae_lab.keys import stage_key
 from vavae_lab.runs import load_dit, load_tokenizer
 from vavae_lab.study import Study
 from vavae_lab.study.packing import build_pack, stale_entries, weights_filter
@@ -55,8 +56,8 @@ def _no_training(monkeypatch):
 @pytest.mark.slow
 def test_manifest_records_every_artifact_with_its_provenance(packed):
     config, arts = packed["config"], packed["manifest"]["artifacts"]
-    keys = {f"tokenizer/{pipeline.stage_key(config, 'tokenizer')}", f"dit/{pipeline.stage_key(config, 'dit')}",
-            f"generation/{pipeline.stage_key(config, 'generation', n=config.sample.num_samples)}"}
+    keys = {f"tokenizer/{stage_key(config, 'tokenizer')}", f"dit/{stage_key(config, 'dit')}",
+            f"generation/{stage_key(config, 'generation', n=config.sample.num_samples)}"}
     assert keys <= set(arts)
     for entry in arts.values():
         assert ENTRY_FIELDS <= set(entry) and entry["preset"] == "smoke" and entry["command"].startswith("pytest")
@@ -77,10 +78,10 @@ def test_a_fresh_cache_loads_the_pack_instead_of_training(packed, monkeypatch, c
     study = Study("smoke", TINY, progress=False)
     assert study.generation("d4") == packed["result"]
     tokenizer, _ = study.tokenizer("d4")
-    original = load_tokenizer(packed["cache"] / "tokenizers" / pipeline.stage_key(packed["config"], "tokenizer"))
+    original = load_tokenizer(packed["cache"] / "tokenizers" / stage_key(packed["config"], "tokenizer"))
     assert all(torch.equal(a, b) for a, b in zip(tokenizer.state_dict().values(), original.state_dict().values()))
     dit, history = study.dit("d4")  # fp16 in the pack, fp32 again after loading
-    trained, _ = load_dit(packed["cache"] / "dits" / pipeline.stage_key(packed["config"], "dit"))
+    trained, _ = load_dit(packed["cache"] / "dits" / stage_key(packed["config"], "dit"))
     for a, b in zip(dit.state_dict().values(), trained.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
     assert history["train"] and "pack: tokenizer" in capsys.readouterr().out
@@ -93,7 +94,7 @@ def test_retrain_ignores_the_pack(packed, monkeypatch, capsys):
     _fresh(monkeypatch, packed, "retrain")
     monkeypatch.setenv(pack.RETRAIN_ENV, "1")
     config = Study("smoke", TINY, progress=False).config("d4")
-    assert not pack.restore("tokenizer", pipeline.stage_key(config, "tokenizer"), packed["tmp"] / "x")
+    assert not pack.restore("tokenizer", stage_key(config, "tokenizer"), packed["tmp"] / "x")
     calls = []
     import vavae_lab.train.tokenizer as train_tok
 

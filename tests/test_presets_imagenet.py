@@ -125,7 +125,7 @@ def test_every_imagenet_preset_follows_the_official_recipe(name):
 def test_the_released_vavae_is_a_three_stage_chain():
     """vavae/configs/f16d32_vfdinov2_long.yaml: 100 + 15 + 15 epochs, each stage from the weights before it."""
     from vavae_lab.config import load_config
-    from vavae_lab.pipeline import stage_fields, stage_key
+    from vavae_lab.keys import stage_fields, stage_key
     from vavae_lab.presets import STAGE_FIELDS, VAVAE_STAGES, previous_stage
 
     chain = ["imagenet256_f16d32_vf_stage1", "imagenet256_f16d32_vf_stage2", "imagenet256_f16d32_vf"]
@@ -156,7 +156,8 @@ def test_the_released_vavae_is_a_three_stage_chain():
 
 def test_the_chain_trains_from_the_previous_stages_folder(tmp_path, monkeypatch):
     from vavae_lab.errors import CheckpointError, ConfigError
-    from vavae_lab.pipeline import init_source, stage_dir
+    from vavae_lab.keys import stage_dir
+    from vavae_lab.pipeline import init_source
     from vavae_lab.presets import previous_stage
     from vavae_lab.train.tokenizer import _initialise
 

@@ -9,7 +9,8 @@ from vavae_lab.diffusion.repa import Repa, repa_loss
 from vavae_lab.diffusion.transport import build_transport
 from vavae_lab.errors import ConfigError
 from vavae_lab.latents.features import FeatureCache
-from vavae_lab.pipeline import features, stage_key
+from vavae_lab.keys import stage_key
+from vavae_lab.pipeline import features
 from vavae_lab.presets import PRESETS, get_preset
 from vavae_lab.runs import load_dit
 from vavae_lab.train.dit import fit_dit, train_dit

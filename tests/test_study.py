@@ -191,7 +191,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                "scaling": [{"tokenizer": "f4d4", "size": "toy-XS/1", "params": 183496, "gflops_step": 2.92,
                             "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
                "vf_dose": [{"tokenizer": "f4d32 + VF (weight 0.5)", "vf_weight": 0.5, "rfid": 2.0, "gfid": 3.0,
-                            "vf_grad_ratio_seeds": [0.25, None]}],
+                            "vf_term_weight_seeds": [0.25, None]}],
                "scaling_gap": {"low": "d4", "high": "d32",
                                "gaps": [{"size": "toy-XS/1", "gap": 10.0, "gap_seeds": [9.0, 11.0]}],
                                "claim": {"claim": "the gap shrinks", "verdict": "shown"}},
@@ -278,8 +278,8 @@ def test_the_dose_response_is_a_trend_only_if_every_weight_step_agrees():
 def test_late_mean_reads_the_second_half_of_a_logged_reading():
     from vavae_lab.study.dose import late_mean
 
-    history = {"train": [{"step": s, "vf_grad_ratio": float(s)} for s in (10, 20, 30, 40)] + [{"step": 50}]}
-    assert late_mean(history, "vf_grad_ratio") == 30.0 and late_mean(history, "missing") is None
+    history = {"train": [{"step": s, "vf_weight": float(s)} for s in (10, 20, 30, 40)] + [{"step": 50}]}
+    assert late_mean(history, "vf_weight") == 30.0 and late_mean(history, "missing") is None
 
 
 def test_a_single_seed_change_counts_only_beyond_the_relative_seed_spread():
@@ -384,10 +384,10 @@ def test_jobs_for_chosen_tables_keep_their_order_and_reject_a_typo():
 
 
 def test_the_cli_defaults_to_the_study_folders(capsys):
-    """Without folder arguments the CLI stages use the study's cache folders, keyed by pipeline.stage_key."""
+    """Without folder arguments the CLI stages use the study's cache folders, keyed by keys.stage_key."""
     from vavae_lab import cli
     from vavae_lab.cli.common import _config, _default_folders
-    from vavae_lab.pipeline import stage_key
+    from vavae_lab.keys import stage_key
 
     args = cli.build_parser().parse_args(["extract-latents", "--preset", "lab_classic",
                                           *V.TOKENIZERS["d32"].overrides])

@@ -106,6 +106,7 @@ def test_two_process_gloo_ddp_run(tmp_path):
 
 def test_cached_tokenizer_trains_once_then_loads(tiny_config, monkeypatch, tmp_path):
     from vavae_lab import pipeline
+    from vavae_lab.keys import stage_dir
     from vavae_lab.train import tokenizer
 
     model, history = pipeline.tokenizer(tiny_config, tmp_path)
@@ -115,7 +116,7 @@ def test_cached_tokenizer_trains_once_then_loads(tiny_config, monkeypatch, tmp_p
         assert torch.equal(v.cpu(), again.state_dict()[k]), k
     assert history2["eval"][-1]["psnr"] == pytest.approx(history["eval"][-1]["psnr"])
     other = apply_overrides(tiny_config, ["tokenizer.model.embed_dim=4"])
-    assert pipeline.stage_dir(other, "tokenizer", tmp_path) != pipeline.stage_dir(tiny_config, "tokenizer", tmp_path)
+    assert stage_dir(other, "tokenizer", tmp_path) != stage_dir(tiny_config, "tokenizer", tmp_path)
 
 
 def test_load_tokenizer_from_an_empty_folder_says_how_to_train(tmp_path):

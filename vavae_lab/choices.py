@@ -1,4 +1,4 @@
-"""Every string option of a config, listed once: the config's gate (`config._RULES`) and the modules read these."""
+"""Every string option of a config, listed once: the config's gate (`config_rules.RULES`) and the modules read these."""
 from __future__ import annotations
 
 SOURCES: tuple[str, ...] = ("shapes", "imagefolder")  # data.source

@@ -53,7 +53,7 @@ def _run_config(args, stage: str):
 
 def _default_folders(args, config, **stages) -> None:
     """Fill each unset folder argument (attribute name -> stage) with that stage's cache folder for `config`."""
-    from ..pipeline import stage_dir
+    from ..keys import stage_dir
 
     for attr, stage in stages.items():
         if getattr(args, attr) is None:

@@ -34,7 +34,7 @@ def _checkpoint_steps(args, config, run) -> list[int]:
     """The --steps to evaluate (default: the snapshots a --dit run kept and its last step, else 4 log-spaced steps
     ending at dit.train.steps); each must lie in 1..dit.train.steps."""
     from ..checkpoint import list_snapshots
-    from ..pipeline import log_steps
+    from ..convergence import log_steps
 
     last = config.dit.train.steps
     if args.steps:
@@ -54,8 +54,9 @@ def _evaluate_checkpoints(args) -> None:
     import json
     from pathlib import Path
 
-    from .. import pipeline
     from ..checkpoint import list_snapshots, latest_checkpoint
+    from ..convergence import snapshot_generation
+    from ..keys import stage_dir
     from ..runs import WEIGHTS_FILE
 
     if args.n is not None and args.n < 1:
@@ -71,8 +72,8 @@ def _evaluate_checkpoints(args) -> None:
 
         last = config.dit.train.steps
         config = apply_overrides(config, {"dit.snapshots": [s for s in steps if s < last]})
-        print(f"dit: {pipeline.stage_dir(config, 'dit')} (the dit cache folder of this config)")
-        results = [pipeline.snapshot_generation(config, s, n=args.n, progress=True) for s in steps]
+        print(f"dit: {stage_dir(config, 'dit')} (the dit cache folder of this config)")
+        results = [snapshot_generation(config, s, n=args.n, progress=True) for s in steps]
     else:
         results = _score_run(args, config, run, steps)
     for r in results:

@@ -18,7 +18,7 @@ from ..build import latent_name
 from ..config import Config, from_dict, load_config, to_dict
 from ..errors import ConfigError
 from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
-from ..pipeline import FOLDERS, RESULT_FOLDERS, stage_key
+from ..keys import FOLDERS, RESULT_FOLDERS, stage_key
 from ..runs import CONFIG_FILE, WEIGHTS_FILE, finished, read_history
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
 
     Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
     gives their folder name (older code), are left out. Results are packed when their config sidecar says
-    which config made them (`pipeline.save_result` writes one beside each result). `weights_except`
+    which config made them (`keys.save_result` writes one beside each result). `weights_except`
     ("key=value" overrides) leaves out the weights of the runs that have any of them, keeping their results and
     their config and history (`pack.packed_history`): for runs a notebook reads only numbers and curves from
     (e.g. the larger DiTs of the scaling table, a second seed's loss curves), to fit the budget.

@@ -27,7 +27,7 @@ from ..atomic import atomic_write, atomic_write_json
 from ..download import OFFICIAL_FILES, offline, official_file, sha256_of, weights_dirs
 from ..errors import ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
-from ..pipeline import RESULT_FOLDERS
+from ..keys import RESULT_FOLDERS
 from . import variants as V
 
 # label -> (official file, its row in variants.TABLE6_PAPER: "" without VF, "_vf" with it)

@@ -9,8 +9,9 @@ import torch
 from .. import pipeline
 from ..build import downsampling
 from ..config import Config, load_config
+from ..convergence import convergence, log_steps
 from ..errors import ConfigError
-from ..pipeline import cached_result, save_result, stage_dir, stage_key
+from ..keys import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
 from ..runs import HISTORY_FILE, WEIGHTS_FILE
 from .variants import (SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, seed_overrides,
@@ -36,7 +37,7 @@ class Study:
         self.dit_size = self.base.dit.model.size
         self.dit_family = self.dit_size.rsplit("/", 1)[0]  # Table 1 switches its patch size
         # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (187 ... 6,000 in lab)
-        self.curve_steps = pipeline.log_steps(self.base.dit.train.steps, self.ladder.curve_points)
+        self.curve_steps = log_steps(self.base.dit.train.steps, self.ladder.curve_points)
         self.device = torch.device(device) if device else None
 
     @property
@@ -89,7 +90,7 @@ class Study:
         return load_config(self.preset, [*self.overrides, *TOKENIZERS[name].overrides, *extra,
                                          f"tokenizer.train.progress={progress}", f"dit.train.progress={progress}"])
 
-    # Every key and folder comes from vavae_lab.pipeline: one rule for which fields a stage depends on.
+    # Every key and folder comes from vavae_lab.keys: one rule for which fields a stage depends on.
     @staticmethod
     def tokenizer_key(config: Config) -> str:
         """Cache key of the tokenizer stage (its data, model, losses, training and evaluation settings)."""
@@ -153,9 +154,9 @@ class Study:
 
     def convergence(self, name: str, *extra: str, n: int | None = None) -> list[dict]:
         """gFID (IS, precision, recall, class accuracy) of a variant's DiT after each of `curve_steps`, from the
-        snapshots of its one run (pipeline.convergence; each point cached, the last is `generation`'s result)."""
+        snapshots of its one run (convergence.convergence; each point cached, the last is `generation`'s result)."""
         config = self.config(name, *self.snapshotted(), *extra)
-        return pipeline.convergence(config, n=n, device=self._device(config), progress=self.progress)
+        return convergence(config, n=n, device=self._device(config), progress=self.progress)
 
     def dit_cost(self, name: str, *extra: str) -> dict:
         """Parameters and FLOPs per training step of a variant's DiT (estimate.dit_cost; counted, not trained)."""

@@ -298,7 +298,8 @@ TABLES: list[Table] = [
         ("tokenizer", "tokenizer", ""), ("vf_weight", "VF weight", "g"), ("psnr", "PSNR", ".2f"),
         ("rfid", "rFID", ".2f"), ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
         ("recon_class_acc", "recon class acc.", ".2f"), *GFID_COLUMNS, ("bound", "gFID < rFID?", ""),
-        ("vf_grad_ratio_seeds", "VF / rec. gradient, 2nd half", ".2f")], lambda ladder: ladder.vf_dose,
+        ("vf_term_weight_seeds", "weight x adaptive, 2nd half", ".3g"), ("vf_loss_seeds", "L_vf, 2nd half", ".3g")],
+          lambda ladder: ladder.vf_dose,
           seeds=True, verdicts=lambda study, rows: dose_claims(rows), verdict_columns=CLAIM_COLUMNS),
     Table("table6", "Table 6: latent uniformity (notebook 03)", table6, [
         ("tokenizer", "tokenizer", ""),

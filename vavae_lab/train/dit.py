@@ -20,7 +20,8 @@ from .. import dist
 from ..build import build_dit_for, build_repa_for, build_transport_for
 from ..checkpoint import (atomic_save, checkpoint_path, load_checkpoint, prune_checkpoints, rng_state, set_rng_state,
                           snapshot_path)
-from ..config import Config, TrainConfig, to_dict, validate
+from ..config import Config, TrainConfig, to_dict
+from ..config_rules import validate
 from ..device import autocast
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..runs import HISTORY_FILE, WEIGHTS_FILE

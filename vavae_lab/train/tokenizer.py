@@ -18,7 +18,8 @@ from .. import dist
 from ..build import TokenizerParts, build_tokenizer_parts, build_train_eval_data
 from ..checkpoint import (atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                           rng_state, set_rng_state)
-from ..config import Config, TrainConfig, to_dict, validate
+from ..config import Config, TrainConfig, to_dict
+from ..config_rules import validate
 from ..device import autocast
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..runs import HISTORY_FILE, WEIGHTS_FILE

@@ -308,3 +308,13 @@ def test_widgets_update_on_slider_change(monkeypatch, uniformity, sources, token
     before = recon.image.value
     recon.controls["start"].value = 1
     assert recon.image.value != before
+
+
+def test_the_pipeline_picture_names_each_stage_with_its_shape():
+    from vavae_lab.analysis.pipeline_figure import plot_pipeline
+
+    fig = plot_pipeline(32, 8, 16)
+    texts = [t.get_text() for t in fig.axes[0].texts if t.get_text()]  # the arrows are empty annotations
+    assert texts[::2] == ["image x", "encoder E", "latent z", "normalise", "DiT", "decoder D"]
+    assert "16 x 4 x 4\n256 numbers\n(12x fewer)" in texts and "3 x 32 x 32\n3,072 numbers" in texts
+    assert "f8d16, 32 px" in fig._suptitle.get_text()

@@ -248,3 +248,23 @@ def test_safetensors_file_with_one_tensor_loads(tmp_path):
     save_file({"a": torch.zeros(2, 2), "b": torch.zeros(2, 2)}, str(tmp_path / "two.safetensors"))
     with pytest.raises(DataError, match="2 tensors"):
         u.load_source(tmp_path / "two.safetensors")
+
+
+def test_the_metrics_order_points_of_known_uniformity_at_every_n_and_bandwidth():
+    """On 2-D points with a known clustered fraction, every metric ranks uniform < a quarter < half clustered at each
+    n and bandwidth, and calls ten equally dense clusters (fraction 1) more uniform than half: the metrics read the
+    density's spread at the points, not clumping (what notebook 03 calibrates the latents' differences against)."""
+    from vavae_lab.analysis.calibration import calibrate, known_points
+
+    rows = calibrate([0.0, 0.25, 0.5, 1.0], [400, 1600], [None, 0.3], seeds=(0, 1))
+    for n in (400, 1600):
+        for bw in ("Scott", 0.3):
+            none, quarter, half, full = [r for r in rows if r["n"] == n and r["bandwidth"] == bw]
+            assert none["density"] < quarter["density"] < half["density"] > full["density"]
+            assert none["gini"] < quarter["gini"] < half["gini"] > full["gini"]
+            assert none["entropy"] > quarter["entropy"] > half["entropy"] < full["entropy"]
+    assert all(r["density_spread"] >= 0 for r in rows)
+    a, b = known_points(0.5, 100, seed=3), known_points(0.5, 100, seed=3)
+    assert a.shape == (100, 2) and np.array_equal(a, b) and not np.array_equal(a, known_points(0.5, 100, seed=4))
+    with pytest.raises(ConfigError, match="clustered=1.5 must be a fraction"):
+        known_points(1.5, 10)

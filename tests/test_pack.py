@@ -248,3 +248,29 @@ def test_shipped_pack_matches_the_current_configs_and_its_hashes():
         for name, rec in entry["files"].items():
             assert pack.sha256_file(root / name) == rec["sha256"], f"{name} differs from its manifest"
     assert pack.pack_size(root) <= 40 * 2**20
+
+
+@pytest.mark.slow
+def test_run_metadata_is_gzipped_the_same_each_build_and_plain_json_still_reads(packed, tmp_path):
+    """A tokenizer's or DiT's config and history go in as <key>.json.gz, packed to the same bytes twice; an entry
+    carried over from an older pack with a plain <key>.json reads the same."""
+    import gzip
+
+    arts = packed["manifest"]["artifacts"]
+    name = next(k for k in arts if k.startswith("dit/"))
+    meta_file = next(f for f in arts[name]["files"] if f.endswith(".json.gz"))
+    again = build_pack(packed["cache"], command="pytest tests/test_pack.py", preset="smoke", root=tmp_path / "again")
+    assert again["artifacts"][name]["files"][meta_file]["sha256"] == arts[name]["files"][meta_file]["sha256"]
+    history = pack.packed_history("dit", arts[name]["key"], root=packed["root"])
+    old = tmp_path / "old"
+    shutil.copytree(packed["root"], old)
+    plain = meta_file[: -len(".gz")]
+    (old / plain).write_bytes(gzip.decompress((old / meta_file).read_bytes()))
+    (old / meta_file).unlink()
+    manifest = json.loads((old / pack.MANIFEST).read_text())
+    files = manifest["artifacts"][name]["files"]
+    files[plain] = {"sha256": pack.sha256_file(old / plain), "bytes": (old / plain).stat().st_size}
+    del files[meta_file]
+    (old / pack.MANIFEST).write_text(json.dumps(manifest))
+    assert pack.packed_history("dit", arts[name]["key"], root=old) == history and history["train"]
+    assert pack.restore("dit", arts[name]["key"], tmp_path / "restored", root=old, quiet=True)

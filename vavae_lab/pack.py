@@ -8,13 +8,15 @@ sha256) instead of being trained; a packed result (a gFID, a Table 6 row, a prob
     data/pack/manifest.json                one entry per artifact: stage, key, preset + overrides, files with
                                            sha256 and bytes, the command, commit, machine, date, wall time
     data/pack/<stage>/<key>.safetensors    weights (tokenizer: fp32, exact; DiT: EMA weights, fp32 or fp16)
-    data/pack/<stage>/<key>.json           what the run folder needs besides weights (config, history, ...)
+    data/pack/<stage>/<key>.json.gz        what the run folder needs besides weights (config, history, ...), gzip'd
+                                           (or plain <key>.json, as the entries --keep-presets carries over are)
 
 `vavae_lab.study.packing.build_pack` fills it from a study cache root (`python -m vavae_lab pack --cache DIR`);
 `stale_entries` there lists artifacts whose preset + overrides no longer give their key (a test keeps it empty).
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -81,13 +83,23 @@ def _verified(root: Path, entry: dict, name: str) -> Path:
     return path
 
 
+META_SUFFIXES = (".json.gz", ".json")  # a tokenizer's or DiT's config and history beside its weights
+
+
+def _meta(root: Path, entry: dict) -> dict:
+    """The hash-checked metadata (config, history, ...) of a tokenizer or DiT entry, gzip'd or plain JSON."""
+    name = next(n for n in sorted(entry["files"]) if n.endswith(META_SUFFIXES))
+    data = _verified(root, entry, name).read_bytes()
+    return json.loads(gzip.decompress(data) if name.endswith(".gz") else data)
+
+
 def _read_pair(root: Path, entry: dict) -> tuple[dict, dict]:
     """(tensors, metadata) of a weights entry, both hash-checked."""
     from safetensors.torch import load_file
 
     names = sorted(entry["files"])
     tensors = {}
-    meta = json.loads(_verified(root, entry, next(n for n in names if n.endswith(".json"))).read_text())
+    meta = _meta(root, entry)
     for name in names:
         if name.endswith(".safetensors"):
             try:
@@ -112,8 +124,7 @@ def packed_history(stage: str, key: str, *, root: Path | None = None) -> dict | 
     entry = read_manifest(root)["artifacts"].get(f"{stage}/{key}")
     if entry is None:
         return None
-    name = next(n for n in entry["files"] if n.endswith(".json"))
-    return json.loads(_verified(root, entry, name).read_text())["history"]
+    return _meta(root, entry)["history"]
 
 
 def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet: bool = False) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -98,8 +99,9 @@ def _add_weights(stage: str, key: str, run: Path, root: Path, dit_dtype: torch.d
         meta = {"config": state["config"], "history": history, "latent_shape": list(state["latent_shape"]),
                 "num_classes": int(state["num_classes"]), "tokenizer_sha256": state["tokenizer_sha256"],
                 "tokenizer_key": stage_key(config, "tokenizer")}
-    files = {f"{stage}/{key}.json": _write(root, f"{stage}/{key}.json",
-                                           lambda p: p.write_text(json.dumps(meta, default=float)))}
+    text = json.dumps(meta, default=float).encode()  # gzip'd with no timestamp: the same run packs to the same bytes
+    files = {f"{stage}/{key}.json.gz": _write(root, f"{stage}/{key}.json.gz",
+                                              lambda p: p.write_bytes(gzip.compress(text, mtime=0)))}
     if weights:
         files[f"{stage}/{key}.safetensors"] = _write(root, f"{stage}/{key}.safetensors",
                                                      lambda p: save_file(tensors, str(p)))

@@ -15,7 +15,8 @@ from vavae_lab.config import Config, apply_overrides
 from vavae_lab.data.shapes import ShapesDataset
 from vavae_lab.errors import ConfigError, DataError, WeightsUnavailableError
 from vavae_lab.metrics import generation
-from vavae_lab.metrics.generation import ReferenceFolder, evaluate_samples, write_metrics
+from vavae_lab.metrics.generation import ReferenceFolder, evaluate_samples
+from vavae_lab.metrics.samples_io import write_metrics
 from vavae_lab.metrics.samples_io import grid_indices, load_samples, save_samples
 
 # A toy FID network smaller than the smoke preset, so the file stays fast on 2 shared cores.

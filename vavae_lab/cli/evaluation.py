@@ -21,7 +21,8 @@ def _samples_config(samples):
 def _evaluate(args) -> None:
     from ..build import sample_scoring
     from ..device import resolve_device
-    from ..metrics.generation import evaluate_samples, write_metrics
+    from ..metrics.generation import evaluate_samples
+    from ..metrics.samples_io import write_metrics
 
     config = _config(args, _samples_config(args.samples))
     result = evaluate_samples(args.samples, **sample_scoring(config, args.reference),

@@ -31,8 +31,8 @@ __all__ = [
     "toy_feature_weights_path", "train_toy_feature_net",
 ]
 
-from .generation import ReferenceFolder, ShapesReference, evaluate_samples, write_metrics  # noqa: E402
-from .samples_io import SampleFolder, load_samples, save_grid, save_samples  # noqa: E402
+from .generation import ReferenceFolder, ShapesReference, evaluate_samples  # noqa: E402
+from .samples_io import SampleFolder, load_samples, save_grid, save_samples, write_metrics  # noqa: E402
 
 __all__ += ["ReferenceFolder", "ShapesReference", "evaluate_samples", "write_metrics", "SampleFolder", "load_samples",
             "save_grid",

@@ -17,7 +17,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from ..atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
 from .fid import (INCEPTION_EXTRACTOR_NAME, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, TOY_EXTRACTOR_NAME,
@@ -387,20 +387,3 @@ def evaluate_samples(samples, *, reference="shapes", extractor: str | None = Non
     result.update(n_real=None if real is None else len(real), reference=description, samples=source,
                   extractor=extract.identity["extractor"], layer=extract.fid_layer, notes=notes)
     return result
-
-
-def _json_safe(value):
-    """Replace NaN and infinities by None (JSON null), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_metrics(result: dict, out_file) -> Path:
-    """Write a metrics dict as JSON (NaN becomes null) atomically: a temp file in the same folder, then a rename."""
-    text = json.dumps(_json_safe(result), indent=2, allow_nan=False, default=str)
-    return atomic_write_text(Path(out_file).expanduser(), text + "\n")

@@ -1,4 +1,5 @@
-"""Sample folders: generated images as numbered PNGs with labels.json and a class-sorted grid, and back."""
+"""Sample folders: generated images as numbered PNGs with labels.json and a class-sorted grid, and back; a metrics
+dict as strict JSON."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_text
 from ..data.images import check_uint8_images
 from ..errors import DataError
 
@@ -261,3 +262,20 @@ def folder_to_npz(folder, path=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
     return path
+
+
+def _json_safe(value):
+    """Replace NaN and infinities by None (JSON null), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_metrics(result: dict, out_file) -> Path:
+    """Write a metrics dict as JSON (NaN becomes null) atomically: a temp file in the same folder, then a rename."""
+    text = json.dumps(_json_safe(result), indent=2, allow_nan=False, default=str)
+    return atomic_write_text(Path(out_file).expanduser(), text + "\n")

@@ -19,8 +19,8 @@ PACKAGE = "vavae_lab"
 # Lowest layer first. A module belongs to the longest prefix listed; it may import its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
     # the foundation: no model, no training
-    ("errors", "lazy", "paths", "atomic", "choices", "toy_recipes", "typed", "device", "dist", "checkpoint", "weights",
-     "config_rules", "config", "presets", "download"),
+    ("errors", "lazy", "paths", "atomic", "choices", "stages", "toy_recipes", "typed", "device", "dist", "checkpoint",
+     "weights", "config_rules", "config", "presets", "download"),
     # the paper wing: data, the two models, metrics, the latent file format, the analyses; tensors, modules and
     # plain numbers in (test_the_paper_wing_never_sees_a_config)
     WING := ("data", "tokenizer", "diffusion", "metrics", "latents.shards", "latents.stats", "latents.dataset",

@@ -1,6 +1,6 @@
 """The one rule for what a cached result depends on: a key per stage, and where each stage keeps its runs.
 
-`stage_key(config, stage)` hashes exactly the stage's own config sections (STAGES) chained with the key of the
+`stage_key(config, stage)` hashes exactly the stage's own config sections (stages.STAGES) chained with the key of the
 stage it consumes, minus the fields that change speed or display but no result (IGNORED). The study, the benchmarks
 and the command line's defaults all key runs through here, so a run any of them trained is found by the others.
 
@@ -18,20 +18,8 @@ from pathlib import Path
 
 from .config import Config, to_dict
 from .paths import cache_dir, config_hash
+from .stages import STAGES
 
-# stage -> (the stage it consumes, the config sections it reads); "seed" is the top-level seed
-STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "tokenizer": (None, ("seed", "data", "tokenizer", "metrics")),
-    "latents": ("tokenizer", ("latents",)),
-    "features": (None, ("data",)),  # REPA's VFM features of the training images, plus the VFM and the token grid
-    "dit": ("latents", ("dit", "seed")),
-    "generation": ("dit", ("sample", "metrics")),  # plus the number of samples n
-    # analyses of a stage's output
-    "uniformity": ("latents", ()),  # plus the number of vectors n and of t-SNE runs
-    "probe": ("tokenizer", ()),  # plus the probe settings
-    "floor": (None, ("data", "metrics")),  # real-vs-real FID, plus the number of images n
-    "reconstruction": ("tokenizer", ()),  # the tokenizer's reconstructions scored as samples, plus n
-}
 # dotted fields (relative to their section) that change no result: speed, display, safety caps
 IGNORED = {
     "data": ("num_workers",),
@@ -49,9 +37,6 @@ KEYED_WHEN_SET = {
     "dit": {"seed": None},  # unset, the top-level seed decides
     "metrics": {"toy.version": 1},  # the multi-factor toy FID network (version 2)
 }
-FOLDERS = {"tokenizer": "tokenizers", "latents": "latents", "features": "features", "dit": "dits"}
-RESULT_FOLDERS = {"generation": "results", "uniformity": "uniformity", "probe": "probes", "floor": "floors",
-                  "reconstruction": "reconstructions"}
 
 
 def _drop(d: dict, dotted: str, only_if=...) -> None:
@@ -97,7 +82,7 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
-    parent, sections = STAGES[stage]
+    parent, sections = STAGES[stage].consumes, STAGES[stage].sections
     if stage == "uniformity":
         return config_hash([stage_key(config, parent), n, runs])
     if stage == "probe":
@@ -129,13 +114,13 @@ def features_identity(config: Config) -> dict:
 def stage_dir(config: Config, stage: str, root: str | Path | None = None) -> Path:
     """The run folder of a tokenizer, latents or dit stage under `root` (default data/cache/study)."""
     root = Path(root) if root is not None else cache_dir("study")
-    return root / FOLDERS[stage] / stage_key(config, stage)
+    return root / STAGES[stage].folder / stage_key(config, stage)
 
 
 def result_path(config: Config, stage: str, root: str | Path | None = None, **kw) -> Path:
     """The JSON file of a cached generation, uniformity or probe result under `root` (default data/cache/study)."""
     root = Path(root) if root is not None else cache_dir("study")
-    path = root / RESULT_FOLDERS[stage] / f"{stage_key(config, stage, **kw)}.json"
+    path = root / STAGES[stage].folder / f"{stage_key(config, stage, **kw)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

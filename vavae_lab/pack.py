@@ -25,11 +25,10 @@ from pathlib import Path
 from .atomic import atomic_write_json
 from .config import from_dict
 from .errors import CheckpointError
+from .stages import RESULTS, TRAINED
 
 PACK_ENV, RETRAIN_ENV = "VAVAE_LAB_PACK", "VAVAE_LAB_RETRAIN"
 MANIFEST, FORMAT = "manifest.json", 1
-WEIGHTS_STAGES = ("tokenizer", "dit")
-RESULT_STAGES = ("generation", "uniformity", "probe", "floor", "reconstruction")
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -140,9 +139,9 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
         return False
     root = root or pack_dir()
     entry = read_manifest(root)["artifacts"].get(f"{stage}/{key}")
-    if entry is None or (stage in WEIGHTS_STAGES and not has_weights(entry)):
+    if entry is None or (stage in TRAINED and not has_weights(entry)):
         return False
-    if stage in RESULT_STAGES:
+    if stage in RESULTS:
         name = next(iter(entry["files"]))
         atomic_write_json(dest, json.loads(_verified(root, entry, name).read_text()))
     else:
@@ -171,7 +170,7 @@ _TOLD: set = set()  # pack folders whose provenance this process has printed in 
 
 def _say_loaded(stage: str, key: str, root: Path, entry: dict) -> None:
     """One line per restored artifact: in full (command, machine, the retrain switch) the first time per pack."""
-    verb = "train" if stage in WEIGHTS_STAGES else "compute"  # a result (a gFID, a floor) is computed, not trained
+    verb = "train" if stage in TRAINED else "compute"  # a result (a gFID, a floor) is computed, not trained
     if root in _TOLD:
         print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to {verb})")
         return

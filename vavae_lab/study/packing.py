@@ -18,9 +18,10 @@ from ..atomic import atomic_write_json
 from ..build import latent_name
 from ..config import Config, from_dict, load_config, to_dict
 from ..errors import ConfigError
-from ..pack import FORMAT, MANIFEST, RESULT_STAGES, WEIGHTS_STAGES, pack_dir, read_manifest, sha256_file
-from ..keys import FOLDERS, RESULT_FOLDERS, stage_key
+from ..pack import FORMAT, MANIFEST, pack_dir, read_manifest, sha256_file
+from ..keys import stage_key
 from ..runs import CONFIG_FILE, WEIGHTS_FILE, finished, read_history
+from ..stages import RESULTS, STAGES, TRAINED
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +137,7 @@ def weights_filter(weights_except: Sequence[str], preset: str | None = None):
 
 
 def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = None, dit_dtype: str = "float16",
-               stages=WEIGHTS_STAGES + RESULT_STAGES, weights_except: Sequence[str] = (),
+               stages=TRAINED + RESULTS, weights_except: Sequence[str] = (),
                keep_presets: Sequence[str] = ()) -> dict:
     """Pack every finished tokenizer, DiT and result of `preset` in the study cache root `cache` into `root`.
 
@@ -165,8 +166,8 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
         entries[name] = entry
     dtype = {"float16": torch.float16, "float32": torch.float32}[dit_dtype]
     for stage in stages:
-        if stage in WEIGHTS_STAGES:
-            for run in sorted((cache / FOLDERS[stage]).glob("*")):
+        if stage in TRAINED:
+            for run in sorted((cache / STAGES[stage].folder).glob("*")):
                 if not finished(run, stage):
                     continue
                 config = from_dict(yaml_config(run))
@@ -178,7 +179,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,
                                                        dtype_name)
         else:
-            folder = RESULT_FOLDERS[stage]
+            folder = STAGES[stage].folder
             for sidecar in sorted((cache / folder).glob("*.config.json")):
                 key = sidecar.name[: -len(".config.json")]
                 result = cache / folder / f"{key}.json"

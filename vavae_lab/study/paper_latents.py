@@ -27,7 +27,7 @@ from ..atomic import atomic_write, atomic_write_json
 from ..download import OFFICIAL_FILES, offline, official_file, sha256_of, weights_dirs
 from ..errors import ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
-from ..keys import RESULT_FOLDERS
+from ..stages import STAGES
 from . import variants as V
 
 # label -> (official file, its row in variants.TABLE6_PAPER: "" without VF, "_vf" with it)
@@ -114,7 +114,7 @@ def file_uniformity(path: str | Path, *, n: int = 10000, runs: int = 3, seed: in
     digest = sha256_of(path)
     key = config_hash({"file_sha256": digest, "n": n, "runs": runs, "seed": seed, "init": init,
                        "perplexity": perplexity, "max_iter": max_iter})
-    folder = (Path(root) if root is not None else cache_dir("study")) / RESULT_FOLDERS["uniformity"]
+    folder = (Path(root) if root is not None else cache_dir("study")) / STAGES["uniformity"].folder
     json_path, npz_path = folder / f"file-{key}.json", folder / f"file-{key}.npz"
     if json_path.is_file() and npz_path.is_file():
         result = json.loads(json_path.read_text())

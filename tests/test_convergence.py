@@ -299,3 +299,24 @@ def test_the_gap_shrinks_only_if_it_shrinks_at_every_size_step():
     steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}),
                             "d4", "d32")
     assert steady["claim"]["verdict"] == "shown"
+
+
+def test_the_f8_curves_are_one_per_tokenizer_x_dit_seed_run_each_held_to_its_own_tokenizer(monkeypatch):
+    """On a ladder that retrains the tokenizer per seed, Fig. 4a/b has a curve per seed run ("t1d0"), each with
+    its own tokenizer's rFID, and the speed-up verdicts name the run."""
+    study = Study("lab", progress=False)
+    calls = []
+
+    def fake_curve(name, *extra, n=None):
+        calls.append((name, extra))
+        base = 10.0 if name == "d16" else 8.0
+        return [{"step": s, "fid": base * 6000 / s, "class_acc": 0.5} for s in study.curve_steps]
+
+    monkeypatch.setattr(study, "convergence", fake_curve)
+    monkeypatch.setattr(study, "recon", lambda name, *extra: {"rfid": 2.0 if extra else 1.0, "recon_class_acc": 0.9})
+    rows, speed = T.convergence(study)
+    assert [r["seed"] for r in rows[:4]] == ["t0d0", "t0d1", "t1d0", "t1d1"]
+    assert [r["rfid"] for r in rows[:4]] == [1.0, 1.0, 2.0, 2.0]
+    assert {e for _, e in calls} == set(map(tuple, study.seed_runs())) and len(calls) == 12
+    assert speed["seeds"] == ["t0d0", "t0d1", "t1d0", "t1d1"] and len(set(speed["speedup_seeds"])) == 1
+    assert "run t0d0: 1.00x-2.00x" in speed["verdict"]  # VF crosses between the last two snapshots in every run

@@ -264,6 +264,11 @@ def speedup(steps_a: Sequence[int], gfid_a: Sequence[float], steps_b: Sequence[i
             "above_after": above}
 
 
+def _run(seed) -> str:
+    """A curve's seed as the verdicts name it: "DiT seed 1", or "run t1d0" (tokenizer seed 1, DiT seed 0)."""
+    return f"DiT seed {seed}" if isinstance(seed, int) else f"run {seed}"
+
+
 def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
     """`speedup` of tokenizer b over a per DiT seed (convergence rows), their mean and spread, judged by the rule:
     not reported where b is above a again at a later snapshot in some seed; unresolved where the snapshots allow a
@@ -281,16 +286,16 @@ def seeded_speedup(rows: Sequence[dict], a: str, b: str) -> dict:
            "reasons": [p["reason"] for p in per]}
     values = out["speedup_seeds"]
     if not per or None in values:
-        never = [f"DiT seed {s}: {p['reason']}" for s, p in zip(seeds, per) if p["speedup"] is None]
+        never = [f"{_run(s)}: {p['reason']}" for s, p in zip(seeds, per) if p["speedup"] is None]
         return {**out, "speedup": None, "speedup_spread": None,
                 "verdict": "not shown: " + ("; ".join(never) or "no seed has both curves")}
     spread = max(values) - min(values)
     out = {**out, "speedup": sum(values) / len(values), "speedup_spread": spread}
-    above = [f"DiT seed {s}: above again at step {', '.join(map(str, p['above_after']))}"
+    above = [f"{_run(s)}: above again at step {', '.join(map(str, p['above_after']))}"
              for s, p in zip(seeds, per) if p["above_after"]]
     if above:
         return {**out, "verdict": "not reported: " + "; ".join(above)}
-    loose = [f"DiT seed {s}: {lo:.2f}x-{hi:.2f}x" for s, (lo, hi) in zip(seeds, out["range_seeds"]) if lo <= 1.0]
+    loose = [f"{_run(s)}: {lo:.2f}x-{hi:.2f}x" for s, (lo, hi) in zip(seeds, out["range_seeds"]) if lo <= 1.0]
     if loose:
         return {**out, "verdict": "unresolved by the snapshots (the crossing lies between the last two, so the "
                                   "interpolation decides; what they allow: " + "; ".join(loose) + ")"}

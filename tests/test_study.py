@@ -436,3 +436,23 @@ def test_on_a_tokenizer_seed_ladder_every_seeded_tokenizer_is_scored_in_each_tok
     assert {(n, ("seed=1",)) for n in ladder.table2} <= recons
     classic = {(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table2"]) for m, n, e in job if m == "recon"}
     assert all(e == () for _, e in classic)  # one tokenizer per d there: its rFID is every run's bound
+
+
+def test_table6_on_the_f8_ladder_is_judged_over_tokenizer_seeds():
+    """Lab's Table 6 measures each tokenizer seed's latents and says, per metric, whether VF made them more uniform
+    by the seed rule (density CV and Gini lower, entropy higher); the first study's (one tokenizer) has no verdict."""
+    def row(name, density, gini, entropy):
+        out = {"name": name, "tokenizer": name}
+        for k, v in (("density", density), ("gini", gini), ("entropy", entropy)):
+            out.update({f"{k}_seeds": v, f"{k}_spread": max(v) - min(v)})
+        return out
+
+    rows = [row("d16", [0.30, 0.31], [0.16, 0.17], [0.990, 0.991]), row("d16_vf", [0.20, 0.22], [0.16, 0.18],
+                                                                         [0.995, 0.989])]
+    out = T.table6_verdicts(Study("lab"), rows)
+    assert [c["verdict"].split(" (")[0] for c in out] == ["shown", "not shown", "not shown"]
+    assert out[0]["claim"] == "VF makes the latents more uniform by density CV: d16_vf -> d16"
+    assert T.table6_verdicts(Study("lab_classic"), rows) == []
+    calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table6"], ladder=V.LADDERS[8]) for m, n, e in job
+             if m == "uniformity"]
+    assert calls == [("d16", ()), ("d16", ("seed=1",)), ("d16_vf", ()), ("d16_vf", ("seed=1",))]

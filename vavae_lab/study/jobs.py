@@ -52,6 +52,8 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
             calls.append(("probe", name, ()))
         if "table6" in keys and name in names_for(BY_KEY["table6"], ladder):
             calls.append(("uniformity", name, ()))
+            if ladder.tokenizer_seeds:  # Table 6 per tokenizer seed, for its verdicts
+                calls += [("uniformity", name, (f"seed={s}",)) for s in seeds if s != base_seed]
         out.append((ov, calls))
     if "scaling" in keys:
         sized = [(n, V.size_overrides(f, f"{family}/{patch}")) for n in ladder.scaling for f in V.SCALING_SIZES]

@@ -191,17 +191,19 @@ class Study:
         return {"psnr": r["psnr"], "ssim": r["ssim"], "rfid": r["fid"], "recon_kid": r.get("kid"),
                 "recon_kid_std": r.get("kid_std"), "recon_class_acc": r.get("class_acc"), "recon_class_acc_n": r["n"]}
 
-    def uniformity(self, name: str, *, n: int | None = None, runs: int | None = None, workers: int = 1) -> dict:
-        """Table 6 metrics of a variant's latents (mean and std over `runs` t-SNE seeds), cached as JSON."""
+    def uniformity(self, name: str, *extra: str, n: int | None = None, runs: int | None = None,
+                   workers: int = 1) -> dict:
+        """Table 6 metrics of a variant's latents (mean and std over `runs` t-SNE seeds, from the config's seed),
+        cached as JSON; `extra`: e.g. tokenizer_seeded(1)."""
         from ..analysis.uniformity import uniformity_metrics
         from ..latents import LatentDataset
 
-        config = self.config(name)
+        config = self.config(name, *extra)
         n, runs = n or self.uniformity_n, runs or self.uniformity_runs
         path, cached = cached_result(config, "uniformity", n=n, runs=runs)
         if cached is not None:
             return cached
-        data = LatentDataset(self.latents(name), flip=False)
+        data = LatentDataset(self.latents(name, *extra), flip=False)
         out = uniformity_metrics(data, n=min(n, data.num_images), runs=runs, seed=config.seed, workers=workers,
                                  progress=self.progress)
         return save_result(config, "uniformity", path, out, n=n, runs=runs)

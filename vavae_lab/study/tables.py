@@ -77,7 +77,8 @@ def table4(study: Study) -> list[dict]:
 
 
 def table6(study: Study, *, workers: int = 1) -> list[dict]:
-    """Table 6 at toy scale: each uniformity metric (mean +- std over t-SNE runs) and gFID, beside the paper's."""
+    """Table 6 at toy scale: each uniformity metric (mean +- std over t-SNE runs) and gFID, beside the paper's; where
+    the ladder retrains the tokenizer per seed, each metric per tokenizer seed too (`<metric>_seeds`, `_spread`)."""
     rows = []
     for name in study.ladder.uniformity:
         u = study.uniformity(name, workers=workers)
@@ -86,8 +87,27 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
                **bound(study, name), **{k: u[k]["mean"] for k in METRICS},
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
                **{f"paper_{k}": paper.get(k) for k in METRICS}}
+        if study.ladder.tokenizer_seeds:
+            per = [study.uniformity(name, *study.tokenizer_seeded(s), workers=workers) for s in study.seeds]
+            for k in METRICS:
+                values = [p[k]["mean"] for p in per]
+                row.update({f"{k}_seeds": values, f"{k}_spread": max(values) - min(values)})
         rows.append({**row, "bound": below_bound(row)})
     return labelled(study, rows)
+
+
+def table6_verdicts(study: Study, rows: list[dict]) -> list[dict]:
+    """Does VF make the latents more uniform, by each metric, over the tokenizer seeds (the seed rule; none where
+    the ladder trains one tokenizer per variant)?"""
+    if not study.ladder.tokenizer_seeds:
+        return []
+    plain, vf = rows
+    out = []
+    for k, m in METRICS.items():
+        low, high = (plain, vf) if m.higher_is_uniform else (vf, plain)  # `high` holds the larger value if VF helps
+        out.append(claim(f"VF makes the latents more uniform by {m.label}: {low['tokenizer']} -> "
+                         f"{high['tokenizer']}", low, high, k))
+    return labelled(study, out)
 
 
 # proxy -> sign, so that a correlation of +1 means "ranks like gFID": +1 where lower is better (gFID, density CV,
@@ -309,7 +329,8 @@ TABLES: list[Table] = [
         *[c for k, m in METRICS.items() for c in ((k, m.label, m.fmt), (f"{k}_std", "+-", m.fmt))],
         *GFID_COLUMNS, *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
         *[(f"paper_{k}", f"paper {m.label}", ".3f") for k, m in METRICS.items()]],
-          lambda ladder: ladder.uniformity, seeds=True, workers=True),
+          lambda ladder: ladder.uniformity, seeds=True, workers=True, verdicts=table6_verdicts,
+          verdict_columns=CLAIM_COLUMNS),
     Table("proxies", "Cheap gFID proxies", proxies, [
         ("tokenizer", "tokenizer", ""), ("gfid", "full gFID", ".1f"), *BOUND_COLUMNS,
         ("bound", "gFID < rFID?", ""), ("probe_gfid", "probe gFID", ".1f"),

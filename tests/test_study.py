@@ -217,7 +217,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
-    assert "### Verdicts" in text and "| step 1: x | 20.0 | 10.0 | -50% | 10% | lower gFID |" in text
+    assert "### Verdicts" in text and "| step 1: x | 20.0 | 10.0 | -50% | - | 10% | lower gFID |" in text
     assert "| REPA helps | +4.0 / +2.0 | 1.0 | shown |" in text  # the 2 x 2's verdicts in the claims' columns
     assert (tmp_path / "repa_curves.png").stat().st_size > 1000
 
@@ -456,3 +456,23 @@ def test_table6_on_the_f8_ladder_is_judged_over_tokenizer_seeds():
     calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table6"], ladder=V.LADDERS[8]) for m, n, e in job
              if m == "uniformity"]
     assert calls == [("d16", ()), ("d16", ("seed=1",)), ("d16_vf", ()), ("d16_vf", ("seed=1",))]
+
+
+def test_on_the_f8_ladder_every_table1_row_and_sampling_setting_is_judged_by_the_seed_rule():
+    """The f8 regime measures each Table 1 row and sampling setting over the DiT seeds, so each step is judged by
+    the seed rule at its own gFID level, not against a yardstick measured elsewhere (the first study keeps one run)."""
+    assert V.row_runs(V.LADDERS[8], (0, 1)) == [(), ("dit.seed=1", "sample.seed=1")]
+    assert V.row_runs(V.LADDERS[4], (0, 1)) == [()]
+    row = lambda *g: {"gfid": sum(g) / len(g), "gfid_seeds": list(g), "gfid_spread": max(g) - min(g)}
+    yardstick = {"gfid": 1.0, "gfid_spread": 0.01}  # would call any change beyond 1 % real
+    lower = T.step_claim("x", row(10.0, 11.0), row(6.0, 6.5), yardstick)
+    assert lower["verdict"] == "lower gFID" and lower["diff_seeds"] == [-4.0, -4.5]
+    noisy = T.step_claim("x", row(10.0, 11.0), row(9.0, 12.0), yardstick)  # level at this gFID's own spread
+    assert noisy["verdict"] == "unresolved (the sign changes between runs)"
+    assert noisy["rel_spread"] == pytest.approx(3.0 / 10.5)
+    assert T.step_claim("x", row(10.0, 10.5), row(13.0, 14.0), yardstick)["verdict"] == "higher gFID"
+    assert T.step_claim("x", {"gfid": 10.0}, {"gfid": 8.0}, yardstick)["verdict"] == "lower gFID"  # one run each
+    calls = [e for _, job in J.jobs(seeds=(0, 1), tables=["table1"], ladder=V.LADDERS[8]) for m, n, e in job]
+    for i in range(len(V.TABLE1)):
+        rows = V.table1_overrides(i, "toy-XS")
+        assert rows in calls and (*rows, "dit.seed=1", "sample.seed=1") in calls

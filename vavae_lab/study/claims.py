@@ -184,41 +184,55 @@ def single_seed_claim(text: str, before: float, after: float, yardstick: dict, k
             "verdict": verdict}
 
 
+def step_claim(text: str, before: dict, after: dict, yardstick: dict) -> dict:
+    """One step of a ladder or sweep, `before` -> `after` (rows with gfid, and gfid_seeds when measured in several
+    runs): with two or more runs each, the seed rule at the rows' own gFID level (`claim`: lower or higher in every
+    run, by more than the spread); with one, `single_seed_claim` against the `yardstick`. Same columns either way."""
+    if len(before.get("gfid_seeds") or ()) < 2 or len(after.get("gfid_seeds") or ()) < 2:
+        return single_seed_claim(text, before["gfid"], after["gfid"], yardstick)
+    seeded = claim(text, after, before)  # "shown": after is lower in every run, beyond the spread
+    verdict = {"shown": "lower gFID", "reversed": "higher gFID",
+               "same sign in every seed, within the seed spread": "unresolved (same sign in every run, within the "
+                                                                 "seed spread)"}.get(seeded["verdict"])
+    return {"claim": text, "before": before["gfid"], "after": after["gfid"],
+            "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"], "diff_seeds": [-d for d in seeded["diff_seeds"]],
+            "verdict": verdict or "unresolved (the sign changes between runs)", "readings": seeded["readings"]}
+
+
 def table1_claims(rows: Sequence[dict], yardstick: dict) -> list[dict]:
     """Table 1's verdicts: each step of the ladder against the row before it, then rows 1 -> n-2 (the recipe at a
-    fixed token count, before the last step changes the token count), each a `single_seed_claim`."""
-    fid, last = [r["gfid"] for r in rows], len(rows) - 1
-    out = [single_seed_claim(f"step {i}: {rows[i]['change']}", fid[i - 1], fid[i], yardstick)
-           for i in range(1, len(rows))]
-    out.append(single_seed_claim(f"rows 1 → {last - 1}: the recipe at a fixed token count", fid[1], fid[last - 1],
-                                 yardstick))
+    fixed token count, before the last step changes the token count), each a `step_claim`."""
+    last = len(rows) - 1
+    out = [step_claim(f"step {i}: {rows[i]['change']}", rows[i - 1], rows[i], yardstick) for i in range(1, len(rows))]
+    out.append(step_claim(f"rows 1 → {last - 1}: the recipe at a fixed token count", rows[1], rows[last - 1],
+                          yardstick))
     return out
 
 
 def sampling_claims(sweeps: dict, yardstick: dict) -> list[dict]:
     """Notebook 05's verdicts: Heun against Euler at equal NFE, the CFG sweep's best scale against none, the
-    guidance interval against guidance everywhere and the timestep shift against none (`single_seed_claim`)."""
-    def gfid(sweep, **match):
-        return next(r["gfid"] for r in sweeps[sweep] if all(r.get(k) == v for k, v in match.items()))
+    guidance interval against guidance everywhere and the timestep shift against none (`step_claim`)."""
+    def row(sweep, **match):
+        return next(r for r in sweeps[sweep] if all(r.get(k) == v for k, v in match.items()))
 
     out = []
     for heun in (r for r in sweeps["sampler"] if r.get("method") == "heun"):
         euler = [r for r in sweeps["sampler"] if r.get("method") == "euler" and r.get("nfe") == heun["nfe"]]
         if euler:
-            out.append(single_seed_claim(f"Euler {euler[0]['steps']} steps -> Heun {heun['steps']} steps "
-                                         f"({heun['nfe']} NFE each)", euler[0]["gfid"], heun["gfid"], yardstick))
+            out.append(step_claim(f"Euler {euler[0]['steps']} steps -> Heun {heun['steps']} steps "
+                                  f"({heun['nfe']} NFE each)", euler[0], heun, yardstick))
     best = min(sweeps["cfg"], key=lambda r: r["gfid"])
-    out += [single_seed_claim(f"no guidance -> CFG {best['cfg']:g} (the sweep's best)", gfid("cfg", cfg=1.0),
-                              best["gfid"], yardstick),
-            single_seed_claim("CFG 3 everywhere -> only while t >= 0.11 (paper: lower)", gfid("interval", start=0.0),
-                              gfid("interval", start=0.11), yardstick),
-            single_seed_claim("no shift -> shift 0.3 (paper: lower)", gfid("shift", shift=1.0),
-                              gfid("shift", shift=0.3), yardstick)]
+    out += [step_claim(f"no guidance -> CFG {best['cfg']:g} (the sweep's best)", row("cfg", cfg=1.0), best, yardstick),
+            step_claim("CFG 3 everywhere -> only while t >= 0.11 (paper: lower)", row("interval", start=0.0),
+                       row("interval", start=0.11), yardstick),
+            step_claim("no shift -> shift 0.3 (paper: lower)", row("shift", shift=1.0), row("shift", shift=0.3),
+                       yardstick)]
     return out
 
 
 SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".1f"), ("after", "to", ".1f"),
-                       ("change", "change", "+.0%"), ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
+                       ("change", "change", "+.0%"), ("diff_seeds", "change per run", "+.2f"),
+                       ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
 
 
 def below_rfid(gfid: float, rfid: float) -> str:

@@ -60,13 +60,15 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
         out += [(ov, [("generation", n, (*extra, *r)) for r in pairs]) for n, extra in sized if extra]
     if keys & {"table1", "sampling"}:  # their verdicts' yardstick: the DiT over the study's seed runs
         out.append((ov, [("generation", ladder.dit_tokenizer, r) for r in pairs]))
+    rows = V.row_runs(ladder, seeds, base_seed)  # each Table 1 row and sampling setting, in these runs
     if "table1" in keys:
-        out += [(ov, [("generation", ladder.dit_tokenizer, V.table1_overrides(i, family))]) for i in range(len(V.TABLE1))]
+        out += [(ov, [("generation", ladder.dit_tokenizer, (*V.table1_overrides(i, family), *r)) for r in rows])
+                for i in range(len(V.TABLE1))]
     if "sampling" in keys:
         sweeps = [extra for _, extra in V.SAMPLER_SWEEP] + [(f"sample.cfg_scale={s}",) for s in V.CFG_SWEEP] + \
             [(CFG, f"sample.cfg_interval_start={t}") for t in V.INTERVAL_SWEEP] + \
             [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
-        out += [(ov, [("generation", ladder.dit_tokenizer, tuple(e)) for e in sweeps[k:k + 4]])
+        out += [(ov, [("generation", ladder.dit_tokenizer, (*e, *r)) for e in sweeps[k:k + 4] for r in rows])
                 for k in range(0, len(sweeps), 4)]
     if keys & {"repa", "repa_curves", "repa_depth"}:  # REPA beside VA-VAE: its own arms, curves and block sweep
         size = f"{family}/{patch}"

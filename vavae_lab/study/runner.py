@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..keys import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
 from ..runs import HISTORY_FILE, WEIGHTS_FILE
-from .variants import (SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, seed_overrides,
+from .variants import (SEEDS, TOKENIZERS, Ladder, ladder_of, repa_overrides, row_runs, seed_overrides,
                        seed_runs, size_overrides)
 
 
@@ -58,6 +58,10 @@ class Study:
         """(tokenizer seed, DiT seed) of one of `seed_runs()`: the top-level seed, and dit.seed where it is set."""
         config = self.config(self.ladder.rungs[0], *run)
         return config.seed, config.seed if config.dit.seed is None else config.dit.seed
+
+    def row_runs(self) -> list[tuple[str, ...]]:
+        """The runs each Table 1 row and sampling setting is measured in (`variants.row_runs`)."""
+        return row_runs(self.ladder, self.seeds, self.base.seed)
 
     def seeded(self, seed: int) -> tuple[str, ...]:
         """Extra overrides that repeat a variant's DiT (training and sampling) with `seed`; its tokenizer stays."""

@@ -11,7 +11,7 @@ from . import variants as V
 # the verdicts live in claims.py; notebooks reach them as tables.<name> too
 from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
                      claim, dilemma_claims, dose_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
-                     single_seed_claim, speedup, steps_to_reach, table1_claims, vf_claims)
+                     single_seed_claim, speedup, step_claim, steps_to_reach, table1_claims, vf_claims)
 from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
                    tokenizer_rows)
 from .dose import vf_dose
@@ -131,16 +131,29 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
     return labelled(study, rows), corr
 
 
+def _over_runs(study: Study, name: str, *extra: str) -> dict:
+    """gFID and its readings of one Table 1 row or sampling setting over `Study.row_runs` (mean, each run, spread),
+    the training loss and the seconds of the first run."""
+    results = [study.generation(name, *extra, *r) for r in study.row_runs()]
+    fids = [r["fid"] for r in results]
+    out = {"gfid": sum(fids) / len(fids), "gfid_seeds": fids, "gfid_spread": max(fids) - min(fids),
+           "dit_loss": results[0].get("dit_loss"), "seconds": results[0].get("seconds")}
+    for k in ("is", "precision", "recall", "class_acc", "kid"):
+        values = [r.get(k) for r in results]
+        out[k] = None if None in values else sum(values) / len(values)
+    return out
+
+
 def table1(study: Study) -> list[dict]:
-    """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss."""
+    """Table 1 at toy scale: the DiT -> LightningDiT ladder, each row's gFID (no CFG) and final loss, over the
+    study's row runs (`Study.row_runs`)."""
     name = study.ladder.dit_tokenizer
     rows, limit = [], bound(study, name)
-    rfid = limit["rfid"]
     for i, (label, _) in enumerate(V.TABLE1):
-        res = study.generation(name, *study.table1(i))
-        rows.append({"row": i, "change": label, "gfid": res["fid"], "dit_loss": res.get("dit_loss"),
-                     "class_acc": res.get("class_acc"), **limit, "bound": below_rfid(res["fid"], rfid),
-                     "paper_fid": V.TABLE1_PAPER[i]})
+        res = _over_runs(study, name, *study.table1(i))
+        rows.append({"row": i, "change": label, **{k: res[k] for k in ("gfid", "gfid_seeds", "gfid_spread",
+                                                                        "dit_loss", "class_acc")},
+                     **limit, "bound": below_rfid(res["gfid"], limit["rfid"]), "paper_fid": V.TABLE1_PAPER[i]})
     return labelled(study, rows)
 
 
@@ -166,10 +179,8 @@ def sampling(study: Study) -> dict[str, list[dict]]:
     rfid = limit["rfid"]
 
     def row(label, *extra, **fields):
-        res = study.generation(name, *extra)
-        return {"setting": label, **fields, "gfid": res["fid"], "is": res.get("is"),
-                "precision": res.get("precision"), "recall": res.get("recall"), "class_acc": res.get("class_acc"),
-                "kid": res.get("kid"), **limit, "bound": below_rfid(res["fid"], rfid), "seconds": res.get("seconds")}
+        res = _over_runs(study, name, *extra)
+        return {"setting": label, **fields, **res, **limit, "bound": below_rfid(res["gfid"], rfid)}
 
     sweeps = {
         "sampler": [row(label, *extra, method=m, steps=n, nfe=n and n * NFE_PER_STEP[m])

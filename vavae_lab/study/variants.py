@@ -192,6 +192,13 @@ def size_overrides(family: str, base_size: str) -> tuple[str, ...]:
     size = f"{family}/{base_size.rsplit('/', 1)[1]}"
     return () if size == base_size else (f"dit.model.size={size}",)
 
+def row_runs(ladder: Ladder, seeds, base: int = 0) -> list[tuple[str, ...]]:
+    """The runs each row of Table 1 and of the sampling sweeps is measured in: every DiT seed on the base tokenizer
+    where the ladder measures everything over seeds (the f8 regime: each step is then judged by the seed rule at its
+    own gFID level), else the base run alone (the first study: one seed per row, judged against a yardstick)."""
+    return [seed_overrides(s, base) for s in seeds] if ladder.tokenizer_seeds else [()]
+
+
 # Table 1, cumulative: each row adds its overrides to all rows above it. The last row is the preset's DiT;
 # {family} is the preset DiT's size without its patch ("toy-XS" for lab).
 TABLE1: list[tuple[str, tuple[str, ...]]] = [

@@ -476,3 +476,10 @@ def test_on_the_f8_ladder_every_table1_row_and_sampling_setting_is_judged_by_the
     for i in range(len(V.TABLE1)):
         rows = V.table1_overrides(i, "toy-XS")
         assert rows in calls and (*rows, "dit.seed=1", "sample.seed=1") in calls
+
+
+def test_the_dose_response_without_tokenizer_seeds_judges_gfid_only():
+    rows = [{"name": f"w{w}", "tokenizer": f"w{w}", "vf_weight": w, "gfid_seeds": [g, g + 0.1], "gfid_spread": 0.1}
+            for w, g in ((0.0, 9.0), (0.05, 7.0), (0.1, 5.0), (0.5, 3.0))]
+    out = T.dose_claims(rows)  # the first study's ladder: one tokenizer per variant, no rFID per seed
+    assert len(out) == 1 and out[0]["verdict"] == "shown"

@@ -18,7 +18,7 @@ def late_mean(history: dict, key: str, last: float = 0.5) -> float | None:
 
 def vf_dose(study: Study) -> list[dict]:
     """One row per VF weight (`Ladder.vf_dose`, ascending): the tokenizer table's columns, the weight, and per
-    tokenizer seed over the second half of training the logged weight the VF term had (the weight times the adaptive
+    tokenizer seed (where the ladder trains one per seed) over the second half of training the logged weight the VF term had (the weight times the adaptive
     factor ||grad L_rec|| / ||grad L_vf|| at the encoder's last layer) and L_vf itself.
 
     The adaptive factor sets the weighted VF gradient to `weight` x the reconstruction gradient whenever it is
@@ -27,7 +27,8 @@ def vf_dose(study: Study) -> list[dict]:
     for row in rows:
         vf = study.config(row["name"]).tokenizer.vf
         row["vf_weight"] = vf.weight if vf.enabled else 0.0
-        runs = [study.tokenizer_history(row["name"], *study.tokenizer_seeded(s)) for s in study.seeds]
+        seeds = study.seeds if study.ladder.tokenizer_seeds else (study.base.seed,)  # the tokenizers it trained
+        runs = [study.tokenizer_history(row["name"], *study.tokenizer_seeded(s)) for s in seeds]
         row["vf_term_weight_seeds"] = [late_mean(h, "vf_weight") if vf.enabled else None for h in runs]
         row["vf_loss_seeds"] = [late_mean(h, "vf") if vf.enabled else None for h in runs]
     return labelled(study, rows)

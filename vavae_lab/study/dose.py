@@ -18,8 +18,9 @@ def late_mean(history: dict, key: str, last: float = 0.5) -> float | None:
 
 def vf_dose(study: Study) -> list[dict]:
     """One row per VF weight (`Ladder.vf_dose`, ascending): the tokenizer table's columns, the weight, and per
-    tokenizer seed (where the ladder trains one per seed) over the second half of training the logged weight the VF term had (the weight times the adaptive
-    factor ||grad L_rec|| / ||grad L_vf|| at the encoder's last layer) and L_vf itself.
+    tokenizer seed (where the ladder trains one per seed) over the second half of training the logged weight the VF
+    term had (the weight times the adaptive factor ||grad L_rec|| / ||grad L_vf|| at the encoder's last layer) and
+    L_vf itself.
 
     The adaptive factor sets the weighted VF gradient to `weight` x the reconstruction gradient whenever it is
     recomputed, so the weight fixes that share; what moves is the factor (how small L_vf's own gradient is)."""

@@ -23,14 +23,15 @@ def labelled(study: Study, rows) -> Rows:
     return Rows(rows, study.preset)
 
 
-def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str) -> dict:
+def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str, runs=None) -> dict:
     """`key`: the mean gFID over the study's seed runs (`Study.seed_runs`: its DiT seeds, or tokenizer x DiT seed
-    pairs); `key`_seeds: each run's; `key`_spread: max - min; and the mean class accuracy of the samples under the
-    toy classifier (class_acc, or class_acc_cfg for gfid_cfg; each run's in class_acc_seeds)."""
-    results = [study.generation(name, *extra, *run) for run in study.seed_runs()]
+    pairs; or the `runs` given); `key`_seeds: each run's; `key`_spread: max - min; and the mean of each other reading
+    the results hold, e.g. the class accuracy of the samples under the toy classifier (class_acc, or class_acc_cfg
+    for gfid_cfg; each run's in class_acc_seeds)."""
+    results = [study.generation(name, *extra, *run) for run in (study.seed_runs() if runs is None else runs)]
     fids = [r["fid"] for r in results]
     out = {key: sum(fids) / len(fids), f"{key}_seeds": fids, f"{key}_spread": max(fids) - min(fids)}
-    for reading in ("class_acc", "kid", "kid_std"):  # the other readings beside FID, where the results hold them
+    for reading in ("class_acc", "kid", "kid_std", "is", "precision", "recall"):  # the other readings, where held
         values = [r.get(reading) for r in results]
         if None not in values:
             out[key.replace("gfid", reading)] = sum(values) / len(values)

@@ -132,16 +132,13 @@ def proxies(study: Study, names: Sequence[str] | None = None) -> tuple[list[dict
 
 
 def _over_runs(study: Study, name: str, *extra: str) -> dict:
-    """gFID and its readings of one Table 1 row or sampling setting over `Study.row_runs` (mean, each run, spread),
-    the training loss and the seconds of the first run."""
-    results = [study.generation(name, *extra, *r) for r in study.row_runs()]
-    fids = [r["fid"] for r in results]
-    out = {"gfid": sum(fids) / len(fids), "gfid_seeds": fids, "gfid_spread": max(fids) - min(fids),
-           "dit_loss": results[0].get("dit_loss"), "seconds": results[0].get("seconds")}
-    for k in ("is", "precision", "recall", "class_acc", "kid"):
-        values = [r.get(k) for r in results]
-        out[k] = None if None in values else sum(values) / len(values)
-    return out
+    """`seeded_gfid` of one Table 1 row or sampling setting over `Study.row_runs` (mean, each run, spread, the
+    readings: None where a run lacks one), with the training loss and the seconds of the first run."""
+    runs = study.row_runs()
+    first = study.generation(name, *extra, *runs[0])
+    return {**dict.fromkeys(("is", "precision", "recall", "class_acc", "kid")),
+            **seeded_gfid(study, name, "gfid", *extra, runs=runs), "dit_loss": first.get("dit_loss"),
+            "seconds": first.get("seconds")}
 
 
 def table1(study: Study) -> list[dict]:

@@ -273,6 +273,25 @@ def test_sampler_settings_out_of_range(override, words, capsys):
     assert words in _fails(capsys, "show-config", "--preset", "smoke", override)
 
 
+@pytest.mark.parametrize("override, words", [
+    ("tokenizer.vf.projection=revers", "tokenizer.vf.projection='revers' is out of range: it must be one of reverse"),
+    ("tokenizer.vf.m1=-0.5", "tokenizer.vf.m1=-0.5 is out of range: it must be >= 0"),
+    ("tokenizer.model.embed_dim=0", "tokenizer.model.embed_dim=0 is out of range: it must be > 0"),
+    ("tokenizer.loss.disc_loss=hing", "tokenizer.loss.disc_loss='hing' is out of range: it must be one of hinge"),
+    ("dit.model.mlp_ratio=0", "dit.model.mlp_ratio=0.0 is out of range: it must be > 0"),
+])
+def test_model_and_loss_settings_out_of_range(override, words, capsys):
+    assert words in _fails(capsys, "show-config", "--preset", "smoke", override)
+
+
+def test_a_vf_loss_with_no_term_is_refused_by_its_overrides(capsys):
+    line = _fails(capsys, "show-config", "--preset", "smoke", "tokenizer.vf.use_mcos=false",
+                  "tokenizer.vf.use_mdms=false")
+    assert "tokenizer.vf.use_mcos=false and tokenizer.vf.use_mdms=false" in line and "vf.enabled=false" in line
+    assert main(["show-config", "--preset", "smoke", "tokenizer.vf.enabled=false", "tokenizer.vf.use_mcos=false",
+                 "tokenizer.vf.use_mdms=false"]) == 0
+
+
 def test_sample_command_checks_cfg_and_sampler_before_loading(runs, capsys, tmp_path):
     common = ("sample", "--preset", "smoke", "--dit", runs / "dit", "--tokenizer", runs / "tok",
               "--out", tmp_path / "samples", *TINY)

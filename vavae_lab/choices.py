@@ -5,6 +5,9 @@ SOURCES: tuple[str, ...] = ("shapes", "imagefolder")  # data.source
 SHAPE_SETS: tuple[str, ...] = ("classic", "outline")  # data.shape_set: the shapes' classes (data/shapes.SET_CLASSES)
 CROPS: tuple[str, ...] = ("center", "random")  # data.crop: ADM's centre crop, or the official training's random one
 PREPROCESS: tuple[str, ...] = ("normalized", "official")  # tokenizer.vf.preprocess: the VFM's input
+# tokenizer.vf.projection: "reverse" maps the latent up to the VFM's width (the paper's), "forward" the VFM's down
+PROJECTIONS: tuple[str, ...] = ("reverse", "forward")
+DISC_LOSSES: tuple[str, ...] = ("hinge", "vanilla")  # tokenizer.loss.disc_loss
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")  # *.train.optimizer
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # *.train.lr_schedule
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # *.train.precision

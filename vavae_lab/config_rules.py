@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .choices import (CROPS, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS, PRECISIONS,
-                      PREPROCESS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS, TOY_FEATURE_VERSIONS)
+from .choices import (CROPS, DISC_LOSSES, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS,
+                      PRECISIONS, PREPROCESS, PROJECTIONS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS,
+                      TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ def _train_rules(prefix: str) -> list:
         ("lr_schedule", _choice(*LR_SCHEDULES)), ("precision", _choice(*PRECISIONS)))]
 
 
+def _section_rules(prefix: str, rule, *keys: str) -> list:
+    """The same rule for several keys of one section."""
+    return [(f"{prefix}.{k}", *rule) for k in keys]
+
+
 def _init_source(value) -> bool:
     """tokenizer.init_from: unset, a run folder path (it holds a "/") or a preset name."""
     from .presets import PRESETS
@@ -41,7 +47,13 @@ def _init_source(value) -> bool:
 RULES = [
     ("data.source", *_choice(*SOURCES)), ("data.resolution", *_POSITIVE),
     ("data.crop", *_choice(*CROPS)), ("data.shape_set", *_choice(*SHAPE_SETS)),
-    ("tokenizer.vf.preprocess", *_choice(*PREPROCESS)),
+    ("tokenizer.vf.preprocess", *_choice(*PREPROCESS)), ("tokenizer.vf.projection", *_choice(*PROJECTIONS)),
+    *_section_rules("tokenizer.vf", _NON_NEGATIVE, "m1", "m2", "w_mcos", "w_mdms", "weight", "adaptive_max"),
+    ("tokenizer.vf.adaptive_every", *_POSITIVE),
+    *_section_rules("tokenizer.model", _POSITIVE, "ch", "num_res_blocks", "z_channels", "embed_dim", "norm_groups"),
+    ("tokenizer.model.dropout", *_UNIT), ("tokenizer.loss.disc_loss", *_choice(*DISC_LOSSES)),
+    *_section_rules("tokenizer.loss", _NON_NEGATIVE, "pixel_weight", "perceptual_weight", "kl_weight",
+                    "disc_weight", "disc_factor"),
     ("tokenizer.init_from", _init_source, "null, a preset name (e.g. imagenet256_f16d32_vf_stage1) or a tokenizer "
                                           "run folder path holding a '/' (e.g. runs/stage1)"),
     ("tokenizer.loss.colour_balance", *_NON_NEGATIVE),
@@ -49,7 +61,7 @@ RULES = [
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),
     ("dit.model.mlp", *_choice(*MLP_KINDS)), ("dit.model.norm", *_choice(*NORM_KINDS)),
-    ("dit.model.pos", *_choice(*POS_KINDS)), ("dit.model.class_dropout", *_UNIT),
+    ("dit.model.pos", *_choice(*POS_KINDS)), ("dit.model.class_dropout", *_UNIT), ("dit.model.mlp_ratio", *_POSITIVE),
     ("dit.transport.path", *_choice(*PATHS)),
     ("dit.transport.t_sampling", *_choice(*T_SAMPLINGS)), ("dit.transport.logit_std", *_POSITIVE),
     ("dit.repa.weight", *_NON_NEGATIVE), ("dit.repa.depth", *_POSITIVE), ("dit.repa.projector_dim", *_POSITIVE),
@@ -77,4 +89,8 @@ def validate(config: "Config") -> "Config":
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be {requirement}; "
                               f"fix it with the override {key}=<value> or in the YAML file")
+    vf = config.tokenizer.vf
+    if vf.enabled and not (vf.use_mcos or vf.use_mdms):
+        raise ConfigError("tokenizer.vf.use_mcos=false and tokenizer.vf.use_mdms=false leave the VF loss 0; enable "
+                          "one of them, or train without it with tokenizer.vf.enabled=false")
     return config

@@ -7,12 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..choices import DISC_LOSSES
 from vavae_lab.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from vavae_lab.tokenizer.colour import apply_colour_matrix
 from vavae_lab.tokenizer.discriminator import NLayerDiscriminator, hinge_d_loss, vanilla_d_loss
 from vavae_lab.tokenizer.vf_loss import VFLoss, adaptive_weight, gradient_norms, weight_from_norms
 
-DISC_LOSSES = {"hinge": hinge_d_loss, "vanilla": vanilla_d_loss}
+D_LOSS_FUNCTIONS = dict(zip(DISC_LOSSES, (hinge_d_loss, vanilla_d_loss)))  # the discriminator objectives by name
 GAN_WEIGHT_MAX = 1e4
 
 
@@ -146,7 +147,7 @@ class TokenizerLoss(nn.Module):
     ):
         super().__init__()
         if disc_loss not in DISC_LOSSES:
-            raise ConfigError(f"disc_loss must be one of {sorted(DISC_LOSSES)}, got {disc_loss!r}.")
+            raise ConfigError(f"disc_loss must be one of {DISC_LOSSES}, got {disc_loss!r}.")
         if isinstance(disc_start, bool) or not isinstance(disc_start, int) or disc_start < 0:
             raise ConfigError(f"disc_start must be a step number >= 0, got {disc_start!r}.")
         for name, value in (("kl_weight", kl_weight), ("pixel_weight", pixel_weight),
@@ -177,7 +178,7 @@ class TokenizerLoss(nn.Module):
         self.logvar = nn.Parameter(torch.full((), float(logvar_init)))
         self.discriminator = NLayerDiscriminator(input_nc=disc_in_channels, ndf=disc_ndf, n_layers=disc_layers)
         self.disc_loss_name = disc_loss
-        self.disc_loss = DISC_LOSSES[disc_loss]
+        self.disc_loss = D_LOSS_FUNCTIONS[disc_loss]
         self.disc_factor = float(disc_factor)
         self.disc_weight = float(disc_weight)
         self.vf_loss = vf_loss

@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import PROJECTIONS
 from vavae_lab.errors import ConfigError
-
-PROJECTIONS = ("reverse", "forward")
 
 
 def gradient_norms(loss_main: torch.Tensor, loss_aux: torch.Tensor,
@@ -94,25 +93,12 @@ class VFLoss(nn.Module):
         w_mdms: float = 1.0,
     ):
         super().__init__()
-        for name, value in (("latent_dim", latent_dim), ("vfm_dim", vfm_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"VFLoss: {name} must be a positive int (a channel count), got {value!r}.")
-        if projection not in PROJECTIONS:
-            raise ConfigError(
-                f"VFLoss: projection must be one of {PROJECTIONS} ('reverse' maps the latent up to the "
-                f"foundation-model width, the paper's default), got {projection!r}."
-            )
-        for name, value in (("use_mcos", use_mcos), ("use_mdms", use_mdms)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"VFLoss: {name} must be True or False, got {value!r}.")
-        if not (use_mcos or use_mdms):
-            raise ConfigError(
-                "VFLoss: use_mcos and use_mdms are both False, so the VF loss would always be 0; "
-                "enable at least one term, or train without VF by passing vf_loss=None to TokenizerLoss."
-            )
-        for name, value in (("w_mcos", w_mcos), ("w_mdms", w_mdms), ("m1", m1), ("m2", m2)):
-            if float(value) < 0:
-                raise ConfigError(f"VFLoss: {name} must be >= 0, got {value!r}.")
+        # the config's gate (config_rules) checks these values by their override names; a direct call gets this
+        if projection not in PROJECTIONS or not (use_mcos or use_mdms) or min(m1, m2, w_mcos, w_mdms) < 0:
+            raise ConfigError(f"VFLoss: projection must be one of {PROJECTIONS}, at least one of use_mcos / "
+                              f"use_mdms true, margins and weights >= 0; got projection={projection!r}, "
+                              f"use_mcos={use_mcos}, use_mdms={use_mdms}, m1={m1}, m2={m2}, w_mcos={w_mcos}, "
+                              f"w_mdms={w_mdms}")
         self.latent_dim = latent_dim
         self.vfm_dim = vfm_dim
         self.projection = projection

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 from functools import lru_cache
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,17 @@ def test_run_folder_names_live_in_runs():
     typed = sorted(f"{module or '__init__'}: {name}" for module, path in _modules().items() if module != "runs"
                    for name in names if name in path.read_text())
     assert not typed, "run-folder names typed outside vavae_lab/runs.py:\n" + "\n".join(typed)
+
+
+def _unnamed_in_layout(readme: str) -> list[str]:
+    """The library modules the README's Layout block does not name (a module file by its stem, or its package)."""
+    block = readme.split("## Layout", 1)[1].split("```")[1]
+    stems = {module: module.split(".")[-1] for module in _modules() if module}
+    return sorted(module for module, stem in stems.items()
+                  if stem != "__main__" and not re.search(rf"\b{stem}\b", block))
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (ROOT.parent / "README.md").read_text()
+    assert not _unnamed_in_layout(readme), "modules missing from the README's Layout: " + str(_unnamed_in_layout(readme))
+    assert "pipeline" in _unnamed_in_layout(readme.replace("pipeline", "PIPE"))

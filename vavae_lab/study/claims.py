@@ -22,6 +22,9 @@ def below_bound(row: dict, key: str = "gfid") -> str:
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
+OTHER_WAY = "the other way in every seed, within the seed spread"  # the sign holds, opposite to the claim
+
+
 def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
     """Does `high` have the larger `key` (gFID) than `low` in every DiT seed, each time by more than the seed spread?
 
@@ -36,6 +39,8 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
         verdict = "same sign in every seed, within the seed spread"
     elif all(d < -spread for d in diffs):
         verdict = "reversed"
+    elif all(d < 0 for d in diffs):
+        verdict = OTHER_WAY
     else:
         verdict = "not shown (the sign changes between seeds)"
     return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
@@ -196,7 +201,8 @@ def step_claim(text: str, before: dict, after: dict, yardstick: dict) -> dict:
     seeded = claim(text, after, before)  # "shown": after is lower in every run, beyond the spread
     verdict = {"shown": "lower gFID", "reversed": "higher gFID",
                "same sign in every seed, within the seed spread": "unresolved (same sign in every run, within the "
-                                                                 "seed spread)"}.get(seeded["verdict"])
+                                                                 "seed spread)",
+               OTHER_WAY: "unresolved (same sign in every run, within the seed spread)"}.get(seeded["verdict"])
     return {"claim": text, "before": before["gfid"], "after": after["gfid"],
             "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"], "diff_seeds": [-d for d in seeded["diff_seeds"]],
             "verdict": verdict or "unresolved (the sign changes between runs)", "readings": seeded["readings"]}

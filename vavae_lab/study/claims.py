@@ -199,12 +199,12 @@ def step_claim(text: str, before: dict, after: dict, yardstick: dict) -> dict:
     if len(before.get("gfid_seeds") or ()) < 2 or len(after.get("gfid_seeds") or ()) < 2:
         return single_seed_claim(text, before["gfid"], after["gfid"], yardstick)
     seeded = claim(text, after, before)  # "shown": after is lower in every run, beyond the spread
+    within = "unresolved (same sign in every run, within the seed spread)"  # either way: the change says which
     verdict = {"shown": "lower gFID", "reversed": "higher gFID",
-               "same sign in every seed, within the seed spread": "unresolved (same sign in every run, within the "
-                                                                 "seed spread)",
-               OTHER_WAY: "unresolved (same sign in every run, within the seed spread)"}.get(seeded["verdict"])
+               "same sign in every seed, within the seed spread": within, OTHER_WAY: within}.get(seeded["verdict"])
     return {"claim": text, "before": before["gfid"], "after": after["gfid"],
-            "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"], "diff_seeds": [-d for d in seeded["diff_seeds"]],
+            "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"],
+            "diff_seeds": [-d for d in seeded["diff_seeds"]],
             "verdict": verdict or "unresolved (the sign changes between runs)", "readings": seeded["readings"]}
 
 

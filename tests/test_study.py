@@ -202,6 +202,8 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                "repa_curves": [{"tokenizer": "f4d32 + REPA", "seed": "t0d0", "steps": [75, 600],
                                 "gfid_steps": [20.0, 9.0]}],
                "repa_depth": [{"tokenizer": "f4d32", "block": 1, "gfid": 9.0}],
+               "repa_probe": [{"tokenizer": "f4d32", "dit": "plain", "cos": 0.9, "cos_seeds": [0.9, 0.91],
+                               "cos_train": 0.9, "position_mean": 0.5}],
                "timing": {"jobs": [{"job": _describe(((), [("generation", "d32_vf", ())])), "seconds": 75.0}],
                           "jobs_total_seconds": 75.0, "wall_seconds": 80.0, "jobs_in_parallel": 1}}
     path = write_report(results, tmp_path, minutes=1.5)

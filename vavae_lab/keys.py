@@ -73,12 +73,13 @@ def stage_fields(config: Config, section: str) -> dict | int:
 
 
 def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | None = None,
-              step: int | None = None) -> str:
+              step: int | None = None, settings: dict | None = None) -> str:
     """The cache key of `stage` ("tokenizer", "latents", "dit", "generation", "uniformity", "probe") of `config`.
 
     It hashes the stage's own sections (STAGES) and the key of the stage it consumes, so a change reaches
     every stage downstream of it and none upstream. "generation" needs the sample count `n` (and, for a DiT
-    snapshot, its `step`; None is the finished DiT); "uniformity" the vector count `n` and the number of t-SNE `runs`.
+    snapshot, its `step`; None is the finished DiT); "uniformity" the vector count `n` and the number of t-SNE `runs`;
+    "alignment" (REPA's projector fitted on the frozen DiT) the fit's `settings`, beside the VFM features it reads.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
@@ -89,6 +90,9 @@ def stage_key(config: Config, stage: str, *, n: int | None = None, runs: int | N
         return config_hash([stage_key(config, parent), to_dict(config.tokenizer.probe)])
     if stage == "features":
         return config_hash(features_identity(config))
+    if stage == "alignment":
+        r = config.dit.repa
+        return config_hash([stage_key(config, parent), features_identity(config), r.depth, r.projector_dim, settings])
     record = {s: stage_fields(config, s) for s in sections}
     if parent is not None:
         record[parent] = stage_key(config, parent)

@@ -29,6 +29,7 @@ STAGES: dict[str, Stage] = {
     "probe": Stage("tokenizer", (), "probes", result=True),  # plus the probe settings
     "floor": Stage(None, ("data", "metrics"), "floors", result=True),  # real-vs-real FID, plus the images n
     "reconstruction": Stage("tokenizer", (), "reconstructions", result=True),  # reconstructions scored, plus n
+    "alignment": Stage("dit", (), "alignments", result=True),  # REPA's projector fitted on a frozen DiT, plus the fit
 }
 TRAINED = ("tokenizer", "dit")  # the stages whose runs are trained and ship weights in the pack
 RESULTS = tuple(name for name, stage in STAGES.items() if stage.result)

@@ -70,13 +70,13 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
             [(f"sample.timestep_shift={s}",) for s in V.SHIFT_SWEEP]
         out += [(ov, [("generation", ladder.dit_tokenizer, (*e, *r)) for e in sweeps[k:k + 4] for r in rows])
                 for k in range(0, len(sweeps), 4)]
-    if keys & {"repa", "repa_curves", "repa_depth"}:  # REPA beside VA-VAE: its own arms, curves and block sweep
+    if keys & {"repa", "repa_curves", "repa_depth", "repa_probe"}:  # REPA beside VA-VAE: its arms, curves, sweep, probe
         size = f"{family}/{patch}"
         blocks = range(1, DIT_SIZES[size]["depth"] + 1)
         out += [(ov, calls) for calls in repa_calls(pairs, V.repa_tokenizers(ladder), V.repa_overrides(size),
                                                     [V.repa_overrides(size, k) for k in blocks],
                                                     curves="repa_curves" in keys, table="repa" in keys,
-                                                    sweep="repa_depth" in keys)]
+                                                    sweep="repa_depth" in keys, probe="repa_probe" in keys)]
         if "repa" in keys:  # the plain arms: every seed run, guided too, and each tokenizer's rFID bound
             out += [(ov, [*(("generation", n, r) for r in pairs), *(("generation", n, (CFG, *r)) for r in pairs),
                           ("recon", n, ()), *(("recon", n, (f"seed={s}",)) for s in seeds if s != base_seed)])

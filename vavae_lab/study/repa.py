@@ -94,11 +94,48 @@ def depth_verdicts(study: Study, rows: list[dict]) -> list[dict]:
                             for r in rows[1:]])
 
 
+PROBED = ("init", "plain", "repa")  # the DiT at initialisation, trained without REPA, trained with it
+
+
+def probe_overrides(study: Study, arm: str) -> tuple[str, ...]:
+    """A probed DiT's extra overrides: REPA's block, projector and VFM always (the probe reads them), its weight
+    set to 0 for the DiT without REPA (then its key is the plain DiT's)."""
+    return (*study.repa(), *(("dit.repa.weight=0",) if arm != "repa" else ()))
+
+
+def probe_rows(study: Study) -> list[dict]:
+    """What REPA's projector reaches when fitted alone on each frozen DiT's tokens after block k (the cosine to the
+    VFM features on held-out images; analysis.repa_probe): per tokenizer of the 2 x 2, the DiT at initialisation,
+    trained without REPA and with it, over the study's seed runs; the constant prediction's cosine beside them."""
+    rows = []
+    for name in V.repa_tokenizers(study.ladder):
+        for arm in PROBED:
+            method = study.alignment_at_init if arm == "init" else study.alignment
+            results = [method(name, *probe_overrides(study, arm), *run) for run in study.seed_runs()]
+            cos = [r["cos_test"] for r in results]
+            rows.append({"name": name, "dit": arm, "tokenizer": study.label(name), "cos": sum(cos) / len(cos),
+                         "cos_seeds": cos, "cos_spread": max(cos) - min(cos),
+                         "cos_train": sum(r["cos_train"] for r in results) / len(results),
+                         "position_mean": sum(r["position_mean"] for r in results) / len(results)})
+    return labelled(study, rows)
+
+
+def probe_verdicts(study: Study, rows: list[dict]) -> list[dict]:
+    """By the seed rule, per tokenizer: does training alone align block k beyond the initialisation, and does REPA
+    align it beyond what training alone does (the cosine: higher is more aligned)?"""
+    out = []
+    for k in range(0, len(rows), len(PROBED)):
+        init, plain, repa = rows[k:k + len(PROBED)]
+        out += [claim(f"{plain['tokenizer']}: training alone aligns block k (init -> no REPA)", init, plain, "cos"),
+                claim(f"{plain['tokenizer']}: REPA aligns it further (no REPA -> REPA)", plain, repa, "cos")]
+    return labelled(study, out)
+
+
 def repa_calls(study_runs: list, names: Sequence[str], repa: tuple[str, ...], depths: Sequence[tuple[str, ...]],
-               *, curves: bool, table: bool, sweep: bool) -> list[list[tuple[str, str, tuple]]]:
+               *, curves: bool, table: bool, sweep: bool, probe: bool = False) -> list[list[tuple[str, str, tuple]]]:
     """The jobs' calls of the REPA tables, one job per DiT run: the REPA arm's curve (which trains its DiT with the
-    snapshots) and its runs with and without CFG, the plain arm's curve (its DiT again, for the snapshots), and
-    the block sweep on the plain tokenizer."""
+    snapshots) and its runs with and without CFG, the plain arm's curve (its DiT again, for the snapshots), the
+    block sweep on the plain tokenizer, and the probe of each DiT (at initialisation, without and with REPA)."""
     out = []
     for name in names:
         for arm in (repa, ()):
@@ -109,4 +146,8 @@ def repa_calls(study_runs: list, names: Sequence[str], repa: tuple[str, ...], de
                 out.append(calls)
     if sweep:
         out += [[("generation", names[0], d)] for d in depths]
+    if probe:
+        off = (*repa, "dit.repa.weight=0")
+        out += [[("alignment_at_init", name, (*off, *run)), ("alignment", name, (*off, *run)),
+                 ("alignment", name, (*repa, *run))] for name in names for run in study_runs]
     return [calls for calls in out if calls]

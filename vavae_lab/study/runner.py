@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -223,6 +224,41 @@ class Study:
         tokenizer, _ = self.tokenizer(name)
         device = self._device(config)
         return save_result(config, "probe", path, run_probe(tokenizer.to(device), config, device=device))
+
+    def alignment(self, name: str, *extra: str) -> dict:
+        """REPA's projector fitted alone on the frozen tokens after block dit.repa.depth of a variant's trained DiT,
+        read against the VFM features of held-out training images (analysis.repa_probe); with dit.repa.weight=0 in
+        `extra` it probes the DiT trained without REPA. Cached as JSON."""
+        return self._alignment(name, extra, trained=True)
+
+    def alignment_at_init(self, name: str, *extra: str) -> dict:
+        """`alignment` of the same DiT at its initialisation (its seed, untrained): what the noisy latent gives."""
+        return self._alignment(name, extra, trained=False)
+
+    def _alignment(self, name: str, extra: tuple[str, ...], *, trained: bool) -> dict:
+        """The REPA probe of `alignment` / `alignment_at_init`, cached by the DiT key, the VFM and the fit."""
+        from ..analysis.repa_probe import FIT, alignment_probe
+        from ..build import build_dit_for, build_transport_for
+        from ..latents import LatentDataset
+        from ..latents.features import FeatureCache
+
+        config = self.config(name, *extra)
+        settings = {**FIT, "weights": "trained" if trained else "init"}
+        path, cached = cached_result(config, "alignment", settings=settings)
+        if cached is not None:
+            return cached
+        data = LatentDataset(self.latents(name, *extra), flip=config.latents.flip)
+        features = FeatureCache(pipeline.features(config, progress=self.progress))
+        if trained:
+            model, _ = self.dit(name, *extra)
+        else:
+            torch.manual_seed(config.seed if config.dit.seed is None else config.dit.seed)  # as train_dit seeds it
+            model = build_dit_for(config, data.latent_shape, data.num_classes)
+        r, start = config.dit.repa, time.perf_counter()
+        out = alignment_probe(model, build_transport_for(config), data, features, depth=r.depth,
+                              projector_dim=r.projector_dim, seed=config.seed)
+        out["seconds"] = time.perf_counter() - start  # the pack's record of what it cost
+        return save_result(config, "alignment", path, out, settings=settings)
 
     def dit_history(self, name: str, *extra: str) -> dict:
         """The DiT's training history (loss and loss per t-bin over steps) without loading its weights."""

@@ -15,7 +15,7 @@ from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_
 from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
                    tokenizer_rows)
 from .dose import vf_dose
-from .repa import depth_verdicts, repa_curves, repa_depth, repa_rows, repa_verdicts
+from .repa import depth_verdicts, probe_rows, probe_verdicts, repa_curves, repa_depth, repa_rows, repa_verdicts
 from .runner import Study
 
 SMOKE_NOTE = ("smoke preset: this checks the plumbing only; every model, the FID feature network included (near "
@@ -379,5 +379,10 @@ TABLES += [
         ("tokenizer", "tokenizer", ""), ("block", "aligned block", ""), ("gfid", "gFID", ".1f"),
         ("class_acc", "class acc.", ".2f"), ("kid", "KID", ".4f")], lambda ladder: V.repa_tokenizers(ladder)[:1],
           verdicts=depth_verdicts, jobs_by_name=False),
+    Table("repa_probe", "REPA: does a DiT hold the target without it? (a projector on frozen DiTs)", probe_rows, [
+        ("tokenizer", "tokenizer", ""), ("dit", "DiT", ""), ("cos", "cos, held out", ".3f"),
+        ("cos_seeds", "per run", ".3f"), ("cos_train", "cos, fit images", ".3f"),
+        ("position_mean", "constant prediction", ".3f")], V.repa_tokenizers, seeds=True,
+          verdicts=probe_verdicts, verdict_columns=CLAIM_COLUMNS, jobs_by_name=False),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}

@@ -15,7 +15,8 @@ from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_
 from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
                    tokenizer_rows)
 from .dose import vf_dose
-from .repa import depth_verdicts, probe_rows, probe_verdicts, repa_curves, repa_depth, repa_rows, repa_verdicts
+from .repa import (PROBE_CLAIM_COLUMNS, depth_verdicts, probe_rows, probe_verdicts, repa_curves, repa_depth, repa_rows,
+                   repa_verdicts)
 from .runner import Study
 
 SMOKE_NOTE = ("smoke preset: this checks the plumbing only; every model, the FID feature network included (near "
@@ -382,7 +383,8 @@ TABLES += [
     Table("repa_probe", "REPA: does a DiT hold the target without it? (a projector on frozen DiTs)", probe_rows, [
         ("tokenizer", "tokenizer", ""), ("dit", "DiT", ""), ("cos", "cos, held out", ".3f"),
         ("cos_seeds", "per run", ".3f"), ("cos_train", "cos, fit images", ".3f"),
-        ("position_mean", "constant prediction", ".3f")], V.repa_tokenizers, seeds=True,
-          verdicts=probe_verdicts, verdict_columns=CLAIM_COLUMNS, jobs_by_name=False),
+        ("position_mean", "constant prediction", ".3f"), ("cos_rise", "rise in the fit's last tenth", "+.3f")],
+          V.repa_tokenizers, seeds=True,
+          verdicts=probe_verdicts, verdict_columns=PROBE_CLAIM_COLUMNS, jobs_by_name=False),
 ]
 BY_KEY: dict[str, Table] = {t.key: t for t in TABLES}

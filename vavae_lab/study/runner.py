@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import pipeline
+from ..analysis.repa_probe import FIT
 from ..build import downsampling
 from ..config import Config, load_config
 from ..convergence import convergence, log_steps
@@ -34,6 +35,8 @@ class Study:
         self.overrides = (SMOKE_STUDY if preset == "smoke" else ()) + tuple(overrides)
         # Table 6 sampling: the paper's 10,000 vectors and >= 3 t-SNE runs in lab, a token amount in smoke
         self.uniformity_n, self.uniformity_runs = (300, 2) if preset == "smoke" else (10000, 3)
+        # the REPA probe's projector fit (analysis.repa_probe.FIT), a token 100 steps in smoke
+        self.alignment_fit = {**FIT, "steps": 100} if preset == "smoke" else dict(FIT)
         self.base = load_config(preset, list(self.overrides))
         self.dit_size = self.base.dit.model.size
         self.dit_family = self.dit_size.rsplit("/", 1)[0]  # Table 1 switches its patch size
@@ -237,13 +240,13 @@ class Study:
 
     def _alignment(self, name: str, extra: tuple[str, ...], *, trained: bool) -> dict:
         """The REPA probe of `alignment` / `alignment_at_init`, cached by the DiT key, the VFM and the fit."""
-        from ..analysis.repa_probe import FIT, alignment_probe
+        from ..analysis.repa_probe import alignment_probe
         from ..build import build_dit_for, build_transport_for
         from ..latents import LatentDataset
         from ..latents.features import FeatureCache
 
         config = self.config(name, *extra)
-        settings = {**FIT, "weights": "trained" if trained else "init"}
+        settings = {**self.alignment_fit, "weights": "trained" if trained else "init"}
         path, cached = cached_result(config, "alignment", settings=settings)
         if cached is not None:
             return cached
@@ -256,7 +259,7 @@ class Study:
             model = build_dit_for(config, data.latent_shape, data.num_classes)
         r, start = config.dit.repa, time.perf_counter()
         out = alignment_probe(model, build_transport_for(config), data, features, depth=r.depth,
-                              projector_dim=r.projector_dim, seed=config.seed)
+                              projector_dim=r.projector_dim, seed=config.seed, fit=self.alignment_fit)
         out["seconds"] = time.perf_counter() - start  # the pack's record of what it cost
         return save_result(config, "alignment", path, out, settings=settings)
 

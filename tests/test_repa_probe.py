@@ -2,7 +2,8 @@
 tokens are the DiT's after block k on the transport's x_t; the probe's key; its verdicts' directions."""
 import torch
 
-from vavae_lab.analysis.repa_probe import alignment_probe, block_tokens, fit_projector, position_mean_cos
+from vavae_lab.analysis.repa_probe import (alignment_probe, block_tokens, class_position_mean_cos, feature_floors,
+                                          fit_projector, position_mean_cos)
 from vavae_lab.build import build_dit_for, build_transport_for
 from vavae_lab.config import apply_overrides
 from vavae_lab.diffusion.repa import repa_loss
@@ -39,6 +40,18 @@ def test_the_constant_prediction_is_each_positions_mean():
     train, test = torch.randn(50, 3, 5, generator=g), torch.randn(20, 3, 5, generator=g)
     by_hand = -repa_loss(train.mean(0).expand(20, 3, 5), test).mean()
     assert abs(position_mean_cos(train, test) - float(by_hand)) < 1e-6
+
+
+def test_the_class_mean_prediction_is_each_classs_mean_and_beats_the_position_mean_when_classes_differ():
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(3, 4, 5, generator=g) * 3
+    labels = torch.arange(90) % 3
+    feats = centres[labels] + torch.randn(90, 4, 5, generator=g)
+    fit, held = slice(0, 60), slice(60, 90)
+    means = torch.stack([feats[fit][labels[fit] == c].mean(0) for c in range(3)])
+    by_hand = -repa_loss(means[labels[held]], feats[held]).mean()
+    got = class_position_mean_cos(feats[fit], labels[fit], feats[held], labels[held])
+    assert abs(got - float(by_hand)) < 1e-6 and got > position_mean_cos(feats[fit], feats[held]) + 0.2
 
 
 def _tiny_cache(tmp_path):
@@ -79,6 +92,8 @@ def test_the_tokens_are_the_dits_after_block_k_on_the_transports_noisy_latents(t
     again, _ = block_tokens(model, transport, data, feats, items, 1, draws=2, seed=3, batch=4)
     other, _ = block_tokens(model, transport, data, feats, items, 1, draws=2, seed=4, batch=4)
     assert torch.equal(again, h) and not torch.allclose(other, h)
+    floors = feature_floors(data, feats, FAST["held_out"])
+    assert floors["held_out_images"] == 16 and all(-1 <= floors[k] <= 1 for k in ("position_mean", "class_position_mean"))
     out = alignment_probe(model, transport, data, feats, depth=1, projector_dim=16, fit=FAST)
     assert out["images"] == data.num_images and out["held_out_images"] == 16 and -1 <= out["cos_test"] <= 1
 

@@ -12,7 +12,7 @@ import torch
 
 from ..diffusion.repa import build_projector, repa_loss
 from ..diffusion.transport import draw
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 # the fit: noise draws per training image, AdamW steps, batch, learning rate and the share of the (unflipped) training
 # images held out. Steps were 1,500 at first; on the lab DiTs trained without REPA that fit was still rising (+0.003
@@ -47,6 +47,30 @@ def position_mean_cos(train_targets: torch.Tensor, test_targets: torch.Tensor) -
     """The cosine a constant prediction reaches on `test_targets` (B, N, D): each position's mean training feature."""
     mean = train_targets.mean(0, keepdim=True).expand_as(test_targets)
     return float(-repa_loss(mean, test_targets).mean())
+
+
+def class_position_mean_cos(train_targets: torch.Tensor, train_labels: torch.Tensor, test_targets: torch.Tensor,
+                            test_labels: torch.Tensor) -> float:
+    """The cosine a prediction from the class label alone reaches on `test_targets` (B, N, D): the mean training
+    feature of the item's class at each position (what a DiT could copy from its class conditioning)."""
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    sums = torch.zeros(classes, *train_targets.shape[1:]).index_add_(0, train_labels, train_targets.float())
+    counts = torch.bincount(train_labels, minlength=classes).clamp(min=1).view(-1, 1, 1)
+    if not torch.isin(test_labels, train_labels).all():
+        raise DataError("every held-out class needs items in the fit split for the class-mean prediction")
+    return float(-repa_loss((sums / counts)[test_labels], test_targets.float()).mean())
+
+
+def feature_floors(data, features, held_out: float) -> dict:
+    """What predictions that ignore the image reach on the probe's held-out split: each position's mean feature
+    ("position_mean") and each class's mean feature at each position ("class_position_mean")."""
+    n = data.num_images
+    cut = int(round(n * (1 - held_out)))
+    labels = data.get_batch(torch.arange(n))[1]
+    feats = features.get_batch(torch.arange(n)).float()
+    return {"position_mean": position_mean_cos(feats[:cut], feats[cut:]),
+            "class_position_mean": class_position_mean_cos(feats[:cut], labels[:cut], feats[cut:], labels[cut:]),
+            "images": n, "held_out_images": n - cut}
 
 
 def fit_projector(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,

@@ -109,10 +109,12 @@ def probe_overrides(study: Study, arm: str) -> tuple[str, ...]:
 def probe_rows(study: Study) -> list[dict]:
     """What REPA's projector reaches when fitted alone on each frozen DiT's tokens after block k (the cosine to the
     VFM features on held-out images; analysis.repa_probe): per tokenizer of the 2 x 2, the DiT at initialisation,
-    trained without REPA and with it, over the study's seed runs; the constant prediction's cosine beside them, and
+    trained without REPA and with it, over the study's seed runs; beside them what predictions that ignore the
+    image reach (each position's mean feature, and each class's: the label alone, which the DiT is given), and
     how much the held-out cosine still rose over the fit's last tenth (cos_rise: the fit had not settled if large)."""
     rows = []
     for name in V.repa_tokenizers(study.ladder):
+        floor = study.alignment_floor(name, *probe_overrides(study, "plain"))  # the base run's images and features
         for arm in PROBED:
             method = study.alignment_at_init if arm == "init" else study.alignment
             results = [method(name, *probe_overrides(study, arm), *run) for run in study.seed_runs()]
@@ -121,7 +123,7 @@ def probe_rows(study: Study) -> list[dict]:
                          "cos": sum(cos) / len(cos),
                          "cos_seeds": cos, "cos_spread": max(cos) - min(cos),
                          "cos_train": sum(r["cos_train"] for r in results) / len(results),
-                         "position_mean": sum(r["position_mean"] for r in results) / len(results),
+                         "position_mean": floor["position_mean"], "class_position_mean": floor["class_position_mean"],
                          "cos_rise": sum(r["curve"][-1]["cos_test"] - r["curve"][-2]["cos_test"] for r in results)
                          / len(results)})
     return labelled(study, rows)
@@ -156,6 +158,7 @@ def repa_calls(study_runs: list, names: Sequence[str], repa: tuple[str, ...], de
         out += [[("generation", names[0], d)] for d in depths]
     if probe:
         off = (*repa, "dit.repa.weight=0")
+        out += [[("alignment_floor", name, off)] for name in names]
         out += [[("alignment_at_init", name, (*off, *run)), ("alignment", name, (*off, *run)),
                  ("alignment", name, (*repa, *run))] for name in names for run in study_runs]
     return [calls for calls in out if calls]

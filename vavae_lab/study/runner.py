@@ -238,6 +238,23 @@ class Study:
         """`alignment` of the same DiT at its initialisation (its seed, untrained): what the noisy latent gives."""
         return self._alignment(name, extra, trained=False)
 
+    def alignment_floor(self, name: str, *extra: str) -> dict:
+        """What the probe's held-out features give to predictions that ignore the image: each position's mean
+        feature and each class's (analysis.repa_probe.feature_floors; no DiT). Cached as JSON."""
+        from ..analysis.repa_probe import feature_floors
+        from ..latents import LatentDataset
+        from ..latents.features import FeatureCache
+
+        config = self.config(name, *extra)
+        settings = {"held_out": self.alignment_fit["held_out"], "weights": "none"}
+        path, cached = cached_result(config, "alignment", settings=settings)
+        if cached is not None:
+            return cached
+        data = LatentDataset(self.latents(name, *extra), flip=config.latents.flip)
+        features = FeatureCache(pipeline.features(config, progress=self.progress))
+        out = feature_floors(data, features, settings["held_out"])
+        return save_result(config, "alignment", path, out, settings=settings)
+
     def _alignment(self, name: str, extra: tuple[str, ...], *, trained: bool) -> dict:
         """The REPA probe of `alignment` / `alignment_at_init`, cached by the DiT key, the VFM and the fit."""
         from ..analysis.repa_probe import alignment_probe

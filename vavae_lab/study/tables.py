@@ -383,7 +383,8 @@ TABLES += [
     Table("repa_probe", "REPA: does a DiT hold the target without it? (a projector on frozen DiTs)", probe_rows, [
         ("tokenizer", "tokenizer", ""), ("dit", "DiT", ""), ("cos", "cos, held out", ".3f"),
         ("cos_seeds", "per run", ".3f"), ("cos_train", "cos, fit images", ".3f"),
-        ("position_mean", "constant prediction", ".3f"), ("cos_rise", "rise in the fit's last tenth", "+.3f")],
+        ("position_mean", "position mean", ".3f"), ("class_position_mean", "class mean (the label alone)", ".3f"),
+        ("cos_rise", "rise in the fit's last tenth", "+.3f")],
           V.repa_tokenizers, seeds=True,
           verdicts=probe_verdicts, verdict_columns=PROBE_CLAIM_COLUMNS, jobs_by_name=False),
 ]

@@ -26,16 +26,13 @@ def main() -> None:
     from vavae_lab.config import apply_overrides
     from vavae_lab.metrics import battery_table
     from vavae_lab.metrics.battery import shapes_battery
-    from vavae_lab.presets import get_preset, toy_fid_v2
+    from vavae_lab.presets import get_preset, toy_fid_v1, toy_fid_v2
 
     from vavae_lab.errors import VavaeLabError
 
     base = get_preset(args.preset)
     columns, seconds = {}, {}
-    from vavae_lab.toy_recipes import ToyFeatureSection
-
-    v1 = ["metrics.toy.version=1", f"metrics.toy.steps={ToyFeatureSection().steps}"]  # the shape classifier's recipe
-    for name, overrides in (("v1", v1), ("v2", list(toy_fid_v2(args.preset)))):
+    for name, overrides in (("v1", list(toy_fid_v1(args.preset))), ("v2", list(toy_fid_v2(args.preset)))):
         t0 = time.perf_counter()
         try:
             config = apply_overrides(base, overrides)

@@ -107,3 +107,38 @@ def test_atomic_write_syncs_unless_told_not_to(tmp_path, monkeypatch):
     atomic.atomic_write_text(tmp_path / "a.txt", "durable")
     atomic.atomic_write(tmp_path / "b.png", lambda tmp: Path(tmp).write_bytes(b"png"), fsync=False)
     assert len(synced) == 1 and (tmp_path / "b.png").read_bytes() == b"png"
+
+
+def test_held_makes_a_second_maker_wait_and_then_find_it_made(tmp_path):
+    """Two jobs that need the same run: the second blocks while the first makes it, then does not make it again."""
+    import threading
+
+    from vavae_lab.atomic import held
+
+    target, made = tmp_path / "cache" / "run", []
+    inside, go = threading.Event(), threading.Event()
+
+    def first():
+        with held(target):
+            inside.set()
+            go.wait(10)
+            target.mkdir()
+            made.append("first")
+
+    def second():
+        with held(target):
+            if not target.exists():
+                made.append("second")
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive(), "the second job did not wait for the lock"
+    go.set()
+    a.join(10)
+    b.join(10)
+    assert made == ["first"] and not b.is_alive()
+    assert sorted(p.name for p in target.parent.iterdir()) == [".run.lock", "run"]  # the lock is hidden beside it

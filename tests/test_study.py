@@ -321,6 +321,10 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
         "no shift -> shift 0.3 (paper: lower)"]
     assert [c["verdict"].split(" (")[0] for c in out] == ["lower gFID", "unresolved", "lower gFID", "unresolved",
                                                           "higher gFID"]
+    sweeps["cfg"].append({"cfg": 2.0, "gfid": 38.0})  # a weaker plain scale beats CFG 3: the interval meets it too
+    out = T.sampling_claims(sweeps, yard)
+    assert out[4]["claim"] == "CFG 2 everywhere (the sweep's best) -> CFG 3 only while t >= 0.11"
+    assert (out[4]["before"], out[4]["after"]) == (38.0, 39.0) and len(out) == 6
     assert T.BY_KEY["table1"].verdicts is T.table1_verdicts and T.BY_KEY["sampling"].verdicts is T.sampling_verdicts
     # the sweep rows name their solver and cost, so nothing parses a label; the overrides keep their keys
     assert V.SAMPLER_SWEEP[0] == ("euler 5 steps", ("sample.sampler=euler", "sample.steps=5"))

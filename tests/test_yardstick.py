@@ -179,3 +179,17 @@ def test_seeded_gfid_keeps_each_runs_class_accuracy_beside_the_mean():
     assert out["class_acc_seeds"] == [0.5, 0.75] and out["class_acc"] == 0.625 and out["class_acc_n"] == 200
     guided = seeded_gfid(TwoRuns(), "d4", "gfid_cfg", "sample.cfg_scale=3.0")
     assert guided["class_acc_cfg_seeds"] == [0.75, 1.0] and guided["gfid_cfg_seeds"] == [11.0, 12.0]
+
+
+def test_the_two_networks_overrides_give_each_studys_own_network():
+    """toy_fid_v1 / toy_fid_v2 on any toy preset score with lab_classic's and lab's networks, smoke keeps its steps."""
+    from vavae_lab import load_config
+    from vavae_lab.presets import toy_fid_v1, toy_fid_v2
+
+    for preset in ("lab", "lab_classic"):
+        assert load_config(preset, list(toy_fid_v1(preset))).metrics.toy == load_config("lab_classic").metrics.toy
+        assert load_config(preset, list(toy_fid_v2(preset))).metrics.toy == load_config("lab").metrics.toy
+    smoke = load_config("smoke")
+    for overrides, version in ((toy_fid_v1("smoke"), 1), (toy_fid_v2("smoke"), 2)):
+        toy = load_config("smoke", list(overrides)).metrics.toy
+        assert (toy.version, toy.steps) == (version, smoke.metrics.toy.steps)

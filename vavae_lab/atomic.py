@@ -1,11 +1,13 @@
-"""Atomic file writes: a temp file beside the target, fsync, then a rename, so no reader ever sees half a file."""
+"""Atomic file writes (a temp file beside the target, fsync, then a rename, so no reader ever sees half a file), and
+a lock that lets one process at a time train what several parallel jobs need."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object], *, fsync: bool = True) -> Path:
@@ -39,3 +41,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj, *, indent: int = 1, **kwargs) -> Path:
     """Serialise obj as JSON first (a serialisation error writes nothing), then write it atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, **kwargs))
+
+
+@contextmanager
+def held(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock named after `path` (a hidden `.<name>.lock` beside it) for the block.
+
+    Wrap "if it is not made yet, make it" in it: of two processes that need the same run or network at once
+    (`reproduce --jobs 2`), the second waits and then finds it made, instead of training it alongside the first
+    into the same folder. A no-op where the OS has no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; parallel jobs there may train a shared run twice
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

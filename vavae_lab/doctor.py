@@ -89,7 +89,8 @@ def cached_artifacts() -> list[tuple[str, int, int]]:
     root = data_dir() / "cache"
     if not root.is_dir():
         return []
-    rows = [(str(p), len(list(p.iterdir())), folder_size(p)) for p in sorted(root.iterdir()) if p.is_dir()]
+    rows = [(str(p), sum(not q.name.startswith(".") for q in p.iterdir()), folder_size(p))  # not the hidden locks
+            for p in sorted(root.iterdir()) if p.is_dir()]
     return sorted(rows, key=lambda r: -r[2])
 
 

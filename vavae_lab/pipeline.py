@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import held
 from .config import Config
 from .errors import ConfigError
 from .keys import cached_result, features_identity, save_result, stage_dir, stage_key
@@ -60,11 +61,11 @@ def tokenizer(config: Config, root: str | Path | None = None):
     from .train.tokenizer import train_tokenizer
 
     run = stage_dir(config, "tokenizer", root)
-    done = finished(run, "tokenizer")
-    if not done and not _restore_or_say(config, "tokenizer", run):
-        train_tokenizer(config, run, resume=True,
-                        probe=tokenizer_probe(config) if config.tokenizer.probe.every else None,
-                        init_dir=init_source(config, root) if config.tokenizer.init_from else None)
+    with held(run):  # a parallel job that needs the same tokenizer waits for it instead of training it too
+        if not finished(run, "tokenizer") and not _restore_or_say(config, "tokenizer", run):
+            train_tokenizer(config, run, resume=True,
+                            probe=tokenizer_probe(config) if config.tokenizer.probe.every else None,
+                            init_dir=init_source(config, root) if config.tokenizer.init_from else None)
     return load_tokenizer(run), read_history(run)
 
 
@@ -75,8 +76,9 @@ def latents(config: Config, root: str | Path | None = None, *, progress: bool = 
 
     folder = stage_dir(config, "latents", root)
     tokenizer(config, root)
-    if not latents_complete(folder):
-        extract_latents(config, stage_dir(config, "tokenizer", root), folder, progress=progress)
+    with held(folder):
+        if not latents_complete(folder):
+            extract_latents(config, stage_dir(config, "tokenizer", root), folder, progress=progress)
     return folder
 
 
@@ -117,9 +119,9 @@ def dit(config: Config, root: str | Path | None = None, *, progress: bool = Fals
     from .runs import load_dit
 
     run = stage_dir(config, "dit", root)
-    done = finished(run, "dit")
-    if not done and not _restore_or_say(config, "dit", run):
-        train_dit_into(config, root, run, progress)
+    with held(run):
+        if not finished(run, "dit") and not _restore_or_say(config, "dit", run):
+            train_dit_into(config, root, run, progress)
     model, _ = load_dit(run)
     return model, read_history(run)
 

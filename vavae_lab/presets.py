@@ -45,6 +45,13 @@ def toy_fid_v2(preset: str) -> tuple[str, ...]:
     return ("metrics.toy.version=2",) if preset == "smoke" else TOY_FID_V2
 
 
+def toy_fid_v1(preset: str) -> tuple[str, ...]:
+    """The overrides that score a toy preset with the shape classifier, the first toy FID network, at its own
+    recipe (what `lab_classic` scores with; smoke keeps its own few steps)."""
+    return ("metrics.toy.version=1",) if preset == "smoke" else \
+        ("metrics.toy.version=1", f"metrics.toy.steps={ToyFeatureSection().steps}")
+
+
 def _toy_tokenizer(embed_dim: int, ch: int, num_res_blocks: int, ch_mult=(1, 2, 2)) -> VAEConfig:
     """A small f4 KL-VAE for 32 px toy images (8 x 8 latent grid)."""
     return VAEConfig(ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, attn_resolutions=(),

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, held
 from ..choices import TOY_FEATURE_VERSIONS
 from ..toy_recipes import ToyFeatureSection
 from ..data.images import from_uint8
@@ -308,12 +308,13 @@ def toy_feature_weights_path(config: ToyFeatureConfig | None = None, *, device="
     """The cached weights file for `config`, training and saving the network first when it is missing."""
     config = config or ToyFeatureConfig()
     path = toy_feature_cache_path(config)
-    if not path.is_file():
-        net = train_toy_feature_net(config, device=device, progress=progress)
-        save_toy_feature_net(net, path)
-        if progress:
-            print(f"toy FID feature net: {count_parameters(net):,} params, test accuracy "
-                  f"{net.test_accuracy:.4f}, trained in {net.train_seconds:.1f} s -> {path}")
+    with held(path):  # parallel jobs train it once
+        if not path.is_file():
+            net = train_toy_feature_net(config, device=device, progress=progress)
+            save_toy_feature_net(net, path)
+            if progress:
+                print(f"toy FID feature net: {count_parameters(net):,} params, test accuracy "
+                      f"{net.test_accuracy:.4f}, trained in {net.train_seconds:.1f} s -> {path}")
     return path
 
 

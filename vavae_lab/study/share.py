@@ -36,7 +36,7 @@ def export_study(out: str | Path, *, dit_runs: set[str] | None = None, max_bytes
         base = root / sub
         for path in sorted(base.rglob("*")) if base.exists() else []:
             rel = path.relative_to(root)
-            if not path.is_file() or ("latents" in rel.parts[:2] and sub == "study"):
+            if not path.is_file() or path.name.startswith(".") or ("latents" in rel.parts[:2] and sub == "study"):
                 continue
             if sub == "study" and rel.parts[1] in ("tokenizers", "dits") and path.name not in _KEEP:
                 continue

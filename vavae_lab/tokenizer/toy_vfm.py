@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import held
 from ..checkpoint import atomic_save
 from ..toy_recipes import ToyVFMSection
 from ..data.images import from_uint8
@@ -302,17 +303,18 @@ def get_toy_vfm(config=None, *, device="cpu", progress: bool = True) -> ToyVFM:
     """The pretrained toy VFM for this config: loaded from the cache if present, else pretrained and cached."""
     cfg = coerce_toy_config(config)
     path = toy_vfm_cache_path(cfg)
-    if path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model = ToyVFM(cfg)
-            model.load_state_dict(blob["state_dict"])
-        except Exception as exc:
-            raise CheckpointError(f"cached toy VFM {path} is unreadable or does not match its config "
-                                  f"({type(exc).__name__}: {exc}); delete the file to pretrain again") from exc
-        model.history = blob["history"]
-        return model.to(device).eval()
-    model, history = pretrain_toy_vfm(cfg, device=device, progress=progress)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save({"config": asdict(cfg), "state_dict": state, "history": history}, path)
-    return model.eval()
+    with held(path):  # parallel jobs pretrain it once
+        if not path.exists():
+            model, history = pretrain_toy_vfm(cfg, device=device, progress=progress)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            atomic_save({"config": asdict(cfg), "state_dict": state, "history": history}, path)
+            return model.eval()
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = ToyVFM(cfg)
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:
+        raise CheckpointError(f"cached toy VFM {path} is unreadable or does not match its config "
+                              f"({type(exc).__name__}: {exc}); delete the file to pretrain again") from exc
+    model.history = blob["history"]
+    return model.to(device).eval()

@@ -219,7 +219,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
-    assert "### Verdicts" in text and "| step 1: x | 20.0 | 10.0 | -50% | - | 10% | lower gFID |" in text
+    assert "### Verdicts" in text and "| step 1: x | 20.00 | 10.00 | -50% | - | 10% | lower gFID |" in text
     assert "| REPA helps | +4.0 / +2.0 | 1.0 | shown |" in text  # the 2 x 2's verdicts in the claims' columns
     assert (tmp_path / "repa_curves.png").stat().st_size > 1000
 

@@ -243,7 +243,7 @@ def sampling_claims(sweeps: dict, yardstick: dict) -> list[dict]:
     return out
 
 
-SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".1f"), ("after", "to", ".1f"),
+SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".2f"), ("after", "to", ".2f"),
                        ("change", "change", "+.0%"), ("diff_seeds", "change per run", "+.2f"),
                        ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", "")]
 

@@ -269,7 +269,8 @@ DILEMMA_COLUMNS: list[Column] = [*TOKENIZER_COLUMNS[:4], ("rfid_seeds", "rFID pe
 ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
                                   ("recon_class_acc", "recon class acc.", ".2f"), *GFID_COLUMNS,
                                   ("bound", "gFID < rFID?", ""), ("paper_gfid", "paper gFID", ".2f")]
-SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".1f"), ("is", "IS", ".2f"),
+SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".2f"),
+                                  ("gfid_seeds", "per DiT seed", ".2f"), ("is", "IS", ".2f"),
                                   ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
                                   ("class_acc", "class acc.", ".2f"), ("kid", "KID", ".4f"),
                                   *BOUND_COLUMNS, ("bound", "gFID < rFID?", "")]
@@ -346,7 +347,8 @@ TABLES: list[Table] = [
         *[(f"probe_{k}", m.label, m.fmt) for k, m in METRICS.items()]], V.study_tokenizers, also="spearman",
           notes=_spearman_line),
     Table("table1", "Table 1: DiT -> LightningDiT (notebook 04)", table1, [
-        ("change", "change", ""), ("gfid", "gFID", ".1f"), ("dit_loss", "final loss", ".3f"),
+        ("change", "change", ""), ("gfid", "gFID", ".2f"), ("gfid_seeds", "per DiT seed", ".2f"),
+        ("dit_loss", "final loss", ".3f"),
         ("class_acc", "class acc.", ".2f"), *BOUND_COLUMNS, ("bound", "gFID < rFID?", ""),
         ("paper_fid", "paper FID", ".2f")], lambda ladder: (ladder.dit_tokenizer,),
           notes=lambda results: ["", f"({V.TABLE1_PAPER_NOTE})"],

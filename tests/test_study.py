@@ -317,14 +317,20 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
     out = T.sampling_claims(sweeps, yard)
     assert [c["claim"] for c in out] == [
         "Euler 10 steps -> Heun 5 steps (10 NFE each)", "Euler 20 steps -> Heun 10 steps (20 NFE each)",
-        "no guidance -> CFG 3 (the sweep's best)", "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
+        "no guidance -> CFG 3", "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
         "no shift -> shift 0.3 (paper: lower)"]
     assert [c["verdict"].split(" (")[0] for c in out] == ["lower gFID", "unresolved", "lower gFID", "unresolved",
                                                           "higher gFID"]
-    sweeps["cfg"].append({"cfg": 2.0, "gfid": 38.0})  # a weaker plain scale beats CFG 3: the interval meets it too
-    out = T.sampling_claims(sweeps, yard)
-    assert out[4]["claim"] == "CFG 2 everywhere (the sweep's best) -> CFG 3 only while t >= 0.11"
-    assert (out[4]["before"], out[4]["after"]) == (38.0, 39.0) and len(out) == 6
+    # a weaker plain scale is the sweep's best, and with class accuracies the interval meets the plain scale
+    # that guides as much (nearest class accuracy; the weaker on a tie), since an interval is also less guidance
+    for r, acc in zip(sweeps["cfg"], (0.60, 0.90)):
+        r["class_acc"] = acc
+    sweeps["cfg"].insert(1, {"cfg": 2.0, "gfid": 38.0, "class_acc": 0.80})
+    sweeps["interval"][1]["class_acc"] = 0.85
+    claims = [c["claim"] for c in T.sampling_claims(sweeps, yard)]
+    assert claims[2:6] == ["no guidance -> CFG 3", "no guidance -> CFG 2 (the sweep's best)",
+                           "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
+                           "CFG 2 everywhere -> CFG 3 only while t >= 0.11 (class acc. 0.80 vs 0.85: as much guidance)"]
     assert T.BY_KEY["table1"].verdicts is T.table1_verdicts and T.BY_KEY["sampling"].verdicts is T.sampling_verdicts
     # the sweep rows name their solver and cost, so nothing parses a label; the overrides keep their keys
     assert V.SAMPLER_SWEEP[0] == ("euler 5 steps", ("sample.sampler=euler", "sample.steps=5"))
@@ -492,3 +498,13 @@ def test_the_dose_response_without_tokenizer_seeds_judges_gfid_only():
             for w, g in ((0.0, 9.0), (0.05, 7.0), (0.1, 5.0), (0.5, 3.0))]
     out = T.dose_claims(rows)  # the first study's ladder: one tokenizer per variant, no rFID per seed
     assert len(out) == 1 and out[0]["verdict"] == "shown"
+
+
+def test_a_steps_other_readings_run_from_before_to_after():
+    """A step's class accuracy and KID are read in the row's own order, from -> to, beside its FID verdict."""
+    yard = {"gfid": 2.0, "gfid_seeds": [1.9, 2.1], "gfid_spread": 0.2}
+    before = {"gfid": 2.05, "gfid_seeds": [2.0, 2.1], "gfid_spread": 0.1, "class_acc": 0.6, "class_acc_n": 4000}
+    after = {"gfid": 3.05, "gfid_seeds": [3.0, 3.1], "gfid_spread": 0.1, "class_acc": 0.9, "class_acc_n": 4000}
+    row = T.step_claim("no guidance -> CFG 3", before, after, yard)
+    assert row["verdict"] == "higher gFID" and row["readings"] == "class acc. DISAGREES (0.6 -> 0.9)"
+    assert T.step_claim("back", after, before, yard)["readings"] == "class acc. DISAGREES (0.9 -> 0.6)"

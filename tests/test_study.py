@@ -330,7 +330,8 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
     claims = [c["claim"] for c in T.sampling_claims(sweeps, yard)]
     assert claims[2:6] == ["no guidance -> CFG 3", "no guidance -> CFG 2 (the sweep's best)",
                            "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
-                           "CFG 2 everywhere -> CFG 3 only while t >= 0.11 (class acc. 0.80 vs 0.85: as much guidance)"]
+                           "CFG 2 everywhere -> CFG 3 only while t >= 0.11 (the other plain scale nearest in class "
+                           "acc.: 0.80 vs 0.85)"]
     assert T.BY_KEY["table1"].verdicts is T.table1_verdicts and T.BY_KEY["sampling"].verdicts is T.sampling_verdicts
     # the sweep rows name their solver and cost, so nothing parses a label; the overrides keep their keys
     assert V.SAMPLER_SWEEP[0] == ("euler 5 steps", ("sample.sampler=euler", "sample.steps=5"))

@@ -211,6 +211,14 @@ def shapes_battery(toy_config, data, *, n: int = 2000, device="cpu", progress: b
     count = reference_size(None, n, data.num_train, f"the shapes train split (data.num_train={data.num_train})")
     reference = ShapesDataset(count, resolution=data.resolution, seed=data.seed, split="train",
                               num_classes=data.num_classes, shape_set=data.shape_set).images
-    pool = ShapesDataset(5 * n, resolution=data.resolution, seed=data.seed, split="test",
-                         num_classes=data.num_classes, shape_set=data.shape_set)
+    pool = battery_pool(data, n)
     return degradation_battery(net.cpu(), reference, pool.images, pool.labels, n=n)
+
+
+def battery_pool(data, n: int = 2000):
+    """The held-out images `shapes_battery` corrupts for n images per row: the first 5 n of the test split of `data`
+    (a ShapesReference, `build.shapes_reference`), so that dropping classes still leaves n to draw from."""
+    from ..data.shapes import ShapesDataset
+
+    return ShapesDataset(5 * n, resolution=data.resolution, seed=data.seed, split="test",
+                         num_classes=data.num_classes, shape_set=data.shape_set)

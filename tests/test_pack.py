@@ -225,6 +225,31 @@ def test_a_rebuilt_pack_keeps_the_entries_a_renamed_preset_still_keys(packed, mo
     assert pack.read_manifest(root)["artifacts"] == after  # a typo loses nothing
 
 
+@pytest.mark.slow
+def test_weights_except_drops_the_weights_of_kept_runs_and_keeps_the_rest_byte_for_byte(packed, tmp_path):
+    """A study no notebook samples any more shrinks to its numbers and curves: its kept runs lose only weights."""
+    root = tmp_path / "pack"
+    shutil.copytree(packed["root"], root)
+    before = pack.read_manifest(root)["artifacts"]
+    empty = tmp_path / "cache"
+    (empty / "tokenizers").mkdir(parents=True)
+    after = build_pack(empty, command="pytest", preset="smoke", root=root, keep_presets=["smoke"],
+                       weights_except=["dit.train.steps=4"])["artifacts"]
+    assert set(after) == set(before)
+    for name, entry in after.items():
+        old = before[name]
+        if entry["stage"] in ("tokenizer", "dit"):  # TINY sets dit.train.steps=4 on every run
+            assert pack.has_weights(old) and not pack.has_weights(entry) and "dtype" not in entry
+            assert entry["files"] == {f: r for f, r in old["files"].items() if not f.endswith(".safetensors")}
+            assert {k: v for k, v in entry.items() if k not in ("files", "dtype")} == \
+                {k: v for k, v in old.items() if k not in ("files", "dtype")}
+        else:
+            assert entry == old
+        for file, rec in entry["files"].items():
+            assert pack.sha256_file(root / file) == rec["sha256"]
+    assert not list(root.rglob("*.safetensors")) and stale_entries(root) == []
+
+
 def test_weights_except_compares_values_as_the_config_stores_them():
     keep = weights_filter(["dit.train.lr=2e-3"], "smoke")
     assert not keep(load_config("smoke", ["dit.train.lr=0.002"]))  # the same number written another way

@@ -94,7 +94,7 @@ def add_study_commands(sub) -> None:
     p.add_argument("--command", default=None, help="the command that trained the cache, for the manifest")
     p.add_argument("--weights-except", nargs="+", default=[], metavar="KEY=VALUE",
                    help="leave out the weights (not the results or the training histories) of runs with any of "
-                        "these overrides, e.g. dit.model.size=toy-M/1")
+                        "these overrides, e.g. dit.model.size=toy-M/1, the runs --keep-presets carries over too")
     p.add_argument("--keep-presets", nargs="+", default=[], metavar="PRESET",
                    help="keep the current pack's entries that these presets still key to the same key (e.g. "
                         "lab_classic), byte for byte; every other entry is replaced")

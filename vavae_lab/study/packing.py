@@ -130,8 +130,8 @@ def weights_filter(weights_except: Sequence[str], preset: str | None = None):
                                   "overrides, so it would leave every weight in; name a value a run sets")
         pairs.append((key, value))
 
-    def keep(config: Config) -> bool:
-        mine = overrides_of(config)
+    def keep(config: Config | dict) -> bool:  # a run's config, or a pack entry's recorded overrides
+        mine = config if isinstance(config, dict) else overrides_of(config)
         return not any(k in mine and (mine[k] == v or str(mine[k]) == str(v)) for k, v in pairs)
     return keep
 
@@ -148,7 +148,9 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     their config and history (`pack.packed_history`): for runs a notebook reads only numbers and curves from
     (e.g. the larger DiTs of the scaling table, a second seed's loss curves), to fit the budget.
     `keep_presets` carries over the entries of the pack at `root` that one of these presets (with the entry's
-    recorded overrides) still keys to the same key (`kept_entries`), byte for byte.
+    recorded overrides) still keys to the same key (`kept_entries`), byte for byte, except that a kept run with
+    one of the `weights_except` overrides loses its weights file (its config, history and results stay): how a
+    study that no notebook samples any more shrinks to its numbers and curves.
     """
     keep = weights_filter(weights_except, preset)
     root = root or pack_dir()
@@ -160,6 +162,9 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     for name, entry in kept_entries(root, keep_presets).items():
+        if entry["stage"] in TRAINED and not keep(entry["overrides"]):  # --weights-except reaches kept runs too
+            entry = {**{k: v for k, v in entry.items() if k != "dtype"},
+                     "files": {f: rec for f, rec in entry["files"].items() if not f.endswith(".safetensors")}}
         for file in entry["files"]:
             (staging / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / file, staging / file)

@@ -317,8 +317,8 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
     out = T.sampling_claims(sweeps, yard)
     assert [c["claim"] for c in out] == [
         "Euler 10 steps -> Heun 5 steps (10 NFE each)", "Euler 20 steps -> Heun 10 steps (20 NFE each)",
-        "no guidance -> CFG 3", "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
-        "no shift -> shift 0.3 (paper: lower)"]
+        "no guidance -> CFG 3", "CFG 3 everywhere -> only while t >= 0.11 (the paper samples with it)",
+        "no shift -> shift 0.3 (the paper samples with it)"]
     assert [c["verdict"].split(" (")[0] for c in out] == ["lower gFID", "unresolved", "lower gFID", "unresolved",
                                                           "higher gFID"]
     # a weaker plain scale is the sweep's best, and with class accuracies the interval meets the plain scale
@@ -329,7 +329,7 @@ def test_table1_and_sampling_verdicts_are_declared_once_and_judge_each_change_ag
     sweeps["interval"][1]["class_acc"] = 0.85
     claims = [c["claim"] for c in T.sampling_claims(sweeps, yard)]
     assert claims[2:6] == ["no guidance -> CFG 3", "no guidance -> CFG 2 (the sweep's best)",
-                           "CFG 3 everywhere -> only while t >= 0.11 (paper: lower)",
+                           "CFG 3 everywhere -> only while t >= 0.11 (the paper samples with it)",
                            "CFG 2 everywhere -> CFG 3 only while t >= 0.11 (the other plain scale nearest in class "
                            "acc.: 0.80 vs 0.85)"]
     assert T.BY_KEY["table1"].verdicts is T.table1_verdicts and T.BY_KEY["sampling"].verdicts is T.sampling_verdicts

@@ -239,16 +239,16 @@ def sampling_claims(sweeps: dict, yardstick: dict) -> list[dict]:
     if best["cfg"] not in (1.0, 3.0):
         out.append(step_claim(f"no guidance -> CFG {best['cfg']:g} (the sweep's best)", plain, best, yardstick))
     interval = row("interval", start=0.11)
-    out.append(step_claim("CFG 3 everywhere -> only while t >= 0.11 (paper: lower)", row("interval", start=0.0),
-                          interval, yardstick))
+    out.append(step_claim("CFG 3 everywhere -> only while t >= 0.11 (the paper samples with it)",
+                          row("interval", start=0.0), interval, yardstick))
     others = [r for r in sweeps["cfg"] if r["cfg"] != 3.0]
     if interval.get("class_acc") is not None and others and all(r.get("class_acc") is not None for r in others):
         like = min(others, key=lambda r: (round(abs(r["class_acc"] - interval["class_acc"]), 6), r["cfg"]))
         out.append(step_claim(f"CFG {like['cfg']:g} everywhere -> CFG 3 only while t >= 0.11 (the other plain scale "
                               f"nearest in class acc.: {like['class_acc']:.2f} vs {interval['class_acc']:.2f})",
                               like, interval, yardstick))
-    out.append(step_claim("no shift -> shift 0.3 (paper: lower)", row("shift", shift=1.0), row("shift", shift=0.3),
-                          yardstick))
+    out.append(step_claim("no shift -> shift 0.3 (the paper samples with it)", row("shift", shift=1.0),
+                          row("shift", shift=0.3), yardstick))
     return out
 
 

@@ -149,8 +149,9 @@ def table1(study: Study) -> list[dict]:
     rows, limit = [], bound(study, name)
     for i, (label, _) in enumerate(V.TABLE1):
         res = _over_runs(study, name, *study.table1(i))
-        rows.append({"row": i, "change": label, **{k: res[k] for k in ("gfid", "gfid_seeds", "gfid_spread",
-                                                                        "dit_loss", "class_acc")},
+        rows.append({"row": i, "change": label, **{k: res.get(k) for k in ("gfid", "gfid_seeds", "gfid_spread",
+                                                                            "dit_loss", "class_acc", "class_acc_n",
+                                                                            "kid", "kid_std")},
                      **limit, "bound": below_rfid(res["gfid"], limit["rfid"]), "paper_fid": V.TABLE1_PAPER[i]})
     return labelled(study, rows)
 

@@ -193,3 +193,20 @@ def test_the_two_networks_overrides_give_each_studys_own_network():
     for overrides, version in ((toy_fid_v1("smoke"), 1), (toy_fid_v2("smoke"), 2)):
         toy = load_config("smoke", list(overrides)).metrics.toy
         assert (toy.version, toy.steps) == (version, smoke.metrics.toy.steps)
+
+
+def test_the_toy_fid_network_is_the_same_whatever_thread_count_trains_it(tmp_path, monkeypatch):
+    """Every gFID is read through this network: a notebook (two threads) and a study job (one) must train the same
+    weights, or numbers from two caches are read with two yardsticks. The caller's thread count is restored."""
+    config = ToyFeatureConfig(steps=30, num_images=512, width=16, feature_dim=64)
+    weights = []
+    before = torch.get_num_threads()
+    for threads in (2, 1):
+        monkeypatch.setenv("VAVAE_LAB_DATA", str(tmp_path / f"threads{threads}"))
+        torch.set_num_threads(threads)
+        try:
+            weights.append(get_toy_feature_net(config, progress=False).state_dict())
+            assert torch.get_num_threads() == threads
+        finally:
+            torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -37,3 +37,19 @@ def autocast(device: torch.device, precision: str):
     if device.type == "cpu" and dtype == torch.float16:
         raise ConfigError("precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one CPU thread, then restore the thread count.
+
+    CPU reductions sum in an order that depends on the thread count, so a network trained on two threads differs from
+    the same seed on one (the toy FID network: weights apart by up to 4, its rFIDs by a few percent). The shared toy
+    networks every score depends on train inside this, so whichever job or notebook trains them first gets the same
+    weights."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, held
+from ..device import one_thread
 from ..choices import TOY_FEATURE_VERSIONS
 from ..toy_recipes import ToyFeatureSection
 from ..data.images import from_uint8
@@ -308,9 +309,10 @@ def toy_feature_weights_path(config: ToyFeatureConfig | None = None, *, device="
     """The cached weights file for `config`, training and saving the network first when it is missing."""
     config = config or ToyFeatureConfig()
     path = toy_feature_cache_path(config)
-    with held(path):  # parallel jobs train it once
+    with held(path):  # parallel jobs train it once, on one thread whoever trains it (device.one_thread)
         if not path.is_file():
-            net = train_toy_feature_net(config, device=device, progress=progress)
+            with one_thread():
+                net = train_toy_feature_net(config, device=device, progress=progress)
             save_toy_feature_net(net, path)
             if progress:
                 print(f"toy FID feature net: {count_parameters(net):,} params, test accuracy "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import held
+from ..device import one_thread
 from ..checkpoint import atomic_save
 from ..toy_recipes import ToyVFMSection
 from ..data.images import from_uint8
@@ -303,9 +304,10 @@ def get_toy_vfm(config=None, *, device="cpu", progress: bool = True) -> ToyVFM:
     """The pretrained toy VFM for this config: loaded from the cache if present, else pretrained and cached."""
     cfg = coerce_toy_config(config)
     path = toy_vfm_cache_path(cfg)
-    with held(path):  # parallel jobs pretrain it once
+    with held(path):  # parallel jobs pretrain it once, on one thread whoever trains it (device.one_thread)
         if not path.exists():
-            model, history = pretrain_toy_vfm(cfg, device=device, progress=progress)
+            with one_thread():
+                model, history = pretrain_toy_vfm(cfg, device=device, progress=progress)
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             atomic_save({"config": asdict(cfg), "state_dict": state, "history": history}, path)
             return model.eval()

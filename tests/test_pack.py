@@ -299,3 +299,26 @@ def test_run_metadata_is_gzipped_the_same_each_build_and_plain_json_still_reads(
     (old / pack.MANIFEST).write_text(json.dumps(manifest))
     assert pack.packed_history("dit", arts[name]["key"], root=old) == history and history["train"]
     assert pack.restore("dit", arts[name]["key"], tmp_path / "restored", root=old, quiet=True)
+
+
+@pytest.mark.slow
+def test_repacking_the_same_cache_keeps_who_made_each_artifact(packed, tmp_path):
+    """A cache that still holds packed artifacts repacks them to the same bytes, so their entries keep the command,
+    commit and date that made them; an artifact whose bytes changed is the new command's."""
+    root = tmp_path / "pack"
+    shutil.copytree(packed["root"], root)
+    before = pack.read_manifest(root)["artifacts"]
+    after = build_pack(packed["cache"], command="a later stage", preset="smoke", root=root,
+                       keep_presets=["smoke"])["artifacts"]
+    assert after == before
+    gen = next(k for k in before if k.startswith("generation/"))
+    result = packed["cache"] / "results" / f"{before[gen]['key']}.json"
+    saved = result.read_bytes()
+    try:
+        result.write_text(json.dumps({**json.loads(saved), "gfid": 1.0}))
+        again = build_pack(packed["cache"], command="a later stage", preset="smoke", root=root,
+                           keep_presets=["smoke"])["artifacts"]
+    finally:
+        result.write_bytes(saved)
+    assert again[gen]["command"] == "a later stage" and again[gen]["files"] != before[gen]["files"]
+    assert all(again[k] == before[k] for k in before if k != gen)

@@ -148,9 +148,16 @@ def test_channel_stats_match_torch_formulas():
     r = ((a - a.mean()) * (b - b.mean())).sum() / math.sqrt(((a - a.mean()) ** 2).sum() * ((b - b.mean()) ** 2).sum())
     assert math.isclose(float(stats["corr"][0, 1]), float(r), rel_tol=1e-9)
     assert math.isclose(float(stats["corr"][0, 2]), -1.0, abs_tol=1e-9)
-    fig = plots.plot_channel_stats(z)
-    assert len(fig.axes) == 3
-    assert f"{stats['std'].mean():.3f}" in fig.axes[0].get_title()
+    eig = stats["eigenvalues"]
+    torch.testing.assert_close(eig.sum(), torch.tensor(3.0, dtype=torch.float64))  # a correlation's trace is C
+    assert bool((eig[:-1] >= eig[1:]).all()) and float(eig[-1]) < 1e-9  # descending; channel 2 adds no direction
+    assert math.isclose(float(stats["effective_rank"]), float(eig.sum() ** 2 / (eig ** 2).sum()))
+    white = plots.channel_summary(torch.randn(400, 4, 4, 4, generator=g))["effective_rank"]
+    assert 3.8 < float(white) <= 4.0 and 1.0 <= float(stats["effective_rank"]) < 2.1  # independent vs collinear
+    fig = plots.plot_channel_stats({"a": z, "b": z.flip(1)})
+    assert len(fig.axes) == 4  # the spectra, two heatmaps, one colour bar
+    assert f"{float(stats['effective_rank']):.1f} of 3" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert len(plots.plot_channel_stats(z).axes) == 3
     with pytest.raises(DataError, match=r"\(N, C, h, w\)"):
         plots.channel_summary(torch.zeros(3, 4, 4))
 

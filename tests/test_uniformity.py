@@ -268,3 +268,23 @@ def test_the_metrics_order_points_of_known_uniformity_at_every_n_and_bandwidth()
     assert a.shape == (100, 2) and np.array_equal(a, b) and not np.array_equal(a, known_points(0.5, 100, seed=4))
     with pytest.raises(ConfigError, match="clustered=1.5 must be a fraction"):
         known_points(1.5, 10)
+
+
+def test_settings_sweep_reads_two_latents_at_each_setting():
+    """A settings sweep: one row per (perplexity, bandwidth) with each metric of both sources, equal to the by-hand
+    t-SNE + KDE of each run's sample; the same latents twice change by exactly nothing."""
+    from vavae_lab.analysis.calibration import settings_sweep
+
+    x = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    y = (x * np.array([1.0, 1.0, 0.2, 0.2], dtype=np.float32))  # another shape of cloud
+    rows = settings_sweep({"x": x, "y": y}, n=200, perplexities=(10, 30), bandwidths=(None, 0.3))
+    assert [(r["perplexity"], r["bandwidth"]) for r in rows] == [(10, "Scott"), (10, 0.3), (30, "Scott"), (30, 0.3)]
+    assert all(r["n"] == 200 and r["runs"] == 2 for r in rows)
+    by_hand = [u.metrics_of(u.kde_densities(u.embed_tsne(u.sample_vectors(y, 200, seed=r), perplexity=30, seed=r),
+                                            bandwidth=0.3)) for r in (0, 1)]
+    for k in u.METRICS:
+        assert math.isclose(rows[3][f"{k}_b"], np.mean([m[k] for m in by_hand]), rel_tol=1e-9)
+    same = settings_sweep({"x": x, "again": x}, n=200, perplexities=(30,), bandwidths=(None,))
+    assert all(same[0][f"{k}_change"] == 0.0 and same[0][f"{k}_a"] == same[0][f"{k}_b"] for k in u.METRICS)
+    with pytest.raises(ConfigError, match="compares two latents"):
+        settings_sweep({"x": x}, n=200, perplexities=(10,), bandwidths=(None,))

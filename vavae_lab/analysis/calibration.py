@@ -42,3 +42,33 @@ def calibrate(fractions: Sequence[float], ns: Sequence[int], bandwidths: Sequenc
                     row.update({k: float(np.mean(values)), f"{k}_spread": float(max(values) - min(values))})
                 rows.append(row)
     return rows
+
+
+def settings_sweep(sources: dict, *, n: int, perplexities: Sequence[float], bandwidths: Sequence,
+                   runs: Sequence[int] = (0, 1)) -> list[dict]:
+    """The same latents (name -> a `sample_vectors` source) read at other settings: one row per (perplexity,
+    bandwidth) with each source's density CV, Gini and entropy (mean and spread over `runs`, each a fresh sample of
+    n vectors and t-SNE seed), and per metric the change from the first source to the second in units of the larger
+    spread (the sign as the metric reads: negative density CV / Gini and positive entropy mean "more uniform")."""
+    from .uniformity import embed_tsne, sample_vectors
+
+    if len(sources) != 2:
+        raise ConfigError(f"settings_sweep compares two latents, got {len(sources)}: {', '.join(sources)}")
+    scores: dict = {}  # (name, perplexity, bandwidth) -> one metrics dict per run; each embedding serves every bw
+    for name, source in sources.items():
+        for p in perplexities:
+            for r in runs:
+                emb = embed_tsne(sample_vectors(source, n, seed=r), perplexity=p, seed=r)
+                for bw in bandwidths:
+                    scores.setdefault((name, p, bw), []).append(metrics_of(kde_densities(emb, bandwidth=bw)))
+    (a, b), rows = list(sources), []
+    for p in perplexities:
+        for bw in bandwidths:
+            row = {"perplexity": p, "bandwidth": "Scott" if bw is None else bw, "n": n, "runs": len(runs)}
+            for k in METRICS:
+                va, vb = ([s[k] for s in scores[(name, p, bw)]] for name in (a, b))
+                spread = max(max(va) - min(va), max(vb) - min(vb), 1e-12)
+                row.update({f"{k}_a": float(np.mean(va)), f"{k}_b": float(np.mean(vb)),
+                            f"{k}_change": float((np.mean(vb) - np.mean(va)) / spread)})
+            rows.append(row)
+    return rows

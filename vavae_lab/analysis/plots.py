@@ -120,7 +120,9 @@ def plot_tsne_density(results: Mapping[str, Mapping], *, point_size: float = 3.0
 
 
 def channel_summary(latents) -> dict[str, torch.Tensor]:
-    """Per-channel mean and (unbiased) std of latents N x C x h x w over N, h, w, and the C x C correlation.
+    """Per-channel mean and (unbiased) std of latents N x C x h x w over N, h, w, the C x C correlation, its
+    eigenvalues (descending; they sum to C) and the effective rank (sum l)^2 / sum l^2 (C: uncorrelated channels, 1:
+    one direction).
 
     Mean and std are `vavae_lab.latents.stats.channel_moments`, the moments the DiT's normalisation uses
     (float64, without its std floor).
@@ -135,30 +137,36 @@ def channel_summary(latents) -> dict[str, torch.Tensor]:
     z = z.detach().to("cpu", torch.float64)
     mean, std = channel_moments(lambda idx: z[idx], torch.arange(z.shape[0]))
     flat = z.transpose(0, 1).reshape(z.shape[1], -1)
-    return {"mean": mean, "std": std, "corr": torch.corrcoef(flat)}
+    corr = torch.corrcoef(flat)
+    eig = torch.linalg.eigvalsh(torch.nan_to_num(corr)).flip(0).clamp_min(0.0)
+    return {"mean": mean, "std": std, "corr": corr, "eigenvalues": eig,
+            "effective_rank": eig.sum() ** 2 / (eig ** 2).sum().clamp_min(1e-300)}
 
 
 def plot_channel_stats(latents, *, title: str | None = None) -> Figure:
-    """Per-channel mean and std as bars, next to the channel correlation heatmap (3 axes with its colour bar)."""
-    stats = channel_summary(latents)
-    mean, std, corr = stats["mean"].numpy(), stats["std"].numpy(), stats["corr"].numpy()
-    c = mean.shape[0]
-    off = corr[~np.eye(c, dtype=bool)] if c > 1 else np.zeros(1)
-    fig = Figure(figsize=(max(6.0, 0.25 * c + 5.0), 3.6), layout="constrained")
-    ax_bar, ax_corr = fig.subplots(1, 2, width_ratios=[1.4, 1.0])
-    idx = np.arange(c)
-    ax_bar.bar(idx - 0.2, mean, width=0.4, label="mean", color="tab:blue")
-    ax_bar.bar(idx + 0.2, std, width=0.4, label="std", color="tab:orange")
-    ax_bar.axhline(0.0, color="0.3", linewidth=0.6)
-    ax_bar.set_xlabel("channel")
-    ax_bar.set_ylabel("value (normalised latents)")
-    ax_bar.set_title(f"mean |mean| {np.abs(mean).mean():.3f} · mean std {std.mean():.3f}", fontsize=9)
-    ax_bar.legend(fontsize=8, loc="upper left")
-    image = ax_corr.imshow(corr, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-    ax_corr.set_xlabel("channel")
-    ax_corr.set_ylabel("channel")
-    ax_corr.set_title(f"correlation · mean |off-diag| {np.nanmean(np.abs(off)):.3f}", fontsize=9)
-    fig.colorbar(image, ax=ax_corr, shrink=0.85)
+    """How the channels of one or more latents (a tensor, or name -> tensor) share the work: the eigenvalues of
+    their channel correlation (one curve each, effective rank in the legend) beside each correlation heatmap."""
+    named = latents if isinstance(latents, Mapping) else {"latents": latents}
+    stats = {name: channel_summary(z) for name, z in named.items()}
+    fig = Figure(figsize=(3.6 * (1 + len(stats)), 3.4), layout="constrained")
+    axes = fig.subplots(1, 1 + len(stats), width_ratios=[1.3] + [1.0] * len(stats))
+    for k, (name, st) in enumerate(stats.items()):
+        eig = st["eigenvalues"].numpy()
+        axes[0].plot(np.arange(1, len(eig) + 1), eig, marker="o", markersize=3, color=f"C{k}",
+                     label=f"{name} (effective rank {float(st['effective_rank']):.1f} of {len(eig)})")
+        corr = st["corr"].numpy()
+        c = corr.shape[0]
+        off = corr[~np.eye(c, dtype=bool)] if c > 1 else np.zeros(1)
+        image = axes[1 + k].imshow(corr, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+        axes[1 + k].set_xlabel("channel")
+        axes[1 + k].set_ylabel("channel")
+        axes[1 + k].set_title(f"{name}: correlation\nmean |off-diagonal| {np.nanmean(np.abs(off)):.3f}", fontsize=9)
+    fig.colorbar(image, ax=axes[1:].tolist(), shrink=0.85)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("eigenvalue rank")
+    axes[0].set_ylabel("eigenvalue of the channel correlation")
+    axes[0].set_title("how many directions the channels use", fontsize=9)
+    axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -181,8 +181,8 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 weights = keep(config)
                 files, config, wall = _add_weights(stage, run.name, run, staging, dtype, weights)
                 dtype_name = (dit_dtype if stage == "dit" else "float32") if weights else None
-                entries[f"{stage}/{run.name}"] = _entry(stage, run.name, config, files, command, wall, prov,
-                                                       dtype_name)
+                _put(entries, f"{stage}/{run.name}", _entry(stage, run.name, config, files, command, wall, prov,
+                                                           dtype_name))
         else:
             folder = STAGES[stage].folder
             for sidecar in sorted((cache / folder).glob("*.config.json")):
@@ -197,14 +197,22 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 name = f"{stage}/{key}.json"
                 files = {name: _write(staging, name, lambda p: shutil.copyfile(result, p))}
                 wall = float(json.loads(result.read_text()).get("seconds") or 0.0)
-                entries[f"{stage}/{key}"] = _entry(stage, key, config, files, command, wall, prov, None,
-                                                  key_args=side.get("key_args", {}))
+                _put(entries, f"{stage}/{key}", _entry(stage, key, config, files, command, wall, prov, None,
+                                                      key_args=side.get("key_args", {})))
     manifest = {"format": FORMAT, "artifacts": dict(sorted(entries.items()))}
     atomic_write_json(staging / MANIFEST, manifest)
     if root.exists():
         shutil.rmtree(root)
     staging.rename(root)
     return manifest
+
+
+def _put(entries: dict, name: str, entry: dict) -> None:
+    """Add a freshly packed entry, unless a kept one holds byte for byte the same files: then the kept entry, with
+    the command, commit and date that made them, stays (a cache that still holds a packed result repacks to it)."""
+    old = entries.get(name)
+    if old is None or old["files"] != entry["files"]:
+        entries[name] = entry
 
 
 def kept_entries(root: Path, presets: Sequence[str]) -> dict:

@@ -266,11 +266,13 @@ def test_static_fallback_returns_figures(monkeypatch, uniformity, sources, token
     fig = widgets.uniformity_explorer(sources, n=40, perplexities=(5, 10), seed=0, progress=False)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     assert uniformity.calls == [5, 5]  # only the default view's embeddings
-    assert isinstance(widgets.channel_viewer(tokenizer, images, progress=False), Figure)
+    channels = widgets.channel_viewer(tokenizer, images, name="f8d16", progress=False)
+    assert isinstance(channels, Figure) and channels._suptitle.get_text().startswith("f8d16: one image's latent")
     recon = widgets.reconstruction_viewer({"a": tokenizer, "b": tokenizer}, images, count=2, progress=False)
     assert isinstance(recon, Figure) and len(recon.axes) == 3 * 2
-    interp = widgets.interpolation_viewer(tokenizer, images, steps=4, progress=False)
+    interp = widgets.interpolation_viewer(tokenizer, images, name="f8d16", steps=4, progress=False)
     assert isinstance(interp, Figure) and len(interp.axes) == 4
+    assert interp._suptitle.get_text().startswith("f8d16: decoded along the linear path from image 0's latent")
 
 
 def test_tokenizer_views_encode_and_interpolate(tokenizer, images):
@@ -325,3 +327,14 @@ def test_the_pipeline_picture_names_each_stage_with_its_shape():
     assert texts[::2] == ["image x", "encoder E", "latent z", "normalise", "DiT", "decoder D"]
     assert "16 x 4 x 4\n256 numbers\n(12x fewer)" in texts and "3 x 32 x 32\n3,072 numbers" in texts
     assert "f8d16, 32 px" in fig._suptitle.get_text()
+
+
+def test_latent_channels_draws_each_channel_beside_the_image():
+    image = torch.zeros(3, 8, 8)
+    fig = plots.plot_latent_channels(image, torch.randn(1, 4, 2, 2))
+    assert len(fig.axes) == 1 + 4 and "all 4 channels (2 x 2 grid" in fig._suptitle.get_text()
+    assert fig.axes[1].get_title().startswith("ch0 ")
+    many = plots.plot_latent_channels(image, torch.randn(40, 2, 2))
+    assert len(many.axes) == 1 + 32 and "the first 32 of 40 channels" in many._suptitle.get_text()
+    with pytest.raises(DataError, match=r"one latent \(C, h, w\)"):
+        plots.plot_latent_channels(image, torch.randn(2, 4, 2, 2))

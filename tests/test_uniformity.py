@@ -288,3 +288,17 @@ def test_settings_sweep_reads_two_latents_at_each_setting():
     assert all(same[0][f"{k}_change"] == 0.0 and same[0][f"{k}_a"] == same[0][f"{k}_b"] for k in u.METRICS)
     with pytest.raises(ConfigError, match="compares two latents"):
         settings_sweep({"x": x}, n=200, perplexities=(10,), bandwidths=(None,))
+
+
+def test_vectors_with_patches_pairs_each_vector_with_the_patch_it_encodes():
+    """A latent whose every channel at a position is that position's patch mean: each vector equals its patch's mean,
+    and the vectors are exactly what sample_vectors picks with the same seed."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(30, 3, 8, 8, generator=g)
+    latents = images.mean(1, keepdim=True).unfold(2, 4, 4).unfold(3, 4, 4).mean((-1, -2)).repeat(1, 5, 1, 1)
+    vectors, patches = u.vectors_with_patches(latents, images, 20, seed=3)
+    assert vectors.shape == (20, 5) and patches.shape == (20, 3, 4, 4)
+    np.testing.assert_array_equal(vectors, u.sample_vectors(latents, 20, seed=3))
+    np.testing.assert_allclose(vectors[:, 0], patches.mean((1, 2, 3)).numpy(), rtol=1e-5)
+    with pytest.raises(DataError, match="latents and their"):
+        u.vectors_with_patches(latents, images[:5], 4)

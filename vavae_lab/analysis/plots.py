@@ -249,22 +249,27 @@ def interpolate_latents(z0, z1, steps: int, mode: str = "linear") -> torch.Tenso
     return out
 
 
-def plot_interpolation(frames, *, ts: Sequence[float] | None = None, cell: float = 1.3) -> Figure:
+def plot_interpolation(frames, *, ts: Sequence[float] | None = None, cell: float = 1.3,
+                       title: str | None = None) -> Figure:
     """Decoded frames of a latent path (steps x C x H x W in [-1, 1]) in one row, titled with t."""
     arr = hwc_uint8(frames)
     steps = arr.shape[0]
     ts = np.linspace(0.0, 1.0, steps) if ts is None else np.asarray(ts, dtype=float)
     if len(ts) != steps:
         raise DataError(f"plot_interpolation got {steps} frames but {len(ts)} values of t")
-    fig = Figure(figsize=(cell * steps, cell + 0.35), layout="constrained")
+    fig = Figure(figsize=(cell * steps, cell + 0.35 + (0.3 if title else 0.0)), layout="constrained")
     axes = fig.subplots(1, steps, squeeze=False)[0]
     for ax, image, t in zip(axes, arr, ts):
         _show(ax, image, f"t={t:.2f}")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
-def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float = 1.1) -> Figure:
-    """One image next to its latent channels (C x h x w) as heatmaps, each on its own symmetric colour scale."""
+def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float = 1.35,
+                         name: str | None = None) -> Figure:
+    """One image next to its latent channels (C x h x w) as heatmaps, each on its own symmetric colour scale; `name`
+    (the tokenizer's) opens the title."""
     z = _numpy(latent)
     if z.ndim == 4 and z.shape[0] == 1:
         z = z[0]
@@ -282,9 +287,10 @@ def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float =
         ax.imshow(z[k], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"ch{k} μ{z[k].mean():+.2f} σ{z[k].std():.2f}", fontsize=6)
-    if c < z.shape[0]:
-        fig.suptitle(f"first {c} of {z.shape[0]} channels", fontsize=9)
+        ax.set_title(f"ch{k} μ{z[k].mean():+.2f} σ{z[k].std():.2f}", fontsize=8)
+    shown = f"the first {c} of {z.shape[0]}" if c < z.shape[0] else f"all {c}"
+    fig.suptitle(f"{name + ': ' if name else ''}one image's latent, {shown} channels ({z.shape[1]} x {z.shape[2]} grid; each on its own "
+                 "scale, blue < 0 < red)", fontsize=9)
     return fig
 
 

@@ -159,6 +159,22 @@ def sample_vectors(source, n: int, *, seed: int = 0) -> np.ndarray:
     return _check_finite(np.ascontiguousarray(out, dtype=np.float32), "the latents")
 
 
+def vectors_with_patches(latents, images, n: int, *, seed: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+    """The n latent vectors `sample_vectors(latents, n, seed=seed)` picks from (N, C, h, w) latents, each with the
+    patch of its image (N, 3, H, W) that its grid position covers: (n x C vectors, n x 3 x H/h x W/w patches), so
+    that a t-SNE map can be coloured by what the image shows there."""
+    z, x = torch.as_tensor(latents), torch.as_tensor(images)
+    if z.ndim != 4 or x.ndim != 4 or z.shape[0] != x.shape[0]:
+        raise DataError(f"need (N, C, h, w) latents and their (N, 3, H, W) images, got {tuple(z.shape)} and "
+                        f"{tuple(x.shape)}")
+    h, w = z.shape[2:]
+    ph, pw = x.shape[2] // h, x.shape[3] // w
+    picked, pos = _pick(z.shape[0], h * w, n, seed)
+    patches = torch.stack([x[i, :, (p // w) * ph:(p // w + 1) * ph, (p % w) * pw:(p % w + 1) * pw]
+                           for i, p in zip(picked.tolist(), pos.tolist())])
+    return sample_vectors(z, n, seed=seed), patches
+
+
 def load_source(path: str | Path):
     """A latent cache directory as a LatentDataset, or the one tensor of a .pt, .npy or .safetensors file."""
     from ..latents.dataset import LatentDataset

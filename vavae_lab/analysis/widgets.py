@@ -253,13 +253,14 @@ class TokenizerViews:
         """One image next to its latent channels under a tokenizer (the first by default)."""
         name = name or next(iter(self.tokenizers))
         i = self._index(index)
-        return plots.plot_latent_channels(self.images[i], self.latents[name][i])
+        return plots.plot_latent_channels(self.images[i], self.latents[name][i], name=name)
 
     def reconstruction_figure(self, start: int = 0, count: int = 4) -> Figure:
         """Images start..start+count-1 and every tokenizer's reconstructions of them."""
         stop = min(self._index(start) + count, self.images.shape[0])
         return plots.plot_reconstructions(self.images[start:stop],
-                                          {name: self.reconstructions(name)[start:stop] for name in self.tokenizers})
+                                          {name: self.reconstructions(name)[start:stop] for name in self.tokenizers},
+                                          title="held-out images (top) decoded from each tokenizer's latent")
 
     def interpolation_frames(self, i: int, j: int, steps: int = 8, mode: str = "linear",
                              name: str | None = None) -> torch.Tensor:
@@ -271,7 +272,9 @@ class TokenizerViews:
 
     def interpolation_figure(self, i: int, j: int, steps: int = 8, mode: str = "linear") -> Figure:
         """The decoded interpolation from image i to image j as one row of frames."""
-        return plots.plot_interpolation(self.interpolation_frames(i, j, steps, mode))
+        return plots.plot_interpolation(self.interpolation_frames(i, j, steps, mode),
+                                        title=f"{next(iter(self.tokenizers))}: decoded along the {mode} path from "
+                                              f"image {i}'s latent (t = 0) to image {j}'s (t = 1)")
 
 
 def _slider(n: int, description: str, value: int = 0):
@@ -297,9 +300,9 @@ def _attach(views: TokenizerViews, controls: dict, draw) -> object:
     return box
 
 
-def channel_viewer(tokenizer, images, *, device=None, progress: bool = True):
-    """Latent channels of a chosen image: a slider picks the image (static: image 0)."""
-    views = TokenizerViews({"tokenizer": tokenizer}, images, device=device, progress=progress)
+def channel_viewer(tokenizer, images, *, name: str = "tokenizer", device=None, progress: bool = True):
+    """Latent channels of a chosen image under a tokenizer called `name`: a slider picks the image (static: 0)."""
+    views = TokenizerViews({name: tokenizer}, images, device=device, progress=progress)
     if not has_frontend():
         return views.channel_figure(0)
     index = _slider(views.images.shape[0], "image")
@@ -317,10 +320,12 @@ def reconstruction_viewer(tokenizers: Mapping, images, *, count: int = 4, device
     return _attach(views, {"start": start}, lambda: views.reconstruction_figure(start.value, count))
 
 
-def interpolation_viewer(tokenizer, images, *, steps: int = 8, device=None, progress: bool = True):
-    """Decoded latent interpolation between two chosen images, linear or slerp (static: images 0 and 1)."""
+def interpolation_viewer(tokenizer, images, *, name: str = "tokenizer", steps: int = 8, device=None,
+                         progress: bool = True):
+    """Decoded latent interpolation between two chosen images under a tokenizer called `name`, linear or slerp
+    (static: images 0 and 1)."""
     interactive = has_frontend()
-    views = TokenizerViews({"tokenizer": tokenizer}, images, device=device, progress=progress)
+    views = TokenizerViews({name: tokenizer}, images, device=device, progress=progress)
     n = views.images.shape[0]
     if not interactive:
         return views.interpolation_figure(0, min(1, n - 1), steps)

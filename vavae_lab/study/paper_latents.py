@@ -152,8 +152,8 @@ def table6_paper_latents(paths: Mapping[str, str | Path], *, n: int = 10000, run
 
 READ_COLUMNS = [("metric", "metric", ""), ("paper_plain", "paper's latents: f16d32", ""),
                 ("paper_vf", "VA-VAE f16d32", ""), ("paper_spreads", "change / run std", "+.1f"),
-                # the toy's d32 rows are the classic f4 ladder's (notebook 03 reads lab_classic's Table 6)
-                ("toy_plain", f"toy: {V.TOKENIZERS['d32'].label(4)}", ""), ("toy_vf", V.TOKENIZERS["d32_vf"].label(4), ""),
+                # the toy's rows are the top rung of the preset's ladder without and with VF (Ladder.uniformity)
+                ("toy_plain", "toy: top rung", ""), ("toy_vf", "toy: + VF", ""),
                 ("toy_spreads", "change / run std", "+.1f"), ("agree", "VF more uniform in both", "")]
 
 

@@ -198,7 +198,8 @@ def test_reconstructions_grid_and_psnr_titles():
     fig = plots.plot_reconstructions(inputs, {"A": inputs + 10, "B": inputs})
     assert len(fig.axes) == 3 * 2
     # MSE 100 on the 0..255 scale -> 10 log10(255^2 / 100) = 28.13 dB
-    assert fig.axes[2].get_title() == "PSNR 28.1" and fig.axes[2].get_ylabel() == "A"
+    assert fig.axes[2].get_xlabel() == "PSNR 28.1 dB" and not fig.axes[2].get_title()  # under its image
+    assert fig.axes[2].get_ylabel() == "A"
     assert plots.plot_reconstructions(inputs, {"A": inputs}, title="lab")._suptitle.get_text() == "lab"
     with pytest.raises(DataError, match="one reconstruction per input"):
         plots.plot_reconstructions(inputs, {"A": inputs[:1]})

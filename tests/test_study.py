@@ -210,6 +210,9 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     text = path.read_text()
     assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
     assert "| 100.0 | 90.0 / 110.0 | 20.0 |" in text  # mean, each DiT seed, spread
+    assert "the mean over DiT seeds [0, 1] (same tokenizer), with each run" in text
+    crossed = write_report({**results, "tokenizer_seeds": True}, tmp_path / "crossed", minutes=1.5).read_text()
+    assert "the mean over tokenizer seeds [0, 1] x DiT seeds [0, 1] (each seed run trains its own" in crossed
     assert "32 held-out real images scored like the samples give FID 0.25" in text
     assert "| f4d16 | 25.00 |" in text and "Spearman with the full gFID over 1 tokenizers: probe_gfid +1.00" in text
     assert all(f"## {t.title}" in text for t in T.TABLES)  # report.md iterates the declared tables

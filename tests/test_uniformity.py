@@ -201,7 +201,7 @@ def test_metric_registry_directions_summary_and_proxy_signs():
     assert u.metrics_of(dens) == {k: m.fn(dens) for k, m in u.METRICS.items()}
     assert list(u.METRICS)[:3] == ["density", "gini", "entropy"]
     assert format_metrics({"density": 0.263, "gini": 0.145, "entropy": 0.995, **{
-        k: 0.5 for k in list(u.METRICS)[3:]}}).startswith("density 0.263 · Gini 0.145 · H 0.9950")
+        k: 0.5 for k in list(u.METRICS)[3:]}}).startswith("density CV 0.263 · Gini 0.145 · entropy 0.9950")
 
 
 def test_tsne_config_errors():
@@ -284,6 +284,7 @@ def test_settings_sweep_reads_two_latents_at_each_setting():
                                             bandwidth=0.3)) for r in (0, 1)]
     for k in u.METRICS:
         assert math.isclose(rows[3][f"{k}_b"], np.mean([m[k] for m in by_hand]), rel_tol=1e-9)
+        assert math.isclose(rows[3][f"{k}_diff"], rows[3][f"{k}_b"] - rows[3][f"{k}_a"], rel_tol=1e-9)
     same = settings_sweep({"x": x, "again": x}, n=200, perplexities=(30,), bandwidths=(None,))
     assert all(same[0][f"{k}_change"] == 0.0 and same[0][f"{k}_a"] == same[0][f"{k}_b"] for k in u.METRICS)
     with pytest.raises(ConfigError, match="compares two latents"):

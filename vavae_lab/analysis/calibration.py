@@ -47,9 +47,10 @@ def calibrate(fractions: Sequence[float], ns: Sequence[int], bandwidths: Sequenc
 def settings_sweep(sources: dict, *, n: int, perplexities: Sequence[float], bandwidths: Sequence,
                    runs: Sequence[int] = (0, 1)) -> list[dict]:
     """The same latents (name -> a `sample_vectors` source) read at other settings: one row per (perplexity,
-    bandwidth) with each source's density CV, Gini and entropy (mean and spread over `runs`, each a fresh sample of
-    n vectors and t-SNE seed), and per metric the change from the first source to the second in units of the larger
-    spread (the sign as the metric reads: negative density CV / Gini and positive entropy mean "more uniform")."""
+    bandwidth) with each source's density CV, Gini and entropy (mean over `runs`, each a fresh sample of n vectors
+    and t-SNE seed), and per metric the difference second - first (`_diff`) and the same in units of the larger
+    spread (max - min) of the two sources' runs (`_change`; with two runs a rough unit). The sign as the metric reads:
+    negative density CV / Gini and positive entropy mean "more uniform"."""
     from .uniformity import embed_tsne, sample_vectors
 
     if len(sources) != 2:
@@ -69,6 +70,7 @@ def settings_sweep(sources: dict, *, n: int, perplexities: Sequence[float], band
                 va, vb = ([s[k] for s in scores[(name, p, bw)]] for name in (a, b))
                 spread = max(max(va) - min(va), max(vb) - min(vb), 1e-12)
                 row.update({f"{k}_a": float(np.mean(va)), f"{k}_b": float(np.mean(vb)),
+                            f"{k}_diff": float(np.mean(vb) - np.mean(va)),
                             f"{k}_change": float((np.mean(vb) - np.mean(va)) / spread)})
             rows.append(row)
     return rows

@@ -76,7 +76,7 @@ def _show(ax, image: np.ndarray, title: str | None = None) -> None:
 
 
 def format_metrics(result: Mapping) -> str:
-    """The uniformity metrics of a result as one short line, e.g. 'density 0.263 · Gini 0.145 · H 0.9950'."""
+    """The uniformity metrics of a result as one short line, e.g. 'density CV 0.263 · Gini 0.145 · entropy 0.9950'."""
     missing = [k for k in METRICS if k not in result]
     if missing:
         raise DataError(f"a uniformity result needs the keys {tuple(METRICS)}, missing {missing}; "
@@ -193,7 +193,7 @@ def image_grid(images, nrow: int = 8, titles: Sequence[str] | None = None, *, ce
 
 def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: float = 1.4,
                          title: str | None = None) -> Figure:
-    """Inputs in the first row, each tokenizer's reconstructions below, titled with their PSNR in dB."""
+    """Inputs in the first row, each tokenizer's reconstructions below, each with its PSNR in dB underneath."""
     inputs = hwc_uint8(images)
     n = inputs.shape[0]
     recons = {}
@@ -209,7 +209,8 @@ def plot_reconstructions(images, recons_by_name: Mapping[str, object], *, cell: 
     axes[0, 0].set_ylabel("input", fontsize=9)
     for i, (name, rec) in enumerate(recons.items(), start=1):
         for j in range(n):
-            _show(axes[i, j], rec[j], f"PSNR {_psnr_uint8(inputs[j], rec[j]):.1f}")
+            _show(axes[i, j], rec[j])
+            axes[i, j].set_xlabel(f"PSNR {_psnr_uint8(inputs[j], rec[j]):.1f} dB", fontsize=8)  # under its image
         axes[i, 0].set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title)

@@ -75,15 +75,15 @@ class UniformityMetric:
     fn: Callable[[np.ndarray], float]  # densities -> value
     higher_is_uniform: bool  # True when a larger value means more uniform latents
     label: str  # column header in tables ("density CV")
-    short: str  # name in the one-line summary under a scatter ("density" in "density 0.263 · ...")
+    short: str  # name in the one-line summary under a scatter ("density CV" in "density CV 0.263 · ...")
     fmt: str  # number format in tables and summaries (".3f")
 
 
 # The one registry of uniformity metrics: analysis, figures, widgets, study tables and the report iterate it.
 METRICS: dict[str, UniformityMetric] = {m.name: m for m in (
-    UniformityMetric("density", density_cv, False, "density CV", "density", ".3f"),
+    UniformityMetric("density", density_cv, False, "density CV", "density CV", ".3f"),
     UniformityMetric("gini", gini, False, "Gini", "Gini", ".3f"),
-    UniformityMetric("entropy", normalized_entropy, True, "entropy", "H", ".4f"),
+    UniformityMetric("entropy", normalized_entropy, True, "entropy", "entropy", ".4f"),
 )}
 
 

@@ -173,13 +173,15 @@ class UniformityExplorerState:
         results = {name: (self.result if name == self.tokenizer and self.result else
                           self.run(name, self.perplexity, self.bandwidth)) for name in names}
         fig = plots.plot_tsne_density(results)
-        fig.suptitle(f"perplexity {self.perplexity} · KDE bandwidth {_bandwidth_label(self.bandwidth)}", fontsize=9)
+        counts = sorted({len(v) for v in self.vectors.values()})
+        fig.suptitle(f"{' / '.join(map(str, counts))} vectors per latent · perplexity {self.perplexity} · KDE bandwidth "
+                     f"{_bandwidth_label(self.bandwidth)}", fontsize=9)
         return fig
 
 
 def _bandwidth_label(bandwidth) -> str:
-    """'auto' for the KDE's default bandwidth rule, else the number."""
-    return "auto" if bandwidth is None else f"{bandwidth:g}"
+    """'Scott' for the KDE's default bandwidth rule (Scott's), else the number."""
+    return "Scott" if bandwidth is None else f"{bandwidth:g}"
 
 
 def _image_widget(fig: Figure):

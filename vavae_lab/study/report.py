@@ -98,7 +98,8 @@ def collect(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequen
     """The study's tables (`tables.TABLES`, or the keys in `tables`) from the cache (training whatever is missing),
     every gFID of the tokenizer tables over the DiT `seeds` (default `variants.SEEDS`), as one JSON-able dict."""
     study = Study(preset, overrides, device=device, progress=False, seeds=seeds or V.SEEDS)
-    out = {"preset": preset, "overrides": list(overrides), "seeds": list(study.seeds), "floor": study.floor()}
+    out = {"preset": preset, "overrides": list(overrides), "seeds": list(study.seeds),
+           "tokenizer_seeds": bool(study.ladder.tokenizer_seeds), "floor": study.floor()}
     for table in T.TABLES:
         if tables and table.key not in tables:
             continue
@@ -141,8 +142,9 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
     if results.get("seeds"):
-        md.append(f"Every gFID of the tokenizer tables is the mean over DiT seeds {results['seeds']} (same tokenizer), "
-                  "with each seed and the spread beside it.\n")
+        runs = (f"tokenizer seeds {results['seeds']} x DiT seeds {results['seeds']} (each seed run trains its own "
+                "tokenizer and DiT)" if results.get("tokenizer_seeds") else f"DiT seeds {results['seeds']} (same tokenizer)")
+        md.append(f"Every gFID of the tokenizer tables is the mean over {runs}, with each run and the spread beside it.\n")
     if results.get("floor"):
         f = results["floor"]
         md.append(f"Real-vs-real floor: {f['n']} held-out real images scored like the samples give FID {f['fid']:.2f} "

@@ -258,10 +258,10 @@ def _scaling_notes(results: dict) -> list[str]:
 
 
 Column = tuple[str, str, str]  # (row key, header, format)
-# a list value (one per DiT seed) is shown as "a / b"
+# a list value (one per seed run) is shown as "a / b"
 # what no DiT on the row's tokenizer can beat: its reconstructions scored as samples (`bound`)
 BOUND_COLUMNS: list[Column] = [("rfid", "rFID (bound)", ".1f"), ("recon_class_acc", "recon class acc.", ".2f")]
-GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT seed", ".1f"),
+GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per seed run", ".1f"),
                               ("gfid_spread", "seed spread", ".1f"), ("class_acc", "class acc.", ".2f"),
                               ("kid", "KID", ".4f")]
 # rFID: the reconstructions of the floor's held-out images scored exactly as samples are (pipeline.reconstruction),
@@ -269,7 +269,7 @@ GFID_COLUMNS: list[Column] = [("gfid", "gFID", ".1f"), ("gfid_seeds", "per DiT s
 TOKENIZER_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
                                    ("rfid", "rFID", ".2f"), ("recon_class_acc", "recon class acc.", ".2f"),
                                    *GFID_COLUMNS, ("bound", "gFID < rFID?", ""), ("gfid_cfg", "gFID CFG 3", ".1f"),
-                                   ("gfid_cfg_seeds", "per DiT seed", ".1f"), ("bound_cfg", "CFG gFID < rFID?", "")]
+                                   ("gfid_cfg_seeds", "per seed run", ".1f"), ("bound_cfg", "CFG gFID < rFID?", "")]
 DILEMMA_COLUMNS: list[Column] = [*TOKENIZER_COLUMNS[:4], ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
                                  *TOKENIZER_COLUMNS[4:]]
 ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),

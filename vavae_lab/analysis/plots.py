@@ -290,7 +290,8 @@ def plot_latent_channels(image, latent, *, max_channels: int = 32, cell: float =
         ax.set_yticks([])
         ax.set_title(f"ch{k} μ{z[k].mean():+.2f} σ{z[k].std():.2f}", fontsize=8)
     shown = f"the first {c} of {z.shape[0]}" if c < z.shape[0] else f"all {c}"
-    fig.suptitle(f"{name + ': ' if name else ''}one image's latent, {shown} channels ({z.shape[1]} x {z.shape[2]} grid; each on its own "
+    who = f"{name}: " if name else ""
+    fig.suptitle(f"{who}one image's latent, {shown} channels ({z.shape[1]} x {z.shape[2]} grid; each on its own "
                  "scale, blue < 0 < red)", fontsize=9)
     return fig
 

@@ -174,8 +174,8 @@ class UniformityExplorerState:
                           self.run(name, self.perplexity, self.bandwidth)) for name in names}
         fig = plots.plot_tsne_density(results)
         counts = sorted({len(v) for v in self.vectors.values()})
-        fig.suptitle(f"{' / '.join(map(str, counts))} vectors per latent · perplexity {self.perplexity} · KDE bandwidth "
-                     f"{_bandwidth_label(self.bandwidth)}", fontsize=9)
+        fig.suptitle(f"{' / '.join(map(str, counts))} vectors per latent · perplexity {self.perplexity} · KDE "
+                     f"bandwidth {_bandwidth_label(self.bandwidth)}", fontsize=9)
         return fig
 
 

@@ -142,9 +142,11 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
     if minutes is not None:
         md.append(f"Wall time of this run: {minutes:.1f} min.\n")
     if results.get("seeds"):
-        runs = (f"tokenizer seeds {results['seeds']} x DiT seeds {results['seeds']} (each seed run trains its own "
-                "tokenizer and DiT)" if results.get("tokenizer_seeds") else f"DiT seeds {results['seeds']} (same tokenizer)")
-        md.append(f"Every gFID of the tokenizer tables is the mean over {runs}, with each run and the spread beside it.\n")
+        seeds = results["seeds"]
+        runs = (f"tokenizer seeds {seeds} x DiT seeds {seeds} (each seed run trains its own tokenizer and DiT)"
+                if results.get("tokenizer_seeds") else f"DiT seeds {seeds} (same tokenizer)")
+        md.append(f"Every gFID of the tokenizer tables is the mean over {runs}, with each run and the spread beside "
+                  "it.\n")
     if results.get("floor"):
         f = results["floor"]
         md.append(f"Real-vs-real floor: {f['n']} held-out real images scored like the samples give FID {f['fid']:.2f} "

@@ -322,3 +322,21 @@ def test_repacking_the_same_cache_keeps_who_made_each_artifact(packed, tmp_path)
         result.write_bytes(saved)
     assert again[gen]["command"] == "a later stage" and again[gen]["files"] != before[gen]["files"]
     assert all(again[k] == before[k] for k in before if k != gen)
+
+
+@pytest.mark.slow
+def test_histories_only_packs_curves_without_weights_and_keeps_packed_runs(packed, tmp_path, capsys):
+    """A stage still training persists its runs' configs and histories, no weights; runs already packed keep theirs."""
+    root = tmp_path / "pack"
+    fresh = build_pack(packed["cache"], command="a stage in progress", preset="smoke", root=root,
+                       histories_only=True)["artifacts"]
+    runs = {k: e for k, e in fresh.items() if e["stage"] in ("tokenizer", "dit")}
+    assert runs and not any(pack.has_weights(e) for e in runs.values()) and not list(root.rglob("*.safetensors"))
+    for name, entry in runs.items():
+        assert pack.packed_history(entry["stage"], entry["key"], root=root) is not None
+    shutil.rmtree(root)
+    shutil.copytree(packed["root"], root)
+    before = pack.read_manifest(root)["artifacts"]
+    assert cli.main(["pack", "--cache", str(packed["cache"]), "--preset", "smoke", "--out", str(root),
+                     "--keep-presets", "smoke", "--histories-only", "--command", "later"]) == 0
+    assert pack.read_manifest(root)["artifacts"] == before  # every packed run keeps its weights and its entry

@@ -35,7 +35,8 @@ def _pack(args) -> None:
     root = Path(args.out).expanduser() if args.out else pack_dir()
     command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
     manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype,
-                          weights_except=args.weights_except, keep_presets=args.keep_presets)
+                          weights_except=args.weights_except, keep_presets=args.keep_presets,
+                          histories_only=args.histories_only)
     mine = sum(e["preset"] == args.preset for e in manifest["artifacts"].values())
     kept = len(manifest["artifacts"]) - mine
     print(f"packed {mine} {args.preset} artifacts" + (f" (and kept {kept} of {' '.join(args.keep_presets)})"
@@ -98,6 +99,9 @@ def add_study_commands(sub) -> None:
     p.add_argument("--keep-presets", nargs="+", default=[], metavar="PRESET",
                    help="keep the current pack's entries that these presets still key to the same key (e.g. "
                         "lab_classic), byte for byte; every other entry is replaced")
+    p.add_argument("--histories-only", action="store_true",
+                   help="pack the cache's tokenizers and DiTs as configs and training histories, without weights, "
+                        "and keep every entry --keep-presets carries over as it is (a stage still training)")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("doctor", help="versions, devices, presets, cached artifacts, official weights, offline mode")

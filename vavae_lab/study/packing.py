@@ -138,7 +138,7 @@ def weights_filter(weights_except: Sequence[str], preset: str | None = None):
 
 def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = None, dit_dtype: str = "float16",
                stages=TRAINED + RESULTS, weights_except: Sequence[str] = (),
-               keep_presets: Sequence[str] = ()) -> dict:
+               keep_presets: Sequence[str] = (), histories_only: bool = False) -> dict:
     """Pack every finished tokenizer, DiT and result of `preset` in the study cache root `cache` into `root`.
 
     Replaces the pack (regenerated, never patched). Runs of other presets, and runs whose config no longer
@@ -151,6 +151,8 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     recorded overrides) still keys to the same key (`kept_entries`), byte for byte, except that a kept run with
     one of the `weights_except` overrides loses its weights file (its config, history and results stay): how a
     study that no notebook samples any more shrinks to its numbers and curves.
+    `histories_only` packs the cache's tokenizers and DiTs without weights and never replaces a kept entry with
+    them: how a stage still training persists its finished results and curves within the budget.
     """
     keep = weights_filter(weights_except, preset)
     root = root or pack_dir()
@@ -178,7 +180,9 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 config = from_dict(yaml_config(run))
                 if config.name != preset or stage_key(config, stage) != run.name:
                     continue
-                weights = keep(config)
+                if histories_only and f"{stage}/{run.name}" in entries:
+                    continue  # a kept entry (perhaps with weights) stays as it is
+                weights = keep(config) and not histories_only
                 files, config, wall = _add_weights(stage, run.name, run, staging, dtype, weights)
                 dtype_name = (dit_dtype if stage == "dit" else "float32") if weights else None
                 _put(entries, f"{stage}/{run.name}", _entry(stage, run.name, config, files, command, wall, prov,

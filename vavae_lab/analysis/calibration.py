@@ -74,3 +74,10 @@ def settings_sweep(sources: dict, *, n: int, perplexities: Sequence[float], band
                             f"{k}_change": float((np.mean(vb) - np.mean(va)) / spread)})
             rows.append(row)
     return rows
+
+
+# settings_sweep's rows as table columns (study.show_table): per metric a, b, b - a and b - a in run ranges
+SWEEP_COLUMNS = [("perplexity", "perplexity", ""), ("bandwidth", "bandwidth", ""),
+                 *[c for k, m in METRICS.items() for c in ((f"{k}_a", f"{m.label} a", m.fmt), (f"{k}_b", "b", m.fmt),
+                                                           (f"{k}_diff", "b - a", "+" + m.fmt),
+                                                           (f"{k}_change", "in run ranges", "+.1f"))]]

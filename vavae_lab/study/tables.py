@@ -84,8 +84,9 @@ def table6(study: Study, *, workers: int = 1) -> list[dict]:
     for name in study.ladder.uniformity:
         u = study.uniformity(name, workers=workers)
         paper = V.TABLE6_PAPER.get(name[len(study.ladder.top):], {})
+        per_run = per_run_recon(study, name) if study.ladder.tokenizer_seeds else {}  # each run's own bound
         row = {"name": name, "tokenizer": study.label(name), **seeded_gfid(study, name),
-               **bound(study, name), **{k: u[k]["mean"] for k in METRICS},
+               **bound(study, name), **per_run, **{k: u[k]["mean"] for k in METRICS},
                **{f"{k}_std": u[k]["std"] for k in METRICS}, "n": u["n"], "runs": u["runs"],
                **{f"paper_{k}": paper.get(k) for k in METRICS}}
         if study.ladder.tokenizer_seeds:

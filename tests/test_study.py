@@ -512,3 +512,21 @@ def test_a_steps_other_readings_run_from_before_to_after():
     row = T.step_claim("no guidance -> CFG 3", before, after, yard)
     assert row["verdict"] == "higher gFID" and row["readings"] == "class acc. DISAGREES (0.6 -> 0.9)"
     assert T.step_claim("back", after, before, yard)["readings"] == "class acc. DISAGREES (0.9 -> 0.6)"
+
+
+def test_lab_table6_holds_each_seed_run_to_its_own_tokenizers_rfid():
+    """Toy Table 6 on the f8 ladder: runs on tokenizer seed 1 are held to that tokenizer's rFID, not seed 0's (a
+    d16 whose seed-1 DiTs beat seed 0's rFID but not their own must not be flagged "below rFID")."""
+    from vavae_lab.analysis.uniformity import METRICS
+
+    study = Study("lab", progress=False)
+    fids = {"": 3.6, "seed=1": 1.5}  # a run's gFID by its tokenizer seed
+    rfids = {(): 3.2, ("seed=1",): 1.0}
+    study.generation = lambda name, *extra, n=None: {"fid": fids["seed=1" if "seed=1" in extra else ""], "n": 10}
+    study.recon = lambda name, *extra: {"psnr": 20.0, "ssim": 0.5, "rfid": rfids[tuple(extra)],
+                                        "recon_class_acc": 1.0}
+    study.uniformity = lambda name, *extra, **kw: {**{k: {"mean": 0.2, "std": 0.01} for k in METRICS},
+                                                   "n": 10000, "runs": 3}
+    rows = T.table6(study)
+    assert [r["rfid_runs"] for r in rows] == [[3.2, 3.2, 1.0, 1.0]] * 2
+    assert [r["bound"] for r in rows] == ["no", "no"]  # 1.5 is below 3.2 but not below its own tokenizer's 1.0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from vavae_lab.analysis.uniformity import METRICS
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +26,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # The explorer's control and read-outs the test drives (see uniformity_explorer in vavae_lab/analysis/widgets.py).
 SLIDER_LABEL = "bandwidth"
-METRICS_PATTERN = re.compile(r"density\s+\S+\s+·\s+Gini")
+# the read-out's first two metrics as plots.format_metrics writes them ("density CV 0.263 · Gini 0.145 · ...")
+_SHORT = [m.short for m in METRICS.values()]
+METRICS_PATTERN = re.compile(re.escape(_SHORT[0]) + r"\s+\S+\s+·\s+" + re.escape(_SHORT[1]))
 RUN_TIMEOUT_S = float(os.environ.get("VAVAE_LAB_BROWSER_TIMEOUT", "150"))
 # JupyterLab user settings: no news or update checks (the network is closed), every cell kept in the DOM
 # (the test reads all prompts), no autosave.

@@ -320,3 +320,46 @@ def test_the_f8_curves_are_one_per_tokenizer_x_dit_seed_run_each_held_to_its_own
     assert {e for _, e in calls} == set(map(tuple, study.seed_runs())) and len(calls) == 12
     assert speed["seeds"] == ["t0d0", "t0d1", "t1d0", "t1d1"] and len(set(speed["speedup_seeds"])) == 1
     assert "run t0d0: 1.00x-2.00x" in speed["verdict"]  # VF crosses between the last two snapshots in every run
+
+
+def test_the_plan_reads_the_keys_the_study_writes_and_trains_nothing(study, monkeypatch, capsys):
+    """`reproduce --plan`: a call whose results the study wrote needs nothing; a new DiT seed on a trained tokenizer
+    trains only its DiT; an untrained rung both; a convergence curve of a DiT kept without snapshots trains it again
+    up to its last snapshot. Planning trains and samples nothing."""
+    import vavae_lab.train.dit as train_module
+    from vavae_lab.study.plan import plan
+
+    monkeypatch.setenv("VAVAE_LAB_RETRAIN", "1")  # the pack out of the way: only this cache counts
+    study.generation("d4")
+    study.recon("d4")
+    study.generation("d4", *study.seeded(3))  # a DiT kept without snapshots, as the pack restores one
+    keys = study.result_keys("convergence", "d4", *study.seeded(3))
+    assert len(keys) == len(study.curve_steps) and keys[-1] == study.result_keys("generation", "d4",
+                                                                                   *study.seeded(3))[0]
+    monkeypatch.setattr(train_module, "train_dit", _boom)
+    monkeypatch.setattr(pipeline, "evaluate_dit", _boom)
+    p = plan("smoke", TINY, seeds=(0, 3), tables=["dilemma", "convergence"])
+    calls = {c["call"]: c for c in p["calls"]}
+    assert calls["generation d4"]["missing"] == 0 and calls["recon d4"]["missing"] == 0
+    seeded = calls["generation d4 [dit.seed=3 sample.seed=3]"]
+    assert seeded["missing"] == 0
+    guided = calls["generation d4 [sample.cfg_scale=3.0 dit.seed=3 sample.seed=3]"]
+    assert guided["missing"] == 1 and guided["train"] == []  # another sampler on a trained DiT: sampling only
+    tok = study.tokenizer_key(study.config("d4"))
+    assert not any(t == f"tokenizer {tok}" for c in p["calls"] for t in c["train"])
+    assert [t.split()[0] for t in calls["generation d16"]["train"]] == ["tokenizer", "dit"]
+    dit = study.dit_key(study.config("d4", *study.seeded(3)))
+    curve = calls["convergence d4 [dit.seed=3 sample.seed=3]"]
+    assert curve["missing"] == len(keys) - 1  # every point but the finished DiT's
+    assert curve["train"] == [f"dit {dit} again to step {study.curve_steps[-2]} (snapshots)"]
+    assert p["missing"] == sum(c["missing"] for c in p["calls"]) and p["minutes"] > 0
+    assert main(["reproduce", "--preset", "smoke", *TINY, "--plan", "--tables", "dilemma"]) == 0
+    out = capsys.readouterr().out
+    assert "generation d16: 1 of 1 to compute; trains tokenizer" in out and "to train, roughly" in out
+    assert "generation d4:" not in out  # found: not listed
+
+
+def test_reproduce_without_out_or_plan_says_which_flag_is_missing(capsys):
+    assert main(["reproduce", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out FOLDER" in err and "--plan" in err

@@ -10,8 +10,16 @@ from .common import _add_config_args, _config
 
 
 def _reproduce(args) -> None:
+    from ..errors import ConfigError
     from ..study import reproduce
 
+    if args.plan:
+        from ..study.plan import format_plan, plan
+
+        print(format_plan(plan(args.preset, args.overrides, seeds=args.seeds, tables=args.tables)))
+        return
+    if args.out is None:
+        raise ConfigError("reproduce needs --out FOLDER for its report (or --plan to list what it would do)")
     path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
                      progress=not args.quiet, tables=args.tables)
     if args.preset == "smoke":
@@ -73,14 +81,18 @@ def add_study_commands(sub) -> None:
     p.add_argument("--preset", default="lab",
                    help="default lab. smoke (minutes; plumbing only, its numbers mean nothing), lab (the notebooks' "
                         "numbers; docs/costs.md says how long), lab_classic (the first toy study) or lab_long (a GPU)")
-    p.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
+    p.add_argument("--out", default=None, help="folder for report.md, report.json and the figures (required "
+                                                "unless --plan)")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: list what the run would still compute and train (the cache and the pack "
+                        "hold the rest), with a rough 2-core time")
     p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="DiT seeds of every gFID in the tokenizer tables (default 0 1); on the f8 ladder they also "
                         "seed the tokenizers, one run per (tokenizer seed, DiT seed) pair")
     p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
-                   help="only these tables, in this order (dilemma table2 claims table5 table4 table6 proxies table1 "
-                        "sampling convergence scaling)")
+                   help="only these tables, in this order (dilemma table2 claims table5 table4 vf_dose table6 proxies "
+                        "table1 sampling convergence scaling repa repa_curves repa_depth repa_probe)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides applied to every run")

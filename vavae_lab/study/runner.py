@@ -11,7 +11,7 @@ from .. import pipeline
 from ..analysis.repa_probe import FIT
 from ..build import downsampling
 from ..config import Config, load_config
-from ..convergence import convergence, log_steps
+from ..convergence import convergence, curve_steps, log_steps
 from ..errors import ConfigError
 from ..keys import cached_result, save_result, stage_dir, stage_key
 from ..presets import SMOKE_STUDY
@@ -246,7 +246,7 @@ class Study:
         from ..latents.features import FeatureCache
 
         config = self.config(name, *extra)
-        settings = {"held_out": self.alignment_fit["held_out"], "weights": "none"}
+        settings = self._alignment_settings("none")
         path, cached = cached_result(config, "alignment", settings=settings)
         if cached is not None:
             return cached
@@ -263,7 +263,7 @@ class Study:
         from ..latents.features import FeatureCache
 
         config = self.config(name, *extra)
-        settings = {**self.alignment_fit, "weights": "trained" if trained else "init"}
+        settings = self._alignment_settings("trained" if trained else "init")
         path, cached = cached_result(config, "alignment", settings=settings)
         if cached is not None:
             return cached
@@ -279,6 +279,35 @@ class Study:
                               projector_dim=r.projector_dim, seed=config.seed, fit=self.alignment_fit)
         out["seconds"] = time.perf_counter() - start  # the pack's record of what it cost
         return save_result(config, "alignment", path, out, settings=settings)
+
+    def _alignment_settings(self, weights: str) -> dict:
+        """The REPA probe's cache settings: its fit and the DiT weights read ("trained", "init"; "none": the floor,
+        which only needs the held-out split)."""
+        if weights == "none":
+            return {"held_out": self.alignment_fit["held_out"], "weights": "none"}
+        return {**self.alignment_fit, "weights": weights}
+
+    def result_keys(self, method: str, name: str, *extra: str) -> list[tuple[str, str]]:
+        """(stage, key) of every cached result the call `method(name, *extra)` reads, or computes on a miss."""
+        config = self.config(name, *extra)
+        n = config.sample.num_samples
+        if method == "generation":
+            return [("generation", stage_key(config, "generation", n=n))]
+        if method == "convergence":
+            config = self.config(name, *self.snapshotted(), *extra)
+            last = config.dit.train.steps
+            return [("generation", stage_key(config, "generation", n=n, step=None if s == last else s))
+                    for s in curve_steps(config)]
+        if method == "recon":
+            return [("reconstruction", stage_key(config, "reconstruction", n=n))]
+        if method == "uniformity":
+            return [("uniformity", stage_key(config, "uniformity", n=self.uniformity_n, runs=self.uniformity_runs))]
+        if method == "probe":
+            return [("probe", stage_key(config, "probe"))]
+        weights = {"alignment": "trained", "alignment_at_init": "init", "alignment_floor": "none"}.get(method)
+        if weights is None:
+            raise ConfigError(f"no cached result for study method {method!r}")
+        return [("alignment", stage_key(config, "alignment", settings=self._alignment_settings(weights)))]
 
     def dit_history(self, name: str, *extra: str) -> dict:
         """The DiT's training history (loss and loss per t-bin over steps) without loading its weights."""

@@ -210,3 +210,23 @@ def test_the_toy_fid_network_is_the_same_whatever_thread_count_trains_it(tmp_pat
         finally:
             torch.set_num_threads(before)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_readings_run_in_the_order_the_claim_names_its_rows():
+    """Notebook 01's (a) rows read "f8d4 -> f8d16" while rFID's claim holds the larger d as `low`: the class accuracy
+    and KID beside it must still run d4 -> d16; an ablation's "better than no VF" runs no VF -> the ablation."""
+    from vavae_lab.study.claims import ablation_claims, dilemma_claims
+
+    def row(name, d, rfid, gfid):
+        return {"name": name, "rfid_seeds": [rfid, rfid + 0.1], "rfid_spread": 0.1, "recon_class_acc": 0.9 + d / 1000,
+                "recon_class_acc_n": 2000, "gfid_seeds": [gfid, gfid + 0.1], "gfid_spread": 0.1,
+                "class_acc": 0.6 - d / 1000, "class_acc_n": 2000}
+
+    a_head = dilemma_claims([row("d4", 4, 3.0, 1.0), row("d8", 8, 2.0, 2.0), row("d16", 16, 1.0, 3.0)])[0]
+    assert a_head["claim"].startswith("(a)") and "d4 -> d16" in a_head["claim"]
+    assert "(0.904 -> 0.916)" in a_head["readings"]
+    b_head = dilemma_claims([row("d4", 4, 3.0, 1.0), row("d8", 8, 2.0, 2.0), row("d16", 16, 1.0, 3.0)])[3]
+    assert b_head["claim"].startswith("(b)") and "(0.596 -> 0.584)" in b_head["readings"]
+    worse, better = ablation_claims([row("none", 0, 1.0, 5.0), row("full", 1, 1.0, 1.0), row("abl", 2, 1.0, 3.0)])
+    assert "(full -> abl)" in worse["claim"] and "(0.599 -> 0.598)" in worse["readings"]
+    assert "(none -> abl)" in better["claim"] and "(0.6 -> 0.598)" in better["readings"]

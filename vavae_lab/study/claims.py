@@ -25,11 +25,12 @@ def below_bound(row: dict, key: str = "gfid") -> str:
 OTHER_WAY = "the other way in every seed, within the seed spread"  # the sign holds, opposite to the claim
 
 
-def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
+def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = False) -> dict:
     """Does `high` have the larger `key` (gFID) than `low` in every DiT seed, each time by more than the seed spread?
 
     The study's rule for a difference: its sign holds in every seed and it exceeds the larger of the two
     rows' seed spreads. Returns a table row: the claim, the difference per seed, the spread and the verdict.
+    The other readings run low -> high, or high -> low with `flip`: the order in which `text` names the rows.
     """
     diffs = [h - l for l, h in zip(low[f"{key}_seeds"], high[f"{key}_seeds"])]
     spread = max(low[f"{key}_spread"], high[f"{key}_spread"])
@@ -44,7 +45,7 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid") -> dict:
     else:
         verdict = "not shown (the sign changes between seeds)"
     return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
-            "readings": other_readings(low, high, key)}
+            "readings": other_readings(low, high, key, flip=flip)}
 
 
 # the readings beside each FID (class accuracy: higher is better; KID: lower is better), by the FID's key
@@ -60,12 +61,12 @@ def _noise(row: dict, field: str) -> float | None:
     return math.sqrt(p * (1 - p) / n) if n else None
 
 
-def other_readings(low: dict, high: dict, key: str = "gfid") -> str:
+def other_readings(low: dict, high: dict, key: str = "gfid", *, flip: bool = False) -> str:
     """Do class accuracy and KID point the same way as the FID difference `high` - `low` (means, no seed rule)?
 
     The claim says `high` is worse by FID; a reading agrees when it also calls `high` worse, and is level when
     the two differ by less than two of their standard errors combined. Said for each reading the rows hold, so a
-    table shows where FID and the others disagree instead of picking one."""
+    table shows where FID and the others disagree instead of picking one; values low -> high (`flip`: high -> low)."""
     acc, kid = READINGS.get(key, (None, None))
     fid_worse = sum(high[f"{key}_seeds"]) > sum(low[f"{key}_seeds"])
     said = []
@@ -78,7 +79,8 @@ def other_readings(low: dict, high: dict, key: str = "gfid") -> str:
             verdict = "level"
         else:
             verdict = "agrees" if (sign * diff > 0) == fid_worse else "DISAGREES"
-        said.append(f"{name} {verdict} ({low[field]:.3g} -> {high[field]:.3g})")
+        first, then = (high, low) if flip else (low, high)
+        said.append(f"{name} {verdict} ({first[field]:.3g} -> {then[field]:.3g})")
     return "; ".join(said) if said else "-"
 
 
@@ -96,7 +98,8 @@ def dilemma_claims(rows: Sequence[dict], over: str = "DiT seeds") -> list[dict]:
     steps = [(lo, hi), (lo, mid), (mid, hi)]  # the whole ladder first, then each step
     tags = [f"{_tag(a)} -> {_tag(b)}" for a, b in steps]
     heads = [f"(a) rFID improves with d: {tags[0]} (tokenizer seeds)", f"(b) gFID worsens with d: {tags[0]} ({over})"]
-    a_side = [claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid") for i, ((a, b), t) in enumerate(zip(steps, tags))]
+    a_side = [claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid", flip=True)
+              for i, ((a, b), t) in enumerate(zip(steps, tags))]
     b_side = [claim(heads[1] if i == 0 else f"    {t}", a, b) for i, ((a, b), t) in enumerate(zip(steps, tags))]
     return [trend(a_side[0], a_side[1:], tags[1:]), *a_side[1:], trend(b_side[0], b_side[1:], tags[1:]), *b_side[1:]]
 
@@ -146,8 +149,8 @@ def ablation_claims(rows: Sequence[dict]) -> list[dict]:
     out = []
     for row in rows[2:]:
         label = row.get("tokenizer", row["name"])
-        out.append(claim(f"{label}: worse than {_tag(full)}", full, row))
-        out.append(claim(f"    better than {_tag(base)} (no VF)", row, base))
+        out.append(claim(f"{label}: worse than the full loss ({_tag(full)} -> {label})", full, row))
+        out.append(claim(f"    better than no VF ({_tag(base)} -> {label})", row, base, flip=True))
     return out
 
 
@@ -167,7 +170,7 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
 
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
                  ("spread", "seed spread", ".1f"), ("verdict", "verdict", ""),
-                 ("readings", "class acc. and KID (low -> high row)", "")]
+                 ("readings", "class acc. and KID, in the claim's order (A -> B)", "")]
 
 
 def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:

@@ -209,7 +209,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     path = write_report(results, tmp_path, minutes=1.5)
     text = path.read_text()
     assert "| generation d32_vf | 75.0 |" in text and "1 jobs, 1.2 min of job time" in text
-    assert "| 100.0 | 90.0 / 110.0 | 20.0 |" in text  # mean, each DiT seed, spread
+    assert "| 100.00 | 90.00 / 110.00 | 20.00 |" in text  # mean, each DiT seed, spread
     assert "the mean over DiT seeds [0, 1] (same tokenizer), with each run" in text
     crossed = write_report({**results, "tokenizer_seeds": True}, tmp_path / "crossed", minutes=1.5).read_text()
     assert "the mean over tokenizer seeds [0, 1] x DiT seeds [0, 1] (each seed run trains its own" in crossed
@@ -219,11 +219,11 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "| f4d32 + VF (weight 0.5) | 0.5 |" in text and "| 0.25 / - |" in text
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
-    assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.0 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
+    assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.00 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
     assert "### Verdicts" in text and "| step 1: x | 20.00 | 10.00 | -50% | - | 10% | lower gFID |" in text
-    assert "| REPA helps | +4.0 / +2.0 | 1.0 | shown |" in text  # the 2 x 2's verdicts in the claims' columns
+    assert "| REPA helps | +4.00 / +2.00 | 1.00 | shown |" in text  # the 2 x 2's verdicts in the claims' columns
     assert (tmp_path / "repa_curves.png").stat().st_size > 1000
 
 
@@ -530,3 +530,23 @@ def test_lab_table6_holds_each_seed_run_to_its_own_tokenizers_rfid():
     rows = T.table6(study)
     assert [r["rfid_runs"] for r in rows] == [[3.2, 3.2, 1.0, 1.0]] * 2
     assert [r["bound"] for r in rows] == ["no", "no"]  # 1.5 is below 3.2 but not below its own tokenizer's 1.0
+
+
+def test_the_dilemma_also_asks_with_guidance_and_by_class_accuracy_under_the_same_rule():
+    """With guided gFIDs and per-run class accuracy in the rows, notebook 01's table adds the CFG question and the
+    class-accuracy reading (in points, falling with d is the paper's direction), each judged as a trend."""
+    def row(name, gfid, cfg, acc):
+        return {"name": name, "rfid_seeds": [1.0, 1.1], "rfid_spread": 0.1, "gfid_seeds": gfid,
+                "gfid_spread": max(gfid) - min(gfid), "gfid_cfg_seeds": cfg, "gfid_cfg_spread": max(cfg) - min(cfg),
+                "class_acc_seeds": acc, "class_acc_spread": max(acc) - min(acc)}
+
+    rows = [row("d4", [2.0, 2.1], [4.4, 4.4], [0.70, 0.71]), row("d8", [2.2, 2.3], [3.0, 3.1], [0.68, 0.69]),
+            row("d16", [2.6, 2.7], [3.5, 3.5], [0.60, 0.61])]
+    out = T.dilemma_claims(rows)
+    assert len(out) == 8 and out[6]["claim"].strip().startswith("with CFG 3: d4 -> d16")
+    assert out[6]["verdict"].startswith("reversed")  # guided d16 beats d4 in both runs, beyond the spread
+    acc = out[7]
+    assert acc["claim"].strip() == "class accuracy falls with d, in points: d4 -> d16"
+    assert acc["diff_seeds"] == pytest.approx([10.0, 10.0]) and acc["verdict"] == "shown"  # both steps fall
+    rows[1]["class_acc_seeds"] = [0.72, 0.73]  # d4 -> d8 rises: no trend, whatever the end points say
+    assert T.dilemma_claims(rows)[7]["verdict"].startswith("not shown as a trend: d4 -> d8")

@@ -29,14 +29,15 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     'd<d>'; an arrow goes from the no-VF to the VF point of each d that has both. A row with gfid_seeds (one
     gFID per seed run; gfid is then their mean) also gets each run as a hollow marker, at the run's own
     reconstruction number where the row has one per run (`<recon_key>_runs`, e.g. its tokenizer seed's rFID; the
-    filled marker then sits at their mean), else at the row's, joined to the mean.
+    filled marker then sits at their mean), else at the row's, joined to the mean, and tagged with `run_labels`
+    (e.g. "t0d1") where the row has them.
     """
     if recon_key not in _RECON_KEYS:
         raise ConfigError(f"recon_key={recon_key!r} is not one of {sorted(_RECON_KEYS)}")
     if not rows:
         raise DataError("plot_frontier needs at least one row: dict(name=..., d=..., vf=..., recon=..., gfid=...)")
     points: dict[bool, dict[int, tuple[float, float]]] = {False: {}, True: {}}
-    seeds: dict[bool, dict[int, list[tuple[float, float]]]] = {False: {}, True: {}}  # (recon, gFID) per run
+    seeds: dict[bool, dict[int, list[tuple[float, float, str]]]] = {False: {}, True: {}}  # (recon, gFID, tag)
     for row in rows:
         missing = [k for k in ("d", "vf", "gfid") if k not in row]
         if missing:
@@ -47,7 +48,9 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
         points[bool(row["vf"])][int(row["d"])] = (x, float(row["gfid"]))
         if row.get("gfid_seeds"):
             xs = runs or [x] * len(row["gfid_seeds"])
-            seeds[bool(row["vf"])][int(row["d"])] = [(float(x), float(g)) for x, g in zip(xs, row["gfid_seeds"])]
+            tags = row.get("run_labels") or [""] * len(row["gfid_seeds"])
+            seeds[bool(row["vf"])][int(row["d"])] = [(float(x), float(g), t)
+                                                     for x, g, t in zip(xs, row["gfid_seeds"], tags)]
     fig = Figure(figsize=(5.2, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {False: ("no VF loss", "tab:red", "o"), True: ("VF loss", "tab:blue", "s")}
@@ -59,11 +62,16 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
         xs, ys = [by_d[d][0] for d in ds], [by_d[d][1] for d in ds]
         ax.plot(xs, ys, marker=marker, color=color, label=label, linewidth=1.2)
         for d, x, y in zip(ds, xs, ys):
-            ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
-            for rx, ry in seeds[vf].get(d, []):  # each run, joined to the mean
+            ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(-7, 7), ha="right", fontsize=9,
+                        color=color, fontweight="bold", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none",
+                                                                  alpha=0.8))
+            for rx, ry, tag in seeds[vf].get(d, []):  # each run, joined to the mean
                 ax.plot([rx], [ry], linestyle="", marker=marker, markerfacecolor="none", color=color, markersize=5,
                         alpha=0.8)
                 ax.plot([x, rx], [y, ry], color=color, alpha=0.4, linewidth=1)
+                if tag:
+                    ax.annotate(f"d{d} {tag}", (rx, ry), textcoords="offset points", xytext=(4, -3), fontsize=6.5,
+                                color=color, alpha=0.9)
     if any(seeds.values()):
         ax.plot([], [], linestyle="", marker="o", markerfacecolor="none", color="0.4",
                 label="each seed run (filled: mean)")

@@ -101,7 +101,21 @@ def dilemma_claims(rows: Sequence[dict], over: str = "DiT seeds") -> list[dict]:
     a_side = [claim(heads[0] if i == 0 else f"    {t}", b, a, "rfid", flip=True)
               for i, ((a, b), t) in enumerate(zip(steps, tags))]
     b_side = [claim(heads[1] if i == 0 else f"    {t}", a, b) for i, ((a, b), t) in enumerate(zip(steps, tags))]
-    return [trend(a_side[0], a_side[1:], tags[1:]), *a_side[1:], trend(b_side[0], b_side[1:], tags[1:]), *b_side[1:]]
+    out = [trend(a_side[0], a_side[1:], tags[1:]), *a_side[1:], trend(b_side[0], b_side[1:], tags[1:]), *b_side[1:]]
+    if all("gfid_cfg_seeds" in r for r in rows):  # the same question with guidance (end points, judged as a trend)
+        cfg = [claim(f"    with CFG 3: {tags[0]}" if i == 0 else "", a, b, "gfid_cfg") for i, (a, b) in enumerate(steps)]
+        out.append(trend(cfg[0], cfg[1:], tags[1:]))
+    for key, guide in (("class_acc", ""), ("class_acc_cfg", ", CFG 3")):  # the other reading, by the same rule
+        if all(f"{key}_seeds" in r for r in rows):
+            acc = [claim(f"    class accuracy falls with d{guide}, in points: {tags[0]}" if i == 0 else "",
+                         _points(b, key), _points(a, key), "points") for i, (a, b) in enumerate(steps)]
+            out.append(trend(acc[0], acc[1:], tags[1:]))
+    return out
+
+
+def _points(row: dict, key: str) -> dict:
+    """A row's class accuracy per seed run in percentage points, as a row `claim` can compare ("points")."""
+    return {"points_seeds": [100 * v for v in row[f"{key}_seeds"]], "points_spread": 100 * row[f"{key}_spread"]}
 
 
 def trend(head: dict, steps: Sequence[dict], tags: Sequence[str]) -> dict:
@@ -168,8 +182,8 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.1f"),
-                 ("spread", "seed spread", ".1f"), ("verdict", "verdict", ""),
+CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.2f"),
+                 ("spread", "seed spread", ".2f"), ("verdict", "verdict", ""),
                  ("readings", "class acc. and KID, in the claim's order (A -> B)", "")]
 
 

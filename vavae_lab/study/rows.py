@@ -35,8 +35,9 @@ def seeded_gfid(study: Study, name: str, key: str = "gfid", *extra: str, runs=No
         values = [r.get(reading) for r in results]
         if None not in values:
             out[key.replace("gfid", reading)] = sum(values) / len(values)
-            if reading == "class_acc":
+            if reading == "class_acc":  # each run's, and their spread (a reading the seed rule can judge)
                 out[key.replace("gfid", reading) + "_seeds"] = values
+                out[key.replace("gfid", reading) + "_spread"] = max(values) - min(values)
     out[key.replace("gfid", "class_acc") + "_n"] = sum(r.get("n", 0) for r in results)  # samples classified
     return out
 

@@ -295,7 +295,7 @@ def test_the_gap_shrinks_only_if_it_shrinks_at_every_size_step():
     # the review's case: +41 / +51 / +26, shrinking between the end points but growing at the first step
     bumpy = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [51.0, 51.0], "toy-M/1": [26.0, 27.0]}),
                            "d4", "d32")
-    assert bumpy["claim"]["verdict"].startswith("not shown as a trend: toy-XS/1 -> toy-S/1 (seed 0, 1)")
+    assert bumpy["claim"]["verdict"].startswith("not shown as a trend: toy-XS/1 -> toy-S/1 (runs 0, 1)")
     steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}),
                             "d4", "d32")
     assert steady["claim"]["verdict"] == "shown"

@@ -241,7 +241,7 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
             (("d4", (40.0, 42.0), (10.0, 11.0)), ("d16", (20.0, 21.0), (20.0, 22.0)), ("d32", (21.0, 20.5), (30.0, 31.0)))]
     verdicts = [c["verdict"] for c in T.dilemma_claims(rows)]
     # rFID d4 -> d32 is shown between the end points, but d16 -> d32 flips in seed 0: no trend
-    assert verdicts[0] == "not shown as a trend: d16 -> d32 (seed 0) has the wrong sign (the end points alone: shown)"
+    assert verdicts[0] == "not shown as a trend: d16 -> d32 (run 0) has the wrong sign (the end points alone: shown)"
     assert verdicts[1:3] == ["shown", "not shown (the sign changes between seeds)"]
     assert verdicts[3:] == ["shown"] * 3
 
@@ -279,7 +279,7 @@ def test_the_dose_response_is_a_trend_only_if_every_weight_step_agrees():
     assert gen["verdict"] == "shown" and rec["verdict"] == "shown" and "w0.5 -> w0" in gen["claim"]
     bumpy = [*steady[:2], row(0.1, [7.5, 7.6], [1.2, 1.3]), steady[3]]  # 0.05 -> 0.1 goes the wrong way
     gen, rec = T.dose_claims(bumpy)
-    assert gen["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1 (seed 0, 1)")
+    assert gen["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1 (runs 0, 1)")
     assert rec["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1")
 
 

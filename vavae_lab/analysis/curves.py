@@ -62,7 +62,7 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
         xs, ys = [by_d[d][0] for d in ds], [by_d[d][1] for d in ds]
         ax.plot(xs, ys, marker=marker, color=color, label=label, linewidth=1.2)
         for d, x, y in zip(ds, xs, ys):
-            ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(-7, 7), ha="right", fontsize=9,
+            ax.annotate(f"d{d}", (x, y), textcoords="offset points", xytext=(6, -12), ha="left", fontsize=9,
                         color=color, fontweight="bold", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none",
                                                                   alpha=0.8))
             for rx, ry, tag in seeds[vf].get(d, []):  # each run, joined to the mean

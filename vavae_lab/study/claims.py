@@ -121,8 +121,11 @@ def _points(row: dict, key: str) -> dict:
 def trend(head: dict, steps: Sequence[dict], tags: Sequence[str]) -> dict:
     """The rule for a trend over three or more points: `head` (the claim between the end points) is shown only if
     every step between neighbours has the right sign in every seed; otherwise it says which step does not."""
-    wrong = [f"{t} (seed {', '.join(str(i) for i, d in enumerate(s['diff_seeds']) if d <= 0)})"
-             for s, t in zip(steps, tags) if any(d <= 0 for d in s["diff_seeds"])]
+    def runs(diffs):  # seed runs by their place in the row's per-run columns, counted from 0
+        bad = [str(i) for i, d in enumerate(diffs) if d <= 0]
+        return f"run{'s' if len(bad) > 1 else ''} {', '.join(bad)}"
+
+    wrong = [f"{t} ({runs(s['diff_seeds'])})" for s, t in zip(steps, tags) if any(d <= 0 for d in s["diff_seeds"])]
     if wrong and (head["verdict"] == "shown" or head["verdict"].startswith("same sign")):
         return {**head, "verdict": f"not shown as a trend: {'; '.join(wrong)} has the wrong sign (the end points "
                                    f"alone: {head['verdict']})"}

@@ -325,9 +325,12 @@ def test_the_pipeline_picture_names_each_stage_with_its_shape():
 
     fig = plot_pipeline(32, 8, 16)
     texts = [t.get_text() for t in fig.axes[0].texts if t.get_text()]  # the arrows are empty annotations
-    assert texts[::2] == ["image x", "encoder E", "latent z", "normalise", "DiT", "decoder D"]
+    names = [t.get_text() for t in fig.axes[0].texts if t.get_fontweight() == "bold" and t.get_fontsize() == 10]
+    assert names == ["image x", "encoder E", "latent z", "normalise", "DiT learns",
+                     "noise + class y", "DiT samples", "de-normalise", "decoder D", "image"]
     assert "16 x 4 x 4\n256 numbers\n(12x fewer)" in texts and "3 x 32 x 32\n3,072 numbers" in texts
-    assert "f8d16, 32 px" in fig._suptitle.get_text()
+    assert "training" in texts and "sampling" in texts  # the two rows, each labelled
+    assert "f8d16, 32 px" in fig._suptitle.get_text() and "de-normalised" in fig._suptitle.get_text()
 
 
 def test_latent_channels_draws_each_channel_beside_the_image():

@@ -1,0 +1,1 @@
+"""The training loops: the tokenizer and the DiT, one process or many (torchrun), resumable from checkpoints."""

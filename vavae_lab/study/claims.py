@@ -22,7 +22,14 @@ def below_bound(row: dict, key: str = "gfid") -> str:
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-OTHER_WAY = "the other way in every seed, within the seed spread"  # the sign holds, opposite to the claim
+OTHER_WAY = "the other way in every seed"  # the sign holds, opposite to the claim (a verdict's start)
+SAME_SIGN = "same sign in every seed"  # the claim's sign holds, not beyond the spread in every seed (a verdict's start)
+
+
+def _beyond(diffs: Sequence[float], spread: float) -> str:
+    """How many of the differences exceed the spread: "within the seed spread" when none, else "k of n"."""
+    k = sum(abs(d) > spread for d in diffs)
+    return "within the seed spread" if k == 0 else f"beyond the seed spread in {k} of {len(diffs)}"
 
 
 def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = False) -> dict:
@@ -37,11 +44,11 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = F
     if all(d > spread for d in diffs):
         verdict = "shown"
     elif all(d > 0 for d in diffs):
-        verdict = "same sign in every seed, within the seed spread"
+        verdict = f"{SAME_SIGN}, {_beyond(diffs, spread)}"
     elif all(d < -spread for d in diffs):
         verdict = "reversed"
     elif all(d < 0 for d in diffs):
-        verdict = OTHER_WAY
+        verdict = f"{OTHER_WAY}, {_beyond(diffs, spread)}"
     else:
         verdict = "not shown (the sign changes between seeds)"
     return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
@@ -219,9 +226,9 @@ def step_claim(text: str, before: dict, after: dict, yardstick: dict) -> dict:
     if len(before.get("gfid_seeds") or ()) < 2 or len(after.get("gfid_seeds") or ()) < 2:
         return single_seed_claim(text, before["gfid"], after["gfid"], yardstick)
     seeded = claim(text, after, before)  # "shown": after is lower in every run, beyond the spread
-    within = "unresolved (same sign in every run, within the seed spread)"  # either way: the change says which
-    verdict = {"shown": "lower gFID", "reversed": "higher gFID",
-               "same sign in every seed, within the seed spread": within, OTHER_WAY: within}.get(seeded["verdict"])
+    verdict = {"shown": "lower gFID", "reversed": "higher gFID"}.get(seeded["verdict"])
+    if seeded["verdict"].startswith((SAME_SIGN, OTHER_WAY)):  # either way: the change says which
+        verdict = f"unresolved (same sign in every run, {seeded['verdict'].split(', ', 1)[1]})"
     return {"claim": text, "before": before["gfid"], "after": after["gfid"],
             "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"],
             "diff_seeds": [-d for d in seeded["diff_seeds"]],

@@ -46,7 +46,8 @@ def plot_class_grid(samples, sample_labels, real, real_labels, class_names: Sequ
                 continue
             is_real = j < per_class
             i = reals[j] if is_real else fakes[j - per_class - 1]
-            ax.imshow(real_hwc[i] if is_real else samples_hwc[i])
+            # nearest: each pixel a block, as image_grid draws it (smoothed, notebook 01's grids were ~2.6x larger)
+            ax.imshow(real_hwc[i] if is_real else samples_hwc[i], interpolation="nearest")
             if not is_real and predicted is not None:
                 colour = "tab:green" if int(predicted[i]) == k else "tab:red"
                 for spine in ax.spines.values():

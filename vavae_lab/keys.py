@@ -121,10 +121,15 @@ def stage_dir(config: Config, stage: str, root: str | Path | None = None) -> Pat
     return root / STAGES[stage].folder / stage_key(config, stage)
 
 
-def result_path(config: Config, stage: str, root: str | Path | None = None, **kw) -> Path:
-    """The JSON file of a cached generation, uniformity or probe result under `root` (default data/cache/study)."""
+def result_file(stage: str, key: str, root: str | Path | None = None) -> Path:
+    """Where the result JSON of `stage` with cache key `key` lives under `root` (default data/cache/study)."""
     root = Path(root) if root is not None else cache_dir("study")
-    path = root / STAGES[stage].folder / f"{stage_key(config, stage, **kw)}.json"
+    return root / STAGES[stage].folder / f"{key}.json"
+
+
+def result_path(config: Config, stage: str, root: str | Path | None = None, **kw) -> Path:
+    """The JSON file of a cached generation, uniformity or probe result under `root`, its folder made."""
+    path = result_file(stage, stage_key(config, stage, **kw), root)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

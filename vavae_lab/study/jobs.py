@@ -84,3 +84,10 @@ def jobs(study_overrides: Sequence[str] = (), family: str = "toy-XS", *, seeds: 
     seen: set = set()  # e.g. the CFG sweep's scale 3 is the guided column: run each call once
     out = [(o, [c for c in calls if not (c in seen or seen.add(c))]) for o, calls in out]
     return [job for job in out if job[1]]
+
+
+def study_jobs(study, tables: Sequence[str] | None = None) -> list:
+    """`jobs` for a `Study` (its DiT family and patch, seeds, base seed and ladder): what `reproduce` runs and
+    `reproduce --plan` lists."""
+    return jobs(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
+                ladder=study.ladder, patch=int(study.dit_size.rsplit("/", 1)[1]))

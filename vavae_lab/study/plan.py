@@ -8,12 +8,11 @@ from .. import pack
 from ..checkpoint import list_checkpoints, snapshot_path
 from ..convergence import curve_steps
 from ..estimate import estimate_minutes, format_minutes
-from ..keys import stage_dir
+from ..keys import result_file, stage_dir
 from ..paths import cache_dir
 from ..runs import WEIGHTS_FILE
-from ..stages import STAGES
 from . import variants as V
-from .jobs import jobs as jobs_for
+from .jobs import study_jobs
 from .runner import Study
 
 TRAINS_DIT = ("generation", "convergence", "alignment")  # the calls that need a trained DiT on a miss
@@ -21,7 +20,7 @@ TRAINS_DIT = ("generation", "convergence", "alignment")  # the calls that need a
 
 def _result_where(stage: str, key: str, root: Path, manifest: dict) -> str | None:
     """'cache' or 'pack' where a result JSON is found, else None."""
-    if (root / STAGES[stage].folder / f"{key}.json").exists():
+    if result_file(stage, key, root).exists():
         return "cache"
     return "pack" if f"{stage}/{key}" in manifest else None
 
@@ -49,8 +48,7 @@ def plan(preset: str = "lab", overrides: Sequence[str] = (), *, seeds: Sequence[
     compute, and the tokenizers and DiTs to train for them (each once, with its rough 2-core minutes from
     `estimate`; a run with checkpoints resumes from its last). Nothing is trained or restored."""
     study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
-    job_list = jobs_for(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
-                        ladder=study.ladder, patch=int(study.dit_size.rsplit("/", 1)[1]))
+    job_list = study_jobs(study, tables)
     manifest = {} if pack.retraining() else pack.read_manifest()["artifacts"]
     root = cache_dir("study")
     calls, runs = [], {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import tables as T
-from .jobs import jobs as jobs_for
+from .jobs import study_jobs
 from . import variants as V
 from .runner import Study
 
@@ -176,9 +176,7 @@ def reproduce(preset: str = "lab", out_dir: str | Path = "reproduce", overrides:
     """Run (or load from the cache) the toy study (or only `tables`) and write the report; returns report.md's path."""
     t0 = time.perf_counter()
     study = Study(preset, overrides, progress=False, seeds=seeds or V.SEEDS)
-    job_list = jobs_for(family=study.dit_family, seeds=study.seeds, base_seed=study.base.seed, tables=tables,
-                      ladder=study.ladder,
-                      patch=int(study.dit_size.rsplit("/", 1)[1]))
+    job_list = study_jobs(study, tables)
     timing = run_jobs(preset, overrides, job_list, jobs=jobs, device=device, progress=progress)
     results = collect(preset, overrides, seeds=study.seeds, workers=max(1, jobs), device=device, tables=tables)
     results["timing"] = {"jobs": timing, "jobs_total_seconds": round(sum(t["seconds"] for t in timing), 1),

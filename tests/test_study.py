@@ -461,6 +461,17 @@ def test_on_a_tokenizer_seed_ladder_every_seeded_tokenizer_is_scored_in_each_tok
     assert all(e == () for _, e in classic)  # one tokenizer per d there: its rFID is every run's bound
 
 
+def test_recon_by_seed_reads_each_tokenizer_in_each_of_its_seeds():
+    from types import SimpleNamespace
+    from vavae_lab.study.rows import recon_by_seed
+
+    fake = SimpleNamespace(seeds=(0, 1), label=str.upper, tokenizer_seeded=lambda s: (f"seed={s}",) if s else (),
+                           recon=lambda n, *extra: {"rfid": len(n) + len(extra), "extra": extra})
+    rows = recon_by_seed(fake, ["d8", "d16"])
+    assert [(r["tokenizer"], r["tokenizer_seed"], r["extra"]) for r in rows] == [
+        ("D8", 0, ()), ("D8", 1, ("seed=1",)), ("D16", 0, ()), ("D16", 1, ("seed=1",))]
+
+
 def test_table6_on_the_f8_ladder_is_judged_over_tokenizer_seeds():
     """Lab's Table 6 measures each tokenizer seed's latents and says, per metric, whether VF made them more uniform
     by the seed rule (density CV and Gini lower, entropy higher); the first study's (one tokenizer) has no verdict."""
@@ -514,8 +525,8 @@ def test_a_steps_other_readings_run_from_before_to_after():
     before = {"gfid": 2.05, "gfid_seeds": [2.0, 2.1], "gfid_spread": 0.1, "class_acc": 0.6, "class_acc_n": 4000}
     after = {"gfid": 3.05, "gfid_seeds": [3.0, 3.1], "gfid_spread": 0.1, "class_acc": 0.9, "class_acc_n": 4000}
     row = T.step_claim("no guidance -> CFG 3", before, after, yard)
-    assert row["verdict"] == "higher gFID" and row["readings"] == "class acc. DISAGREES (0.6 -> 0.9)"
-    assert T.step_claim("back", after, before, yard)["readings"] == "class acc. DISAGREES (0.9 -> 0.6)"
+    assert row["verdict"] == "higher gFID" and row["readings"] == "class acc. DISAGREES with gFID (0.6 -> 0.9)"
+    assert T.step_claim("back", after, before, yard)["readings"] == "class acc. DISAGREES with gFID (0.9 -> 0.6)"
 
 
 def test_lab_table6_holds_each_seed_run_to_its_own_tokenizers_rfid():

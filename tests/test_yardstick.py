@@ -136,7 +136,8 @@ def test_claims_say_where_class_accuracy_and_kid_disagree_with_fid():
             "kid_std": 0.001}
     row = claim("d32 worse than d4", low, high)
     assert row["verdict"] == "shown"
-    assert "class acc. DISAGREES (0.4 -> 0.45)" in row["readings"] and "KID agrees" in row["readings"]
+    readings = row["readings"]
+    assert "class acc. DISAGREES with gFID (0.4 -> 0.45)" in readings and "KID agrees with gFID" in readings
     # within two standard errors (binomial for 4,000 samples: 0.011 each) a reading is level, not a disagreement
     near = claim("close", low, {**high, "class_acc": 0.41})
     assert "class acc. level (0.4 -> 0.41)" in near["readings"]

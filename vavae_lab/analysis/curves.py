@@ -77,7 +77,8 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
                 label="each seed run (filled: mean)")
     for d in sorted(set(points[False]) & set(points[True])):
         ax.annotate("", xy=points[True][d], xytext=points[False][d],
-                    arrowprops=dict(arrowstyle="->", color="0.5", linestyle="--", linewidth=0.9))
+                    arrowprops=dict(arrowstyle="-|>", color="0.15", linestyle="--", linewidth=1.3, shrinkA=4,
+                                    shrinkB=4, mutation_scale=14), zorder=5)
     ax.set_xlabel(_RECON_KEYS[recon_key] + (" →" if recon_key == "psnr" else " ←"))
     ax.set_ylabel("gFID (lower is better) ↓")
     ax.set_title(title or "Reconstruction vs. generation")

@@ -85,7 +85,7 @@ def other_readings(low: dict, high: dict, key: str = "gfid", *, flip: bool = Fal
         if None not in noise and abs(diff) < 2 * math.hypot(*noise):
             verdict = "level"
         else:
-            verdict = "agrees" if (sign * diff > 0) == fid_worse else "DISAGREES"
+            verdict = "agrees with gFID" if (sign * diff > 0) == fid_worse else "DISAGREES with gFID"
         first, then = (high, low) if flip else (low, high)
         said.append(f"{name} {verdict} ({first[field]:.3g} -> {then[field]:.3g})")
     return "; ".join(said) if said else "-"
@@ -194,7 +194,7 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
 
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.2f"),
                  ("spread", "seed spread", ".2f"), ("verdict", "verdict", ""),
-                 ("readings", "class acc. and KID, in the claim's order (A -> B)", "")]
+                 ("readings", "class acc. and KID beside gFID, in the claim's order (A -> B)", "")]
 
 
 def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:
@@ -282,7 +282,7 @@ def sampling_claims(sweeps: dict, yardstick: dict) -> list[dict]:
 SINGLE_SEED_COLUMNS = [("claim", "comparison", ""), ("before", "from", ".2f"), ("after", "to", ".2f"),
                        ("change", "change", "+.0%"), ("diff_seeds", "change per run", "+.2f"),
                        ("rel_spread", "seed spread", ".0%"), ("verdict", "verdict", ""),
-                       ("readings", "class acc. and KID (from -> to)", "")]
+                       ("readings", "class acc. and KID beside gFID (from -> to)", "")]
 
 
 def below_rfid(gfid: float, rfid: float) -> str:

@@ -58,6 +58,12 @@ def seeded_recon(study: Study, name: str) -> dict:
     return out
 
 
+def recon_by_seed(study: Study, names: Iterable[str]) -> list[dict]:
+    """One row per tokenizer and tokenizer seed: its reconstruction numbers (`Study.recon`) in that seed."""
+    return [{"name": n, "tokenizer": study.label(n), "tokenizer_seed": s,
+             **study.recon(n, *study.tokenizer_seeded(s))} for n in names for s in study.seeds]
+
+
 def per_run_recon(study: Study, name: str) -> dict:
     """`seeded_recon`, and rfid_runs / psnr_runs: each seed run's own tokenizer's rFID and PSNR (the frontier's
     per-run markers; the bound each run's gFID is held to)."""

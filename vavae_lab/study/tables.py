@@ -12,8 +12,8 @@ from . import variants as V
 from .claims import (CLAIM_COLUMNS, SINGLE_SEED_COLUMNS, ablation_claims, below_bound, below_rfid,  # noqa: F401
                      claim, dilemma_claims, dose_claims, other_readings, sampling_claims, scaling_gaps, seeded_speedup,
                      single_seed_claim, speedup, step_claim, steps_to_reach, table1_claims, vf_claims)
-from .rows import (CFG, Rows, labelled, bound, per_run_recon, seeded_gfid, seeded_recon,  # noqa: F401
-                   tokenizer_rows)
+from .rows import (CFG, Rows, labelled, bound, per_run_recon, recon_by_seed, seeded_gfid,  # noqa: F401
+                   seeded_recon, tokenizer_rows)
 from .dose import vf_dose
 from .repa import (PROBE_CLAIM_COLUMNS, depth_verdicts, probe_rows, probe_verdicts, repa_curves, repa_depth, repa_rows,
                    repa_verdicts)
@@ -277,8 +277,13 @@ DILEMMA_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", f"PSNR
                                  ("ssim", f"SSIM {FIRST}", ".3f"), ("rfid", f"rFID {FIRST}", ".2f"),
                                  ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
                                  ("recon_class_acc", f"recon class acc. {FIRST}", ".3f"), *TOKENIZER_COLUMNS[5:]]
-ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", "PSNR", ".2f"), ("rfid", "rFID", ".2f"),
-                                  ("recon_class_acc", "recon class acc.", ".2f"), *GFID_COLUMNS,
+# `recon_by_seed`: each tokenizer's reconstruction in each tokenizer seed
+RECON_SEED_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("tokenizer_seed", "tokenizer seed", ""),
+                                    *TOKENIZER_COLUMNS[1:4], ("recon_class_acc", "recon class acc.", ".3f"),
+                                    ("recon_kid", "recon KID", ".4f")]
+ABLATION_COLUMNS: list[Column] = [("tokenizer", "tokenizer", ""), ("psnr", f"PSNR {FIRST}", ".2f"),
+                                  ("rfid", f"rFID {FIRST}", ".2f"), ("rfid_seeds", "rFID per tokenizer seed", ".2f"),
+                                  ("recon_class_acc", f"recon class acc. {FIRST}", ".2f"), *GFID_COLUMNS,
                                   ("bound", "gFID < rFID?", ""), ("paper_gfid", "paper gFID", ".2f")]
 SAMPLING_COLUMNS: list[Column] = [("setting", "setting", ""), ("gfid", "gFID", ".2f"),
                                   ("gfid_seeds", "per DiT seed", ".2f"), ("is", "IS", ".2f"),

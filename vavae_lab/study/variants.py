@@ -35,8 +35,10 @@ def _ablations(d: int) -> list[TokenizerVariant]:
     the dose-response of the VF weight (the presets' weight is 0.1, the paper's)."""
     return [
         # Table 5: the VF loss without one of its parts (the lab default already has no margins, see the last one)
-        TokenizerVariant(f"d{d}_vf_no_mcos", d, True, _tok(d, True, "tokenizer.vf.use_mcos=false"), " + VF - mcos"),
-        TokenizerVariant(f"d{d}_vf_no_mdms", d, True, _tok(d, True, "tokenizer.vf.use_mdms=false"), " + VF - mdms"),
+        TokenizerVariant(f"d{d}_vf_no_mcos", d, True, _tok(d, True, "tokenizer.vf.use_mcos=false"),
+                         " + VF without mcos"),
+        TokenizerVariant(f"d{d}_vf_no_mdms", d, True, _tok(d, True, "tokenizer.vf.use_mdms=false"),
+                         " + VF without mdms"),
         TokenizerVariant(f"d{d}_vf_margins", d, True, _tok(d, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25"),
                          " + VF, paper margins"),
         # Table 4: which "foundation model" the latents are aligned with

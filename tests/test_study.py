@@ -235,18 +235,18 @@ def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     assert T.claim("c", row(20.0, 19.0), row(10.0, 12.0))["verdict"] == "reversed"
     # lower in every seed but within the spread: said as such, not as a sign change
     other_way = T.claim("c", row(13.0, 19.0), row(10.0, 12.0))["verdict"]  # -3, -7 against spread 6
-    assert other_way == "the other way in every seed, beyond the seed spread in 1 of 2"
-    assert T.claim("c", row(11.0, 13.0), row(10.0, 12.0))["verdict"] == ("the other way in every seed, within the "
+    assert other_way == "the other way in every run, beyond the seed spread in 1 of 2 runs"
+    assert T.claim("c", row(11.0, 13.0), row(10.0, 12.0))["verdict"] == ("the other way in every run, within the "
                                                                          "seed spread")  # -1, -1 against 2
-    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"] == ("same sign in every seed, beyond the seed "
-                                                                         "spread in 1 of 2")  # +3, +7 against 6
+    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"] == ("same sign in every run, beyond the seed "
+                                                                         "spread in 1 of 2 runs")  # +3, +7 against 6
     rfid = lambda *v: {"rfid_seeds": list(v), "rfid_spread": max(v) - min(v)}
     rows = [{"name": n, **rfid(*r), **row(*g)} for n, r, g in
             (("d4", (40.0, 42.0), (10.0, 11.0)), ("d16", (20.0, 21.0), (20.0, 22.0)), ("d32", (21.0, 20.5), (30.0, 31.0)))]
     verdicts = [c["verdict"] for c in T.dilemma_claims(rows)]
     # rFID d4 -> d32 is shown between the end points, but d16 -> d32 flips in seed 0: no trend
     assert verdicts[0] == "not shown as a trend: d16 -> d32 (run 0) has the wrong sign (the end points alone: shown)"
-    assert verdicts[1:3] == ["shown", "not shown (the sign changes between seeds)"]
+    assert verdicts[1:3] == ["shown", "not shown (the sign changes between runs)"]
     assert verdicts[3:] == ["shown"] * 3
 
 

@@ -22,21 +22,21 @@ def below_bound(row: dict, key: str = "gfid") -> str:
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-OTHER_WAY = "the other way in every seed"  # the sign holds, opposite to the claim (a verdict's start)
-SAME_SIGN = "same sign in every seed"  # the claim's sign holds, not beyond the spread in every seed (a verdict's start)
+OTHER_WAY = "the other way in every run"  # the sign holds, opposite to the claim (a verdict's start)
+SAME_SIGN = "same sign in every run"  # the claim's sign holds, not beyond the spread in every run (a verdict's start)
 
 
 def _beyond(diffs: Sequence[float], spread: float) -> str:
-    """How many of the differences exceed the spread: "within the seed spread" when none, else "k of n"."""
+    """How many of the differences exceed the spread: "within the seed spread" when none, else "k of n runs"."""
     k = sum(abs(d) > spread for d in diffs)
-    return "within the seed spread" if k == 0 else f"beyond the seed spread in {k} of {len(diffs)}"
+    return "within the seed spread" if k == 0 else f"beyond the seed spread in {k} of {len(diffs)} runs"
 
 
 def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = False) -> dict:
     """Does `high` have the larger `key` (gFID) than `low` in every DiT seed, each time by more than the seed spread?
 
-    The study's rule for a difference: its sign holds in every seed and it exceeds the larger of the two
-    rows' seed spreads. Returns a table row: the claim, the difference per seed, the spread and the verdict.
+    The study's rule for a difference: its sign holds in every seed run and it exceeds the larger of the two
+    rows' seed spreads. Returns a table row: the claim, the difference per run, the spread and the verdict.
     The other readings run low -> high, or high -> low with `flip`: the order in which `text` names the rows.
     """
     diffs = [h - l for l, h in zip(low[f"{key}_seeds"], high[f"{key}_seeds"])]
@@ -50,7 +50,7 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = F
     elif all(d < 0 for d in diffs):
         verdict = f"{OTHER_WAY}, {_beyond(diffs, spread)}"
     else:
-        verdict = "not shown (the sign changes between seeds)"
+        verdict = "not shown (the sign changes between runs)"
     return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
             "readings": other_readings(low, high, key, flip=flip)}
 
@@ -192,7 +192,7 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per seed", "+.2f"),
+CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per run", "+.2f"),
                  ("spread", "seed spread", ".2f"), ("verdict", "verdict", ""),
                  ("readings", "class acc. and KID beside gFID, in the claim's order (A -> B)", "")]
 

@@ -40,7 +40,7 @@ def _ablations(d: int) -> list[TokenizerVariant]:
         TokenizerVariant(f"d{d}_vf_no_mdms", d, True, _tok(d, True, "tokenizer.vf.use_mdms=false"),
                          " + VF without mdms"),
         TokenizerVariant(f"d{d}_vf_margins", d, True, _tok(d, True, "tokenizer.vf.m1=0.5", "tokenizer.vf.m2=0.25"),
-                         " + VF, paper margins"),
+                         " + VF with paper margins"),
         # Table 4: which "foundation model" the latents are aligned with
         TokenizerVariant(f"d{d}_vf_masked", d, True, _tok(d, True, "tokenizer.vf.toy.objective=masked"),
                          " + VF (masked-modelling VFM)"),

@@ -61,6 +61,7 @@ def plot_alignment(images: torch.Tensor, rows: dict[str, torch.Tensor], *, refer
     axes = fig.subplots(1 + len(rows), n, squeeze=False)
     for j in range(n):
         axes[0][j].imshow(((images[j] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy())
+    axes[0][0].set_ylabel("image", rotation=0, ha="right", va="center", fontsize=8)
     for i, (name, grid) in enumerate(rows.items(), start=1):
         rgb = pca_rgb(grid, reference)
         for j in range(n):

@@ -208,11 +208,11 @@ def test_the_2x2_verdicts_ask_each_question_in_the_right_direction():
     plain, repa, vf, both = (_arm("plain", [10.0, 11.0]), _arm("REPA", [6.0, 7.0]), _arm("VF", [8.0, 9.0]),
                              _arm("both", [8.2, 9.1]))
     verdicts = {v["claim"]: v["verdict"] for v in repa_claims([plain, repa, vf, both])}
-    assert verdicts["REPA helps the plain tokenizer: REPA -> plain"] == "shown"
-    assert verdicts["VA-VAE helps it: VF -> plain"] == "shown"
-    assert verdicts["REPA beats VA-VAE: REPA -> VF"] == "shown"
-    assert verdicts["they stack: better than VA-VAE alone: both -> VF"].startswith("reversed") is False
-    assert verdicts["they stack: better than REPA alone: both -> REPA"] == "reversed"
+    assert verdicts["REPA helps the plain tokenizer: plain -> REPA"] == "shown"
+    assert verdicts["VA-VAE helps it: plain -> VF"] == "shown"
+    assert verdicts["REPA beats VA-VAE: VF -> REPA"] == "shown"
+    assert verdicts["they stack: better than VA-VAE alone: VF -> both"].startswith("reversed") is False
+    assert verdicts["they stack: better than REPA alone: REPA -> both"] == "reversed"
     assert len(verdicts) == 8 and sum(k.endswith("(CFG 3)") for k in verdicts) == 3
 
 

@@ -230,35 +230,45 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
 def test_a_claim_needs_its_sign_in_every_seed_and_more_than_the_spread():
     row = lambda *v: {"gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
     assert T.claim("c", row(10.0, 12.0), row(20.0, 19.0))["verdict"] == "shown"  # +10, +7 > spread 2
-    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"].startswith("same sign")  # +3, +7 < spread 6
+    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"].startswith("not shown: same sign")  # +3, +7 < 6
     assert T.claim("c", row(10.0, 12.0), row(13.0, 11.0))["verdict"].startswith("not shown")
     assert T.claim("c", row(20.0, 19.0), row(10.0, 12.0))["verdict"] == "reversed"
     # lower in every seed but within the spread: said as such, not as a sign change
     other_way = T.claim("c", row(13.0, 19.0), row(10.0, 12.0))["verdict"]  # -3, -7 against spread 6
-    assert other_way == "the other way in every run, beyond the seed spread in 1 of 2 runs"
-    assert T.claim("c", row(11.0, 13.0), row(10.0, 12.0))["verdict"] == ("the other way in every run, within the "
-                                                                         "seed spread")  # -1, -1 against 2
-    assert T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"] == ("same sign in every run, beyond the seed "
-                                                                         "spread in 1 of 2 runs")  # +3, +7 against 6
+    assert other_way == "not shown: the other way in every run, beyond the seed spread in 1 of 2 runs"
+    assert T.claim("c", row(11.0, 13.0), row(10.0, 12.0))["verdict"] == ("not shown: the other way in every run, "
+                                                                         "within the seed spread")  # -1, -1 against 2
+    same_sign = T.claim("c", row(10.0, 12.0), row(13.0, 19.0))["verdict"]  # +3, +7 against 6
+    assert same_sign == "not shown: same sign in every run, beyond the seed spread in 1 of 2 runs"
     rfid = lambda *v: {"rfid_seeds": list(v), "rfid_spread": max(v) - min(v)}
     rows = [{"name": n, **rfid(*r), **row(*g)} for n, r, g in
             (("d4", (40.0, 42.0), (10.0, 11.0)), ("d16", (20.0, 21.0), (20.0, 22.0)), ("d32", (21.0, 20.5), (30.0, 31.0)))]
     verdicts = [c["verdict"] for c in T.dilemma_claims(rows)]
     # rFID d4 -> d32 is shown between the end points, but d16 -> d32 flips in seed 0: no trend
     assert verdicts[0] == "not shown as a trend: d16 -> d32 (run 0) has the wrong sign (the end points alone: shown)"
-    assert verdicts[1:3] == ["shown", "not shown (the sign changes between runs)"]
+    assert verdicts[1:3] == ["shown", "not shown: the sign changes between runs"]
     assert verdicts[3:] == ["shown"] * 3
 
 
+def test_a_reconstruction_claims_readings_are_read_against_rfid():
+    row = lambda r, acc: {"rfid_seeds": [r, r + 0.1], "rfid_spread": 0.1, "recon_class_acc": acc,
+                          "recon_class_acc_n": 4000}
+    said = T.claim("rFID worsens", row(1.0, 0.99), row(2.0, 0.90), "rfid")["readings"]
+    assert said == "class acc. agrees with rFID (0.99 -> 0.9)"  # rFID and class accuracy both call the second worse
+
+
 def test_vf_claims_read_the_top_rung_first_and_ask_whether_the_gain_grows_with_d():
-    row = lambda n, t, *v: {"name": n, "tokenizer": t, "gfid_seeds": list(v), "gfid_spread": max(v) - min(v)}
+    row = lambda n, t, *v: {"name": n, "tokenizer": t, "gfid_seeds": list(v), "gfid_spread": max(v) - min(v),
+                            "class_acc": 0.5 + 0.1 * ("VF" in t), "class_acc_n": 4000}
     rows = [row("d8", "f8d8", 30.0, 31.0, 30.5, 31.5), row("d8_vf", "f8d8 + VF", 29.0, 30.0, 29.5, 30.0),
             row("d16", "f8d16", 50.0, 52.0, 51.0, 50.0), row("d16_vf", "f8d16 + VF", 40.0, 41.0, 40.5, 41.0)]
     out = T.vf_claims(rows)
-    assert [c["claim"] for c in out] == ["(c) VF improves f8d16's gFID: f8d16 + VF -> f8d16",
-                                        "    VF at f8d8: f8d8 + VF -> f8d8", "    the gain grows with d: f8d8 -> f8d16"]
+    # each claim names its rows in the direction of the change (without -> with VF); positive agrees with it
+    assert [c["claim"] for c in out] == ["(c) VF improves f8d16's gFID: f8d16 -> f8d16 + VF",
+                                        "    VF at f8d8: f8d8 -> f8d8 + VF", "    the gain grows with d: f8d8 -> f8d16"]
+    assert out[0]["readings"] == "class acc. agrees with gFID (0.5 -> 0.6)"  # read in the claim's order too
     assert out[0]["verdict"] == "shown" and out[0]["diff_seeds"] == [10.0, 11.0, 10.5, 9.0]
-    assert out[1]["verdict"].startswith("same sign")  # +1.0 / +1.0 / +1.0 / +1.5 within the spread 1.0
+    assert out[1]["verdict"].startswith("not shown: same sign")  # +1.0 / +1.0 / +1.0 / +1.5 within the spread 1.0
     assert out[2]["verdict"] == "shown" and out[2]["diff_seeds"] == [9.0, 10.0, 9.5, 7.5]  # gain 10 vs 1
 
 
@@ -268,7 +278,7 @@ def test_an_ablation_row_is_judged_against_the_full_loss_and_against_no_vf():
     out = T.ablation_claims(rows)
     assert [c["claim"].split(":")[0] for c in out[::2]] == ["a", "b"]  # one pair per ablation row, full and base skipped
     assert [c["verdict"] for c in out[:2]] == ["shown", "shown"]  # a: +20 / +13 > 5 worse than full, +10 / +13 better than none
-    assert out[2]["verdict"].startswith("same sign")  # b: +35 / +8 worse than full, but its own spread is 25
+    assert out[2]["verdict"].startswith("not shown: same sign")  # b: +35 / +8 worse than full, but its own spread is 25
     assert out[3]["verdict"].startswith("not shown")  # and better than none in one seed only
 
 
@@ -280,7 +290,7 @@ def test_the_dose_response_is_a_trend_only_if_every_weight_step_agrees():
     steady = [row(0.0, [9.0, 9.2], [1.0, 1.1]), row(0.05, [7.0, 7.1], [1.5, 1.6]), row(0.1, [5.0, 5.2], [2.0, 2.1]),
               row(0.5, [3.0, 3.1], [2.5, 2.6])]
     gen, rec = T.dose_claims(steady)
-    assert gen["verdict"] == "shown" and rec["verdict"] == "shown" and "w0.5 -> w0" in gen["claim"]
+    assert gen["verdict"] == "shown" and rec["verdict"] == "shown" and "w0.0 -> w0.5" in gen["claim"]
     bumpy = [*steady[:2], row(0.1, [7.5, 7.6], [1.2, 1.3]), steady[3]]  # 0.05 -> 0.1 goes the wrong way
     gen, rec = T.dose_claims(bumpy)
     assert gen["verdict"].startswith("not shown as a trend: weight 0.05 -> 0.1 (runs 0, 1)")
@@ -484,8 +494,8 @@ def test_table6_on_the_f8_ladder_is_judged_over_tokenizer_seeds():
     rows = [row("d16", [0.30, 0.31], [0.16, 0.17], [0.990, 0.991]), row("d16_vf", [0.20, 0.22], [0.16, 0.18],
                                                                          [0.995, 0.989])]
     out = T.table6_verdicts(Study("lab"), rows)
-    assert [c["verdict"].split(" (")[0] for c in out] == ["shown", "not shown", "not shown"]
-    assert out[0]["claim"] == "VF makes the latents more uniform by density CV: d16_vf -> d16"
+    assert [c["verdict"].split(":")[0] for c in out] == ["shown", "not shown", "not shown"]
+    assert out[0]["claim"] == "VF makes the latents more uniform by density CV: d16 -> d16_vf"
     assert T.table6_verdicts(Study("lab_classic"), rows) == []
     calls = [(n, e) for _, job in J.jobs(seeds=(0, 1), tables=["table6"], ladder=V.LADDERS[8]) for m, n, e in job
              if m == "uniformity"]

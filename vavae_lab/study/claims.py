@@ -22,8 +22,9 @@ def below_bound(row: dict, key: str = "gfid") -> str:
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-OTHER_WAY = "the other way in every run"  # the sign holds, opposite to the claim (a verdict's start)
-SAME_SIGN = "same sign in every run"  # the claim's sign holds, not beyond the spread in every run (a verdict's start)
+NOT_SHOWN = "not shown"  # every verdict but "shown" and "reversed" starts with it
+OTHER_WAY = "the other way in every run"  # the sign holds, opposite to the claim (after NOT_SHOWN)
+SAME_SIGN = "same sign in every run"  # the claim's sign holds, not beyond the spread in every run (after NOT_SHOWN)
 
 
 def _beyond(diffs: Sequence[float], spread: float) -> str:
@@ -44,13 +45,13 @@ def claim(text: str, low: dict, high: dict, key: str = "gfid", *, flip: bool = F
     if all(d > spread for d in diffs):
         verdict = "shown"
     elif all(d > 0 for d in diffs):
-        verdict = f"{SAME_SIGN}, {_beyond(diffs, spread)}"
+        verdict = f"{NOT_SHOWN}: {SAME_SIGN}, {_beyond(diffs, spread)}"
     elif all(d < -spread for d in diffs):
         verdict = "reversed"
     elif all(d < 0 for d in diffs):
-        verdict = f"{OTHER_WAY}, {_beyond(diffs, spread)}"
+        verdict = f"{NOT_SHOWN}: {OTHER_WAY}, {_beyond(diffs, spread)}"
     else:
-        verdict = "not shown (the sign changes between runs)"
+        verdict = f"{NOT_SHOWN}: the sign changes between runs"
     return {"claim": text, "diff_seeds": diffs, "spread": spread, "verdict": verdict,
             "readings": other_readings(low, high, key, flip=flip)}
 
@@ -85,7 +86,8 @@ def other_readings(low: dict, high: dict, key: str = "gfid", *, flip: bool = Fal
         if None not in noise and abs(diff) < 2 * math.hypot(*noise):
             verdict = "level"
         else:
-            verdict = "agrees with gFID" if (sign * diff > 0) == fid_worse else "DISAGREES with gFID"
+            fid = "rFID" if key == "rfid" else "gFID"  # the FID the claim reads
+            verdict = f"agrees with {fid}" if (sign * diff > 0) == fid_worse else f"DISAGREES with {fid}"
         first, then = (high, low) if flip else (low, high)
         said.append(f"{name} {verdict} ({first[field]:.3g} -> {then[field]:.3g})")
     return "; ".join(said) if said else "-"
@@ -133,9 +135,10 @@ def trend(head: dict, steps: Sequence[dict], tags: Sequence[str]) -> dict:
         return f"run{'s' if len(bad) > 1 else ''} {', '.join(bad)}"
 
     wrong = [f"{t} ({runs(s['diff_seeds'])})" for s, t in zip(steps, tags) if any(d <= 0 for d in s["diff_seeds"])]
-    if wrong and (head["verdict"] == "shown" or head["verdict"].startswith("same sign")):
-        return {**head, "verdict": f"not shown as a trend: {'; '.join(wrong)} has the wrong sign (the end points "
-                                   f"alone: {head['verdict']})"}
+    if wrong and (head["verdict"] == "shown" or SAME_SIGN in head["verdict"]):
+        alone = head["verdict"].removeprefix(f"{NOT_SHOWN}: ")
+        return {**head, "verdict": f"{NOT_SHOWN} as a trend: {'; '.join(wrong)} has the wrong sign (the end points "
+                                   f"alone: {alone})"}
     return head
 
 
@@ -153,12 +156,12 @@ def vf_claims(rows: Sequence[dict]) -> list[dict]:
     rungs = [r["name"] for r in rows if f"{r['name']}_vf" in by]
     top = rungs[-1]
     plain, vf = by[top], by[f"{top}_vf"]
-    out = [claim(f"(c) VF improves {_tag(plain)}'s gFID: {_tag(vf)} -> {_tag(plain)}", vf, plain)]
+    out = [claim(f"(c) VF improves {_tag(plain)}'s gFID: {_tag(plain)} -> {_tag(vf)}", vf, plain, flip=True)]
     for name in reversed(rungs[:-1]):
-        out.append(claim(f"    VF at {_tag(by[name])}: {_tag(by[f'{name}_vf'])} -> {_tag(by[name])}",
-                         by[f"{name}_vf"], by[name]))
+        out.append(claim(f"    VF at {_tag(by[name])}: {_tag(by[name])} -> {_tag(by[f'{name}_vf'])}",
+                         by[f"{name}_vf"], by[name], flip=True))
     if "gfid_cfg_seeds" in plain:
-        out.append(claim(f"    with CFG 3: {_tag(vf)} -> {_tag(plain)}", vf, plain, "gfid_cfg"))
+        out.append(claim(f"    with CFG 3: {_tag(plain)} -> {_tag(vf)}", vf, plain, "gfid_cfg", flip=True))
     if len(rungs) > 1:
         low = rungs[0]
         out.append(claim(f"    the gain grows with d: {_tag(by[low])} -> {_tag(plain)}",
@@ -184,7 +187,7 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
     (`trend`)."""
     tags = [f"weight {a['vf_weight']:g} -> {b['vf_weight']:g}" for a, b in zip(rows, rows[1:])]
     lo, hi = rows[0], rows[-1]
-    gen = claim(f"more VF weight, lower gFID: {_tag(hi)} -> {_tag(lo)}", hi, lo)
+    gen = claim(f"more VF weight, lower gFID: {_tag(lo)} -> {_tag(hi)}", hi, lo, flip=True)
     out = [trend(gen, [claim("", b, a) for a, b in zip(rows, rows[1:])], tags)]
     if all("rfid_seeds" in r for r in rows):  # rFID over tokenizer seeds: where the ladder trains one per seed
         rec = claim(f"more VF weight, higher rFID: {_tag(lo)} -> {_tag(hi)}", lo, hi, "rfid")
@@ -194,7 +197,7 @@ def dose_claims(rows: Sequence[dict]) -> list[dict]:
 
 CLAIM_COLUMNS = [("claim", "claim", ""), ("diff_seeds", "difference per run", "+.2f"),
                  ("spread", "seed spread", ".2f"), ("verdict", "verdict", ""),
-                 ("readings", "class acc. and KID beside gFID, in the claim's order (A -> B)", "")]
+                 ("readings", "class acc. and KID beside the FID, in the claim's order (A -> B)", "")]
 
 
 def single_seed_claim(text: str, before: float, after: float, yardstick: dict, key: str = "gfid") -> dict:
@@ -227,7 +230,7 @@ def step_claim(text: str, before: dict, after: dict, yardstick: dict) -> dict:
         return single_seed_claim(text, before["gfid"], after["gfid"], yardstick)
     seeded = claim(text, after, before)  # "shown": after is lower in every run, beyond the spread
     verdict = {"shown": "lower gFID", "reversed": "higher gFID"}.get(seeded["verdict"])
-    if seeded["verdict"].startswith((SAME_SIGN, OTHER_WAY)):  # either way: the change says which
+    if SAME_SIGN in seeded["verdict"] or OTHER_WAY in seeded["verdict"]:  # either way: the change says which
         verdict = f"unresolved (same sign in every run, {seeded['verdict'].split(', ', 1)[1]})"
     return {"claim": text, "before": before["gfid"], "after": after["gfid"],
             "change": after["gfid"] / before["gfid"] - 1, "rel_spread": seeded["spread"] / before["gfid"],

@@ -40,9 +40,9 @@ def repa_claims(rows: Sequence[dict]) -> list[dict]:
     `rows` are `repa_rows`: plain, plain + REPA, VF, VF + REPA."""
     (plain, repa), (vf, both) = (rows[0], rows[1]), (rows[2], rows[3])
 
-    def c(text, better, worse, key="gfid"):
-        return claim(f"{text}: {better['tokenizer']} -> {worse['tokenizer']}" + (" (CFG 3)" if key != "gfid" else ""),
-                     better, worse, key)
+    def c(text, better, worse, key="gfid"):  # named worse -> better, the change the claim is about
+        return claim(f"{text}: {worse['tokenizer']} -> {better['tokenizer']}" + (" (CFG 3)" if key != "gfid" else ""),
+                     better, worse, key, flip=True)
 
     out = [c("REPA helps the plain tokenizer", repa, plain), c("VA-VAE helps it", vf, plain)]
     for key in ("gfid", "gfid_cfg"):

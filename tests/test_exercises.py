@@ -313,6 +313,13 @@ def test_every_notebook_has_exercises():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_no_notebook_ships_a_placeholder(path):
+    cells = json.loads(path.read_text())["cells"]
+    marked = [c.get("id") for c in cells if any(m in "".join(c["source"]) for m in ("PENDING", "TODO", "FIXME"))]
+    assert not marked, f"{path.name}: cells {marked} still carry a placeholder"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_solutions_use_the_public_api(path):
     setup, solution = notebook_parts(path)
     errors = check_solution(setup, solution)

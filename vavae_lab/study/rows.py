@@ -50,7 +50,7 @@ def bound(study: Study, name: str) -> dict:
 
 def seeded_recon(study: Study, name: str) -> dict:
     """rfid_seeds / psnr_seeds: a variant's rFID and PSNR with its tokenizer trained once per study seed; their spread."""
-    recs = [study.recon(name, *study.tokenizer_seeded(s)) for s in study.seeds]
+    recs = recon_by_seed(study, [name])
     out = {}
     for key in ("rfid", "psnr"):
         values = [r[key] for r in recs]

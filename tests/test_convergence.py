@@ -265,6 +265,25 @@ def test_convergence_figure_has_a_log_step_axis_one_line_per_curve_and_the_floor
         plot_convergence([{"tokenizer": "x", "steps": [1, 2], "gfid_steps": [1.0]}])
 
 
+def test_convergence_figure_by_tokenizer_seed_has_a_panel_per_tokenizer_seed_with_each_tokenizers_rfid():
+    from vavae_lab.analysis.curves import plot_convergence
+    from vavae_lab.errors import DataError
+
+    rows = [{"tokenizer": t, "seed": f"t{ts}d{ds}", "steps": [100, 200, 400], "gfid_steps": [30.0, 9.0, 3.0 + ts],
+             "rfid": 1.0 + ts + (t == "f8d16")} for ts in (0, 1) for t in ("f8d4", "f8d16") for ds in (0, 1)]
+    axes = plot_convergence(rows, floor=0.1, by_tokenizer_seed=True).axes
+    assert len(axes) == 2 and [a.get_title().endswith(f"tokenizer seed {i}") for i, a in enumerate(axes)] == [1, 1]
+    for ts, ax in enumerate(axes):
+        curves, flat = ax.get_lines()[:4], ax.get_lines()[4:]
+        assert [max(c.get_ydata()) for c in curves] == [30.0] * 4 and min(curves[0].get_ydata()) == 3.0 + ts
+        assert [f.get_ydata()[0] for f in flat] == [1.0 + ts, 2.0 + ts, 0.1]  # each tokenizer's rFID, the floor
+        assert flat[0].get_color() == curves[0].get_color() != flat[1].get_color() == curves[2].get_color()
+    assert axes[0].get_yscale() == axes[1].get_yscale() == "log"
+    assert len(plot_convergence(rows).axes) == 1  # one panel unless asked
+    with pytest.raises(DataError, match="by_tokenizer_seed"):
+        plot_convergence([{**rows[0], "seed": 0}], by_tokenizer_seed=True)
+
+
 def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_every_seed():
     from vavae_lab.analysis.curves import plot_scaling
     from vavae_lab.errors import DataError

@@ -119,39 +119,63 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str
     return fig
 
 
-def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, title: str | None = None) -> Figure:
+def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, title: str | None = None,
+                     by_tokenizer_seed: bool = False) -> Figure:
     """gFID against DiT training steps on a log-step axis (paper Fig. 4a/b): one line per tokenizer (colour) and
     DiT seed (line style); `floor` (the real-vs-real FID) as a grey horizontal line. The gFID axis is logarithmic
     when the values span 10x or more (toy curves start in the thousands).
 
     Each row is one curve, as the study's convergence table gives it: tokenizer (label), seed, steps, gfid_steps.
+    `by_tokenizer_seed`: one panel per tokenizer seed (runs labelled "t<tokenizer seed>d<DiT seed>"), each
+    tokenizer's rFID (the row's `rfid`) drawn as a dotted line in its colour: how close each DiT gets to its bound.
     """
     if not rows:
         raise DataError("plot_convergence needs at least one row: dict(tokenizer=..., seed=..., steps=[...], "
                         "gfid_steps=[...])")
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.subplots()
-    colours: dict[str, str] = {}
-    seeds = sorted({r.get("seed", 0) for r in rows})
-    ticks: set[int] = set()
     for row in rows:
         missing = [k for k in ("tokenizer", "steps", "gfid_steps") if k not in row]
         if missing or len(row.get("steps", ())) != len(row.get("gfid_steps", ())):
             raise DataError(f"convergence row {dict(row)} needs tokenizer and as many steps as gfid_steps")
-        colour = colours.setdefault(row["tokenizer"], f"C{len(colours) % 10}")
-        seed = row.get("seed", 0)
-        ax.plot(row["steps"], row["gfid_steps"], color=colour, marker="o", markersize=4,
-                linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4], label=f"{row['tokenizer']}, " + (f"DiT seed {seed}" if isinstance(seed, int) else f"run {seed}"))
-        ticks.update(int(s) for s in row["steps"])
-    if floor is not None:
-        ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
-    _finish_gfid_axes(ax, "DiT training steps", title or "Convergence: gFID against DiT training steps")
+    panels = {"": list(rows)}
+    if by_tokenizer_seed:
+        runs = [str(r.get("seed", "")) for r in rows]
+        if not all(len(run) > 1 and run[0] == "t" and "d" in run for run in runs):
+            raise DataError(f"by_tokenizer_seed needs runs labelled t<tokenizer seed>d<DiT seed>, got {runs}; "
+                            "leave it off for a ladder that keeps one tokenizer per rung")
+        panels = {}
+        for row, run in zip(rows, runs):
+            panels.setdefault(run.split("d")[0], []).append(row)
+    fig = Figure(figsize=(6.4 if len(panels) == 1 else 10.5, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    colours = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(r["tokenizer"] for r in rows))}
     values = [g for row in rows for g in row["gfid_steps"] if g > 0] + ([floor] if floor and floor > 0 else [])
+    for ax, (tok_seed, group) in zip(axes, panels.items()):
+        seeds = sorted({r.get("seed", 0) for r in group}, key=str)
+        ticks: set[int] = set()
+        for row in group:
+            seed = row.get("seed", 0)
+            ax.plot(row["steps"], row["gfid_steps"], color=colours[row["tokenizer"]], marker="o", markersize=4,
+                    linestyle=("-", "--", ":", "-.")[seeds.index(seed) % 4],
+                    label=f"{row['tokenizer']}, " + (f"DiT seed {seed}" if isinstance(seed, int) else f"run {seed}"))
+            ticks.update(int(s) for s in row["steps"])
+        if by_tokenizer_seed:
+            for tok, rfid in dict.fromkeys((r["tokenizer"], r["rfid"]) for r in group if r.get("rfid")):
+                ax.axhline(rfid, color=colours[tok], linestyle=(0, (1, 2)), linewidth=1.2,
+                           label=f"rFID of {tok} {rfid:.2f}")
+                values.append(rfid)
+        if floor is not None:
+            ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
+        panel_title = title or "Convergence: gFID against DiT training steps"
+        _finish_gfid_axes(ax, "DiT training steps",
+                          f"{panel_title}, tokenizer seed {tok_seed[1:]}" if tok_seed else panel_title)
+        ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
     if values and max(values) >= 10 * min(values):  # early gFIDs in the thousands would flatten the end
-        ax.set_yscale("log")
-        ax.set_ylabel("gFID (lower is better, log scale) ↓")
-    ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
-    ax.minorticks_off()
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("gFID (lower is better, log scale) ↓")
+    for ax in axes:
+        ax.minorticks_off()
+        if ax is not axes[0]:
+            ax.set_ylabel("")
     return fig
 
 

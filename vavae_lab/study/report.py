@@ -128,8 +128,9 @@ def write_report(results: dict, out_dir: str | Path, *, minutes: float | None = 
         frontier.savefig(out / "frontier.png", dpi=100, bbox_inches="tight")
     if results.get("convergence"):
         floor = (results.get("floor") or {}).get("fid")
-        plot_convergence(results["convergence"], floor=floor).savefig(out / "convergence.png", dpi=100,
-                                                                      bbox_inches="tight")
+        per_tokenizer = all(str(r.get("seed", "")).startswith("t") for r in results["convergence"])  # "t0d1" runs
+        plot_convergence(results["convergence"], floor=floor, by_tokenizer_seed=per_tokenizer).savefig(
+            out / "convergence.png", dpi=100, bbox_inches="tight")
     if results.get("repa_curves"):
         plot_convergence(results["repa_curves"], floor=(results.get("floor") or {}).get("fid"),
                          title="REPA beside VA-VAE: gFID against DiT steps").savefig(out / "repa_curves.png", dpi=100,

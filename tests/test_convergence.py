@@ -317,7 +317,29 @@ def test_the_gap_shrinks_only_if_it_shrinks_at_every_size_step():
     assert bumpy["claim"]["verdict"].startswith("not shown as a trend: toy-XS/1 -> toy-S/1 (runs 0, 1)")
     steady = T.scaling_gaps(rows({"toy-XS/1": [41.0, 41.0], "toy-S/1": [31.0, 32.0], "toy-M/1": [21.0, 20.0]}),
                             "d4", "d32")
-    assert steady["claim"]["verdict"] == "shown"
+    assert steady["claim"]["verdict"] == "shown" and "acc_claim" not in steady  # no class accuracy in the rows
+
+
+def test_the_class_accuracy_gap_is_judged_by_the_same_rule_and_said_beside_the_fid_gap():
+    def rows(per_size):  # size: (gFID gap per run, class accuracy d32 loses per run)
+        out = []
+        for size, (gaps, lost) in per_size.items():
+            out += [{"name": "d4", "tokenizer": "low", "size": size, "gfid_seeds": [2.0, 2.0],
+                     "class_acc_seeds": [0.7, 0.7]},
+                    {"name": "d32", "tokenizer": "high", "size": size, "gfid_seeds": [2.0 + g for g in gaps],
+                     "class_acc_seeds": [0.7 - a for a in lost]}]
+        return out
+
+    # FID's gap shrinks at every step while the high-d DiTs lose more and more of the classes
+    split = T.scaling_gaps(rows({"toy-XS/1": ([1.0, 1.1], [0.01, 0.02]), "toy-S/1": ([0.6, 0.5], [0.05, 0.06]),
+                                 "toy-M/1": ([0.2, 0.1], [0.10, 0.12])}), "d4", "d32")
+    assert split["claim"]["verdict"] == "shown"
+    assert [round(g["acc_gap"], 3) for g in split["gaps"]] == [0.015, 0.055, 0.11]
+    assert split["acc_claim"]["verdict"] == "reversed" and "class accuracy high loses" in split["acc_claim"]["claim"]
+    assert split["claim"]["readings"] == "class-acc. gap DISAGREES with gFID (+0.015 -> +0.110)"
+    both = T.scaling_gaps(rows({"toy-XS/1": ([1.0, 1.1], [0.10, 0.12]), "toy-M/1": ([0.2, 0.1], [0.01, 0.02])}),
+                          "d4", "d32")
+    assert both["acc_claim"]["verdict"] == "shown" and both["claim"]["readings"].startswith("class-acc. gap agrees")
 
 
 def test_the_f8_curves_are_one_per_tokenizer_x_dit_seed_run_each_held_to_its_own_tokenizer(monkeypatch):

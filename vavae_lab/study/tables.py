@@ -254,7 +254,9 @@ def _scaling_notes(results: dict) -> list[str]:
     gaps = "; ".join(f"{g['size']} {g['gap']:+.1f} ({' / '.join(f'{d:+.1f}' for d in g['gap_seeds'])})"
                      for g in sc["gaps"])
     return ["", "![scaling](scaling.png)", "", f"gFID gap {sc['high']} - {sc['low']} per DiT size (per DiT seed): {gaps}. "
-                f"Claim: {sc['claim']['claim']}. Verdict: {sc['claim']['verdict']}. FLOPs per step are counted by "
+                f"Claim: {sc['claim']['claim']}. Verdict: {sc['claim']['verdict']}. "
+                + (f"Claim: {sc['acc_claim']['claim']}. Verdict: {sc['acc_claim']['verdict']}. "
+                   if sc.get("acc_claim") else "") + "FLOPs per step are counted by "
                 "torch.utils.flop_counter (forward + backward of one batch).", "", f"({V.FIG4_PAPER_NOTE})"]
 
 

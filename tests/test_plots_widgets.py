@@ -128,6 +128,12 @@ def test_frontier_series_labels_and_axis_directions():
         (1.5, 2.8), (1.5, 3.0), (2.5, 3.1), (2.5, 3.1)]  # each run at its own tokenizer's rFID
     filled = next(line for line in curves.plot_frontier(runs).axes[0].get_lines() if line.get_label() == "no VF loss")
     assert float(filled.get_xdata()[0]) == 2.0  # the mean over the runs' tokenizers, not one seed's
+    tagged = [dict(d=d, vf=False, rfid=1.0, rfid_runs=[x, x, 3.0, 3.0], gfid=2.5, gfid_seeds=[y, y, 3.5, 3.5],
+                   run_labels=["t1", "", "t0", ""]) for d, x, y in ((4, 1.63, 2.21), (8, 1.68, 2.21))]
+    texts = [t.get_text() for t in curves.plot_frontier(tagged).axes[0].texts if " t" in t.get_text()]
+    assert sorted(texts) == ["d4 t0, d8 t0", "d4 t1, d8 t1"]  # markers 0.05 apart (and 0) share a label
+    apart = [{**r, "rfid_runs": [1.0 + r["d"] / 4] * 2 + [3.0] * 2} for r in tagged]  # 1.0 apart: one tag each
+    assert sum(" t1" in t.get_text() for t in curves.plot_frontier(apart).axes[0].texts) == 2
     psnr_rows = [dict(d=16, vf=False, recon=24.0, gfid=30.0)]
     assert "higher is better" in curves.plot_frontier(psnr_rows, recon_key="psnr").axes[0].get_xlabel()
     with pytest.raises(ConfigError, match="recon_key"):

@@ -54,6 +54,7 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     fig = Figure(figsize=(5.2, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {False: ("no VF loss", "tab:red", "o"), True: ("VF loss", "tab:blue", "s")}
+    tags: list[tuple[float, float, str, str]] = []  # (recon, gFID, text, colour), drawn once all are known
     for vf, by_d in points.items():
         if not by_d:
             continue
@@ -70,8 +71,8 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
                         alpha=0.8)
                 ax.plot([x, rx], [y, ry], color=color, alpha=0.4, linewidth=1)
                 if tag:
-                    ax.annotate(f"d{d} {tag}", (rx, ry), textcoords="offset points", xytext=(4, -3), fontsize=6.5,
-                                color=color, alpha=0.9)
+                    tags.append((rx, ry, f"d{d} {tag}", color))
+    _draw_run_tags(ax, tags)
     if any(seeds.values()):
         ax.plot([], [], linestyle="", marker="o", markerfacecolor="none", color="0.4",
                 label="each seed run (filled: mean)")
@@ -85,6 +86,27 @@ def plot_frontier(rows: Sequence[Mapping], recon_key: str = "rfid", *, title: st
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _draw_run_tags(ax, tags: Sequence[tuple[float, float, str, str]]) -> None:
+    """Each run's tag beside its marker; tags of one colour whose markers lie within 4 % of the axes' span of each
+    other share one label ("d4 t1, d8 t1"), since side by side they would print over each other."""
+    if not tags:
+        return
+    xs, ys = [t[0] for t in tags], [t[1] for t in tags]
+    near_x, near_y = 0.04 * ((max(xs) - min(xs)) or 1.0), 0.04 * ((max(ys) - min(ys)) or 1.0)
+    groups: list[list[tuple[float, float, str, str]]] = []
+    for tag in tags:
+        home = next((g for g in groups if g[0][3] == tag[3] and abs(g[0][0] - tag[0]) <= near_x
+                     and abs(g[0][1] - tag[1]) <= near_y), None)
+        if home is None:
+            groups.append([tag])
+        elif tag[2] not in [t[2] for t in home]:
+            home.append(tag)
+    for group in groups:
+        x, y = max(t[0] for t in group), group[0][1]  # right of the rightmost marker
+        ax.annotate(", ".join(t[2] for t in group), (x, y), textcoords="offset points", xytext=(4, -3),
+                    fontsize=6.5, color=group[0][3], alpha=0.9)
 
 
 def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str, ylabel: str | None = None,

@@ -271,8 +271,10 @@ def test_convergence_figure_by_tokenizer_seed_has_a_panel_per_tokenizer_seed_wit
 
     rows = [{"tokenizer": t, "seed": f"t{ts}d{ds}", "steps": [100, 200, 400], "gfid_steps": [30.0, 9.0, 3.0 + ts],
              "rfid": 1.0 + ts + (t == "f8d16")} for ts in (0, 1) for t in ("f8d4", "f8d16") for ds in (0, 1)]
-    axes = plot_convergence(rows, floor=0.1, by_tokenizer_seed=True).axes
-    assert len(axes) == 2 and [a.get_title().endswith(f"tokenizer seed {i}") for i, a in enumerate(axes)] == [1, 1]
+    fig = plot_convergence(rows, floor=0.1, title="curves", by_tokenizer_seed=True)
+    axes = fig.axes
+    assert len(axes) == 2 and [a.get_title() for a in axes] == ["tokenizer seed 0", "tokenizer seed 1"]
+    assert fig.get_suptitle() == "curves"
     for ts, ax in enumerate(axes):
         curves, flat = ax.get_lines()[:4], ax.get_lines()[4:]
         assert [max(c.get_ydata()) for c in curves] == [30.0] * 4 and min(curves[0].get_ydata()) == 3.0 + ts

@@ -187,10 +187,11 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
                 values.append(rfid)
         if floor is not None:
             ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
-        panel_title = title or "Convergence: gFID against DiT training steps"
-        _finish_gfid_axes(ax, "DiT training steps",
-                          f"{panel_title}, tokenizer seed {tok_seed[1:]}" if tok_seed else panel_title)
+        whole = title or "Convergence: gFID against DiT training steps"  # panels: the figure's title, above them
+        _finish_gfid_axes(ax, "DiT training steps", f"tokenizer seed {tok_seed[1:]}" if tok_seed else whole)
         ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
+    if len(panels) > 1:
+        fig.suptitle(title or "Convergence: gFID against DiT training steps")
     if values and max(values) >= 10 * min(values):  # early gFIDs in the thousands would flatten the end
         axes[0].set_yscale("log")
         axes[0].set_ylabel("gFID (lower is better, log scale) ↓")

@@ -364,3 +364,9 @@ def test_fast_paths_match_the_plain_formulas_for_the_whole_model(switches, monke
         runs.append([out.detach()] + [p.grad for p in model.parameters() if p.grad is not None])
     assert len(runs[0]) == len(runs[1])
     _assert_all_close(runs[0], runs[1], atol=1e-6)
+
+
+def test_the_config_gate_lists_exactly_the_sizes_the_model_builds():
+    from vavae_lab.choices import DIT_SIZES as GATE
+
+    assert GATE == tuple(DIT_SIZES)  # config_rules refuses a size here, before any training, in the same words

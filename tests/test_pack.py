@@ -27,6 +27,7 @@ def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pack")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VAVAE_LAB_DATA", str(tmp / "trained"))
+        (tmp / "no_pack").mkdir()  # an empty pack: everything trains
         mp.setenv(pack.PACK_ENV, str(tmp / "no_pack"))
         study = Study("smoke", TINY, progress=False)
         result = study.generation("d4")
@@ -198,7 +199,9 @@ def test_a_rebuilt_pack_keeps_the_entries_a_renamed_preset_still_keys(packed, mo
     monkeypatch.setitem(presets.PRESETS, "smoke", changed)
     empty = tmp_path / "cache"
     (empty / "tokenizers").mkdir(parents=True)
-    assert build_pack(empty, command="pytest", preset="smoke", root=root, keep_presets=["smoke"])["artifacts"] == {}
+    with pytest.raises(ConfigError, match="nothing is kept, so the pack .* is left as it is"):
+        build_pack(empty, command="pytest", preset="smoke", root=root, keep_presets=["smoke"])  # smoke keys changed
+    assert pack.read_manifest(root)["artifacts"] == before
     shutil.rmtree(root)
     shutil.copytree(packed["root"], root)
     assert cli.main(["pack", "--cache", str(empty), "--preset", "smoke", "--out", str(root),

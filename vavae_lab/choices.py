@@ -22,3 +22,9 @@ ODE_SAMPLERS: tuple[str, ...] = ("euler", "heun", "dopri5")
 SAMPLERS: tuple[str, ...] = (*ODE_SAMPLERS, "ddpm")
 # metrics.toy.version: 1 the shape classifier, 2 one head per factor a person sees (docs/yardstick.md)
 TOY_FEATURE_VERSIONS: tuple[int, ...] = (1, 2)
+# dit.model.size: "<family>/<patch>"; each family's depth / width / heads is diffusion/lightningdit.py's (B, L, XL:
+# DiT's; 1.0B, 1.6B: the larger official LightningDiTs; toy-*: a laptop CPU's), tests/test_lightningdit.py holds them equal
+DIT_FAMILIES: tuple[str, ...] = ("toy-XS", "toy-S", "toy-M", "B", "L", "XL", "1.0B", "1.6B")
+DIT_SIZES: tuple[str, ...] = tuple(f"{family}/{patch}" for family in DIT_FAMILIES for patch in (1, 2))
+# device: "auto" (cuda, then mps, then cpu), a device type, or "cuda:<index>"
+DEVICE_TYPES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")

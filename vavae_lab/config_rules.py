@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .choices import (CROPS, DISC_LOSSES, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS, PATHS, POS_KINDS,
-                      PRECISIONS, PREPROCESS, PROJECTIONS, SAMPLERS, SHAPE_SETS, SOURCES, T_SAMPLINGS,
-                      TOY_FEATURE_VERSIONS)
+from .choices import (CROPS, DEVICE_TYPES, DISC_LOSSES, DIT_SIZES, LR_SCHEDULES, MLP_KINDS, NORM_KINDS, OPTIMIZERS,
+                      PATHS, POS_KINDS, PRECISIONS, PREPROCESS, PROJECTIONS, SAMPLERS, SHAPE_SETS, SOURCES,
+                      T_SAMPLINGS, TOY_FEATURE_VERSIONS)
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ RULES = [
     ("data.num_train", *_POSITIVE), ("data.num_classes", *_POSITIVE),
     *_train_rules("tokenizer.train"), *_train_rules("dit.train"),
     ("latents.shard_size", *_POSITIVE), ("latents.stats_count", *_POSITIVE), ("latents.batch_size", *_POSITIVE),
+    ("dit.model.size", *_choice(*DIT_SIZES)),
     ("dit.model.mlp", *_choice(*MLP_KINDS)), ("dit.model.norm", *_choice(*NORM_KINDS)),
     ("dit.model.pos", *_choice(*POS_KINDS)), ("dit.model.class_dropout", *_UNIT), ("dit.model.mlp_ratio", *_POSITIVE),
     ("dit.transport.path", *_choice(*PATHS)),
@@ -77,6 +78,8 @@ RULES = [
      "1 (the shape classifier) or 2 (one head per visible factor, docs/yardstick.md)"),
     ("sample.num_samples", *_POSITIVE), ("sample.batch_size", *_POSITIVE),
     ("sample.atol", *_POSITIVE), ("sample.rtol", *_POSITIVE), ("sample.max_nfe", *_POSITIVE),
+    ("device", lambda v: v in DEVICE_TYPES or (v.startswith("cuda:") and v[5:].isdigit()),
+     ", ".join(DEVICE_TYPES) + " or cuda:<index>"),
 ]
 
 

@@ -115,7 +115,10 @@ def official_weights() -> tuple[list[Path], list[tuple[str, Path | None]]]:
 
 def offline_mode() -> list[str]:
     """The offline variables that are switched on (an empty list: downloads are allowed)."""
-    return [v for v in OFFLINE_ENV_VARS if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+    from .download import offline
+
+    return (["VAVAE_LAB_OFFLINE"] if offline() else []) + [
+        v for v in OFFLINE_ENV_VARS[1:] if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
 
 
 def report() -> str:
@@ -139,6 +142,10 @@ def report() -> str:
     flags = offline_mode()
     out += ["", "offline mode: " + (f"on ({', '.join(flags)}); nothing is downloaded, local files only" if flags
                                     else "off; missing weights may be downloaded (set VAVAE_LAB_OFFLINE=1 to forbid)")]
+    from .pack import RETRAIN_ENV, pack_dir, retraining
+
+    out += [f"pretrained pack: {pack_dir()}" + (f"; ignored, {RETRAIN_ENV} is on: every model trains again"
+                                                  if retraining() else f" (set {RETRAIN_ENV}=1 to train everything)")]
     return "\n".join(out)
 
 

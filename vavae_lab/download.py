@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, WeightsUnavailableError
+from .paths import env_switch
 
 CHUNK = 1 << 20
 
@@ -54,7 +55,7 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
 
 def offline() -> bool:
     """True when VAVAE_LAB_OFFLINE is set to 1/true/yes/on."""
-    return os.environ.get("VAVAE_LAB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env_switch("VAVAE_LAB_OFFLINE")
 
 
 def sha256_of(path: str | Path) -> str:

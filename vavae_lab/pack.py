@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .atomic import atomic_write_json
 from .config import from_dict
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
+from .paths import env_switch
 from .stages import RESULTS, TRAINED
 
 PACK_ENV, RETRAIN_ENV = "VAVAE_LAB_PACK", "VAVAE_LAB_RETRAIN"
@@ -44,7 +45,7 @@ def pack_dir() -> Path:
 
 def retraining() -> bool:
     """Whether VAVAE_LAB_RETRAIN asks to ignore the pack and train everything."""
-    return os.environ.get(RETRAIN_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env_switch(RETRAIN_ENV)
 
 
 def sha256_file(path: Path) -> str:
@@ -57,7 +58,12 @@ def sha256_file(path: Path) -> str:
 
 
 def read_manifest(root: Path | None = None) -> dict:
-    """The pack's manifest ({"format", "artifacts": {"stage/key": entry}}); empty when there is no pack."""
+    """The pack's manifest ({"format", "artifacts": {"stage/key": entry}}); empty when there is no pack. A
+    $VAVAE_LAB_PACK that is not a folder is a mistake (a typo must not silently mean "train everything")."""
+    env = os.environ.get(PACK_ENV)
+    if root is None and env and not pack_dir().is_dir():
+        raise ConfigError(f"{PACK_ENV}={env} is not a folder; point it at a pack (a folder with {MANIFEST}), unset "
+                          f"it to use data/pack, or set {RETRAIN_ENV}=1 to train everything")
     path = (root or pack_dir()) / MANIFEST
     if not path.is_file():
         return {"format": FORMAT, "artifacts": {}}

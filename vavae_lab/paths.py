@@ -1,4 +1,5 @@
-"""Where generated artifacts live, and stable hashes that key caches by their config."""
+"""Where generated artifacts live, the on/off switches read from the environment, and stable hashes that key
+caches by their config."""
 from __future__ import annotations
 
 import hashlib
@@ -8,12 +9,29 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_switch(name: str) -> bool:
+    """An on/off environment variable: 1 / true / yes / on, or 0 / false / no / off / unset; anything else is a
+    mistake answered in one line (a typo must not silently mean "on" or "off")."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _ON or value in _OFF:
+        return value in _ON
+    from .errors import ConfigError
+
+    raise ConfigError(f"{name}={os.environ[name]!r} is neither on (1, true, yes, on) nor off (0, false, no, off); "
+                      f"set {name}=1 to switch it on, or unset it")
 
 
 def data_dir() -> Path:
     """Root for generated data and caches: $VAVAE_LAB_DATA, else the repo's data/, else ~/.cache/vavae_lab."""
     env = os.environ.get("VAVAE_LAB_DATA")
     if env:
+        if Path(env).expanduser().is_file():
+            from .errors import ConfigError
+
+            raise ConfigError(f"VAVAE_LAB_DATA={env} is a file; point it at a folder (it is created if missing)")
         return Path(env).expanduser()
     repo_data = _PACKAGE_DIR.parent / "data"
     if (_PACKAGE_DIR.parent / "pyproject.toml").exists():

@@ -9,6 +9,19 @@ from ..errors import CheckpointError, ConfigError
 from ..presets import PRESETS
 
 
+def _check_out(flag: str, path, *, folder: bool) -> None:
+    """Refuse an output path of the wrong kind before any work is done (a file where a folder goes, or back)."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    out = Path(path).expanduser()
+    if folder and out.is_file():
+        raise ConfigError(f"{flag} {path} is a file; pass a folder (it is created if missing)")
+    if not folder and out.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; pass a file name, e.g. {Path(path) / 'results.json'}")
+
+
 def _add_config_args(parser: argparse.ArgumentParser, fallback: str = "") -> None:
     """--preset / --config plus trailing key.sub=value overrides; `fallback` names the config used without them."""
     group = parser.add_mutually_exclusive_group()

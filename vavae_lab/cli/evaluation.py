@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import CheckpointError, ConfigError
-from .common import _add_config_args, _config, _config_file, _default_folders
+from .common import _add_config_args, _check_out, _config, _config_file, _default_folders
 
 
 def _samples_config(samples):
@@ -24,6 +24,7 @@ def _evaluate(args) -> None:
     from ..metrics.generation import evaluate_samples
     from ..metrics.samples_io import write_metrics
 
+    _check_out("--out", args.out, folder=False)
     config = _config(args, _samples_config(args.samples))
     result = evaluate_samples(args.samples, **sample_scoring(config, args.reference),
                               device=resolve_device(config.device))
@@ -62,6 +63,10 @@ def _evaluate_checkpoints(args) -> None:
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n {args.n}: the number of samples must be >= 1")
+    if not args.dit and (args.tokenizer or args.force):
+        raise ConfigError(f"{'--tokenizer' if args.tokenizer else '--force'} goes with --dit RUN (a DiT run folder); "
+                          "without --dit the tokenizer is this config's cache folder")
+    _check_out("--out", args.out, folder=False)
     run = Path(args.dit) if args.dit else None
     if run is not None and not ((run / WEIGHTS_FILE["dit"]).is_file() or latest_checkpoint(run) or list_snapshots(run)):
         raise CheckpointError(f"--dit {run}: no DiT run there (no dit.pt, checkpoints/ or snapshots/); pass the "

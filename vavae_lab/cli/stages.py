@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .common import (_add_config_args, _check_resume, _config, _config_file, _default_folders, _run_config)
+from .common import (_add_config_args, _check_out, _check_resume, _config, _config_file, _default_folders,
+                     _run_config)
 
 
 def _train_tokenizer(args) -> None:
     from ..pipeline import init_source, tokenizer_probe
     from ..train.tokenizer import train_tokenizer
 
+    _check_out("--out", args.out, folder=True)
     config = _run_config(args, "tokenizer")
     if _check_resume(args, config, "tokenizer"):
         return
@@ -40,6 +42,7 @@ def _extract_features(args) -> None:
 def _train_dit(args) -> None:
     from ..train.dit import train_dit
 
+    _check_out("--out", args.out, folder=True)
     config = _run_config(args, "dit")
     _default_folders(args, config, latents="latents")
     if _check_resume(args, config, "dit"):

@@ -6,7 +6,7 @@ import sys
 import yaml
 
 from ..config import to_dict
-from .common import _add_config_args, _config
+from .common import _add_config_args, _check_out, _config
 
 
 def _reproduce(args) -> None:
@@ -20,6 +20,11 @@ def _reproduce(args) -> None:
         return
     if args.out is None:
         raise ConfigError("reproduce needs --out FOLDER for its report (or --plan to list what it would do)")
+    _check_out("--out", args.out, folder=True)
+    if args.device:
+        from ..device import resolve_device
+
+        resolve_device(args.device)  # a typo or a missing GPU: one line before any work
     path = reproduce(args.preset, args.out, args.overrides, jobs=args.jobs, seeds=args.seeds, device=args.device,
                      progress=not args.quiet, tables=args.tables)
     if args.preset == "smoke":
@@ -33,15 +38,17 @@ def _pack(args) -> None:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..pack import pack_dir, pack_size
+    from ..pack import pack_dir, pack_size, read_manifest
     from ..study.packing import build_pack, stale_entries
 
+    _check_out("--out", args.out, folder=True)
     cache = Path(args.cache).expanduser()
     if not (cache / "tokenizers").is_dir():
         raise ConfigError(f"--cache {args.cache} holds no tokenizers/ folder; pass a study cache root such as "
                           "data/cache/study (or $VAVAE_LAB_DATA/cache/study)")
     root = Path(args.out).expanduser() if args.out else pack_dir()
     command = args.command or " ".join(["python -m vavae_lab pack", *sys.argv[2:]])
+    before = read_manifest(root)["artifacts"] if root.is_dir() else {}
     manifest = build_pack(cache, command=command, root=root, preset=args.preset, dit_dtype=args.dit_dtype,
                           weights_except=args.weights_except, keep_presets=args.keep_presets,
                           histories_only=args.histories_only)
@@ -50,6 +57,10 @@ def _pack(args) -> None:
     print(f"packed {mine} {args.preset} artifacts" + (f" (and kept {kept} of {' '.join(args.keep_presets)})"
                                                       if args.keep_presets else "") + f" into {root}: "
           f"{pack_size(root) / 2**20:.1f} MiB")
+    dropped = sorted({before[k]["preset"] for k in set(before) - set(manifest["artifacts"])})
+    if dropped:
+        print(f"note: {len(set(before) - set(manifest['artifacts']))} entries of the old pack are not in the new one "
+              f"(presets {' '.join(dropped)}); --keep-presets {' '.join(dropped)} carries them over", file=sys.stderr)
     stale = stale_entries(root)
     if stale:
         print(f"warning: {len(stale)} entries do not match the current configs: {stale[:3]}", file=sys.stderr)

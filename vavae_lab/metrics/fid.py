@@ -111,7 +111,10 @@ def _as_dataset(images, role: str) -> Dataset:
 
 def is_offline() -> bool:
     """True when an environment variable such as VAVAE_LAB_OFFLINE=1 forbids downloads."""
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENV_VARS)
+    from ..download import offline
+
+    return offline() or any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+                            for name in OFFLINE_ENV_VARS[1:])  # the other libraries' own switches, as they read them
 
 
 def resolve_inception_weights(weights_path=None, *, offline: bool | None = None) -> Path | None:

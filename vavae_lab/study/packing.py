@@ -156,8 +156,11 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     """
     keep = weights_filter(weights_except, preset)
     root = root or pack_dir()
-    for name in keep_presets:
+    for name in (preset, *keep_presets):
         load_config(name)  # an unknown preset: one line naming the presets
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the pack folder {root} is a file; pass --out a folder (it is replaced as a whole)")
+    found = 0  # the cache's runs and results of `preset`: none, and nothing kept, means a wrong --cache or --preset
     prov, entries = _provenance(), {}  # before the old pack is removed
     staging = root.with_name(root.name + ".building")
     if staging.exists():
@@ -183,6 +186,7 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 if histories_only and f"{stage}/{run.name}" in entries:
                     continue  # a kept entry (perhaps with weights) stays as it is
                 weights = keep(config) and not histories_only
+                found += 1
                 files, config, wall = _add_weights(stage, run.name, run, staging, dtype, weights)
                 dtype_name = (dit_dtype if stage == "dit" else "float32") if weights else None
                 _put(entries, f"{stage}/{run.name}", _entry(stage, run.name, config, files, command, wall, prov,
@@ -199,10 +203,15 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
                 if config.name != preset or stage_key(config, stage, **side.get("key_args", {})) != key:
                     continue
                 name = f"{stage}/{key}.json"
+                found += 1
                 files = {name: _write(staging, name, lambda p: shutil.copyfile(result, p))}
                 wall = float(json.loads(result.read_text()).get("seconds") or 0.0)
                 _put(entries, f"{stage}/{key}", _entry(stage, key, config, files, command, wall, prov, None,
                                                       key_args=side.get("key_args", {})))
+    if not found and not entries:  # a pack of nothing replaces nothing
+        shutil.rmtree(staging)
+        raise ConfigError(f"{cache} holds no finished {preset} run or result and nothing is kept, so the pack at {root} "
+                          "is left as it is; check --cache and --preset (--keep-presets carries packed entries over)")
     manifest = {"format": FORMAT, "artifacts": dict(sorted(entries.items()))}
     atomic_write_json(staging / MANIFEST, manifest)
     if root.exists():

@@ -11,6 +11,7 @@ from .. import pipeline
 from ..analysis.repa_probe import FIT
 from ..build import downsampling
 from ..config import Config, load_config
+from ..device import resolve_device
 from ..convergence import convergence, curve_steps, log_steps
 from ..errors import ConfigError
 from ..keys import cached_result, save_result, stage_dir, stage_key
@@ -42,7 +43,7 @@ class Study:
         self.dit_family = self.dit_size.rsplit("/", 1)[0]  # Table 1 switches its patch size
         # the convergence curve's steps: log-spaced, ending at the preset's DiT budget (187 ... 6,000 in lab)
         self.curve_steps = log_steps(self.base.dit.train.steps, self.ladder.curve_points)
-        self.device = torch.device(device) if device else None
+        self.device = resolve_device(device) if device else None  # a typo: one line now, not after the training
 
     @property
     def ladder(self) -> Ladder:
@@ -125,8 +126,6 @@ class Study:
         return {stage: stage_dir(config, stage) for stage in ("tokenizer", "latents", "dit")}
 
     def _device(self, config: Config) -> torch.device:
-        from ..device import resolve_device
-
         return self.device or resolve_device(config.device)
 
     # -- stages (each cached by vavae_lab.pipeline) -------------------------------------------------------

@@ -107,3 +107,27 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_the_work(tmp_path, c
 def test_evaluate_checkpoints_refuses_tokenizer_without_dit_instead_of_training(tmp_path, capsys):
     assert main(["evaluate-checkpoints", "--preset", "smoke", "--tokenizer", str(tmp_path / "tok")]) == 2
     assert "--tokenizer goes with --dit" in _one_line(capsys)
+
+
+def test_list_overrides_read_alike_in_both_forms_and_a_broken_one_is_one_line(capsys):
+    shell, yaml_list = (load_config("lab", [f"dit.snapshots={v}"]).dit.snapshots for v in ("15,30", "[15, 30]"))
+    assert shell == yaml_list == (15, 30)
+    for bad, said in (("tokenizer.model.ch_mult=[1,2", "is not a value"), ("=1", "must look like key.sub=value")):
+        assert main(["show-config", "--preset", "lab", bad]) == 2
+        assert said in _one_line(capsys)
+    with pytest.raises(ConfigError, match="a list of key.sub=value strings"):
+        load_config("lab", "seed=1")
+
+
+def test_a_folder_or_a_non_mapping_as_config_is_one_line(tmp_path, capsys):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    for config, said in ((tmp_path, "config.yaml"), (tmp_path / "list.yaml", "holds a list, not a config")):
+        assert main(["show-config", "--config", str(config)]) == 2
+        assert said in _one_line(capsys)
+    with pytest.raises(ConfigError, match="neither a preset nor a YAML file"):
+        load_config("")
+
+
+def test_a_missing_run_folder_is_named_as_the_mistake(tmp_path, capsys):
+    assert main(["train-tokenizer", "--out", str(tmp_path / "nope"), "--resume"]) == 2
+    assert f"{tmp_path / 'nope'} does not exist" in _one_line(capsys)

@@ -289,15 +289,22 @@ def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Confi
     """Return a copy of `config` with `key.sub=value` overrides applied and type-checked."""
     if not overrides:
         return config
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a list of key.sub=value strings, e.g. [{overrides!r}], not one string")
     if isinstance(overrides, dict):
         items = list(overrides.items())
     else:
         items = []
         for item in overrides:
-            if "=" not in item:
+            if "=" not in item or not item.split("=", 1)[0].strip():
                 raise ConfigError(f"override {item!r} must look like key.sub=value")
             key, raw = item.split("=", 1)
-            items.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"override {item!r}: {raw!r} is not a value ({str(exc).splitlines()[0]}); "
+                                  "write a list as [1, 2] and quote text with spaces") from exc
+            items.append((key.strip(), value))
     data = to_dict(config)
     for key, value in items:
         node, parts = data, key.split(".")
@@ -336,6 +343,9 @@ def load_config(source: str | Path, overrides: list[str] | dict | None = None) -
         config = get_preset(text)
     else:
         path = Path(text)
+        if not text.strip() or path.is_dir():
+            where = f"; a run folder keeps its config in {path / 'config.yaml'}" if text.strip() else ""
+            raise ConfigError(f"{text!r} is neither a preset nor a YAML file{where}; presets: {', '.join(PRESETS)}")
         if not path.exists():
             close = difflib.get_close_matches(text, list(PRESETS), n=3, cutoff=0.4)
             hint = f"; did you mean {' or '.join(close)}?" if close else f"; presets: {', '.join(PRESETS)}"
@@ -343,6 +353,9 @@ def load_config(source: str | Path, overrides: list[str] | dict | None = None) -
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path} holds a {type(data).__name__}, not a config: a YAML mapping of sections "
+                              "(data:, tokenizer:, dit:, ...), as show-config prints one")
         config = from_dict(data or {})
     return validate(apply_overrides(config, overrides))

@@ -52,7 +52,10 @@ def coerce(value: Any, tp, key: str, root=None) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if origin is tuple:
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            try:  # "[1, 2]" or the shell-friendly "1,2"
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{key} expects a list like [1, 2], got {value!r}") from exc
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} expects a list like [1, 2], got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:

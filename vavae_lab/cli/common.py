@@ -49,6 +49,11 @@ def _config(args, fallback=None, overrides=None):
         return load_config(args.config or args.preset, overrides)
     if fallback is not None and Path(fallback).is_file():
         return load_config(fallback, overrides)
+    if fallback is not None:  # a run folder was named: the likely mistake is the folder, not a missing --preset
+        folder = Path(fallback).parent
+        what = "does not exist" if not folder.exists() else f"holds no {Path(fallback).name}, so it is no run folder"
+        raise ConfigError(f"{args.command}: {folder} {what}; pass the folder the run was written to, or give "
+                          "--preset / --config to start from a config")
     raise ConfigError(f"{args.command} needs --preset ({', '.join(PRESETS)}) or --config FILE; there is no default")
 
 

@@ -211,7 +211,8 @@ def build_pack(cache: Path, *, command: str, preset: str, root: Path | None = No
     if not found and not entries:  # a pack of nothing replaces nothing
         shutil.rmtree(staging)
         raise ConfigError(f"{cache} holds no finished {preset} run or result and nothing is kept, so the pack at "
-                          f"{root} is left as it is; check --cache and --preset (--keep-presets carries packed entries over)")
+                          f"{root} is left as it is; check --cache and --preset (--keep-presets carries packed "
+                          "entries over)")
     manifest = {"format": FORMAT, "artifacts": dict(sorted(entries.items()))}
     atomic_write_json(staging / MANIFEST, manifest)
     if root.exists():

@@ -227,8 +227,16 @@ def test_load_tokenizer_and_load_dit_of_the_wrong_kind_or_size(runs, capsys, tmp
     atomic_save(state, tmp_path / "dit" / "dit.pt")
     with pytest.raises(CheckpointError, match="does not match the DiT in its own config"):
         load_dit(tmp_path / "dit")
-    assert "holds no tokenizer.pt" in _fails(capsys, "extract-latents", "--preset", "smoke", "--tokenizer",
-                                             tmp_path / "nothing", "--out", tmp_path / "lat", *TINY)
+    assert "nothing does not exist" in _fails(capsys, "extract-latents", "--preset", "smoke", "--tokenizer",
+                                              tmp_path / "nothing", "--out", tmp_path / "lat", *TINY)
+    (tmp_path / "empty").mkdir()
+    said = _fails(capsys, "extract-latents", "--preset", "smoke", "--tokenizer", tmp_path / "empty", "--out",
+                  tmp_path / "lat", *TINY)
+    assert "holds no tokenizer.pt" in said and "--preset PRESET" in said
+    (tmp_path / "empty" / "tokenizer.pt").write_text("x")
+    assert "is a file; pass the run folder" in _fails(capsys, "extract-latents", "--preset", "smoke", "--tokenizer",
+                                                      tmp_path / "empty" / "tokenizer.pt", "--out", tmp_path / "lat",
+                                                      *TINY)
 
 
 def test_old_layout_dit_run_without_its_latent_record(runs, capsys, tmp_path):

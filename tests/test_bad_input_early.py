@@ -131,3 +131,20 @@ def test_a_folder_or_a_non_mapping_as_config_is_one_line(tmp_path, capsys):
 def test_a_missing_run_folder_is_named_as_the_mistake(tmp_path, capsys):
     assert main(["train-tokenizer", "--out", str(tmp_path / "nope"), "--resume"]) == 2
     assert f"{tmp_path / 'nope'} does not exist" in _one_line(capsys)
+
+
+def test_argparse_mistakes_are_one_line_with_the_closest_command_or_flag(capsys):
+    def rc(argv):
+        try:
+            return main(argv)
+        except SystemExit as exc:  # argparse exits before main's try
+            return exc.code
+
+    for argv, said in ((["trian-tokenizer"], "did you mean train-tokenizer?"),
+                       (["show-config", "--preest", "lab"], "did you mean --preset?"),
+                       (["reproduce", "--preset", "lab", "--dit.seed=1"], "written without dashes: dit.seed=1"),
+                       (["reproduce", "--preset", "lab", "--jobs", "0", "--plan"], "--jobs: expects a whole number >= 1"),
+                       (["uniformity", "x", "--max-iter", "10"], "--max-iter: expects a whole number >= 250"),
+                       (["reproduce", "lab", "--plan"], "a preset goes after --preset: --preset lab")):
+        assert rc(argv) == 2
+        assert said in _one_line(capsys), argv

@@ -297,7 +297,10 @@ def apply_overrides(config: Config, overrides: list[str] | dict | None) -> Confi
         items = []
         for item in overrides:
             if "=" not in item or not item.split("=", 1)[0].strip():
-                raise ConfigError(f"override {item!r} must look like key.sub=value")
+                from .presets import PRESETS
+
+                hint = f"; a preset goes after --preset: --preset {item}" if item in PRESETS else ""
+                raise ConfigError(f"override {item!r} must look like key.sub=value{hint}")
             key, raw = item.split("=", 1)
             try:
                 value = yaml.safe_load(raw) if raw.strip() else ""

@@ -39,14 +39,24 @@ def read_history(run_dir: Folder) -> dict:
     return json.loads((Path(run_dir) / HISTORY_FILE).read_text())
 
 
+def _no_run(run_dir: Path, stage: str, train: str) -> CheckpointError:
+    """Why a run folder holds no weights, in the order a user gets it wrong: a file, a missing folder, an empty one."""
+    name = WEIGHTS_FILE[stage]
+    if run_dir.is_file():
+        return CheckpointError(f"{run_dir} is a file; pass the run folder that holds it ({run_dir.parent})")
+    if not run_dir.exists():
+        return CheckpointError(f"{run_dir} does not exist; pass the folder the {stage} run was written to")
+    return CheckpointError(f"{run_dir} holds no {name} and no checkpoint; train one there with "
+                           f"`python -m vavae_lab {train} {run_dir}`")
+
+
 def load_tokenizer(run_dir: Folder, *, device: str | torch.device = "cpu"):
     """The trained autoencoder of a run folder (its tokenizer.pt, else its newest checkpoint), in eval mode."""
     run_dir = Path(run_dir)
     final = run_dir / WEIGHTS_FILE["tokenizer"]
     path = final if final.exists() else latest_checkpoint(run_dir)
     if path is None:
-        raise CheckpointError(f"{run_dir} holds no tokenizer.pt and no checkpoint; train one with "
-                              f"`python -m vavae_lab train-tokenizer --preset lab --out {run_dir}`")
+        raise _no_run(run_dir, "tokenizer", "train-tokenizer --preset PRESET --out")
     state = load_checkpoint(path, map_location=device)
     if not isinstance(state, dict) or "model" not in state or "config" not in state or "ema" in state:
         what = "a DiT file" if isinstance(state, dict) and "ema" in state else "not a vavae_lab tokenizer file"
@@ -70,8 +80,7 @@ def _dit_state(run_dir: Path, step: int | None) -> tuple[Path, dict]:
     final = run_dir / WEIGHTS_FILE["dit"]
     path = final if final.exists() else latest_checkpoint(run_dir)
     if path is None:
-        raise CheckpointError(f"{run_dir} holds no dit.pt and no checkpoint; train one with "
-                              f"`python -m vavae_lab train-dit --preset lab --latents DIR --out {run_dir}`")
+        raise _no_run(run_dir, "dit", "train-dit --preset PRESET --latents DIR --out")
     state = load_checkpoint(path, map_location="cpu")
     if step is not None and isinstance(state, dict):  # dit.pt has no "step": its config's is its last
         last = state.get("step") or (state.get("config") or {}).get("dit", {}).get("train", {}).get("steps")

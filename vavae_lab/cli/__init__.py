@@ -10,9 +10,38 @@ from .stages import add_stage_commands
 from .study import add_study_commands
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line: what was typed wrong, the closest command or flag, where help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}{_close_match(self, message)} (see `{self.prog} --help`)\n")
+
+
+def _close_match(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean ...?' for a mistyped command or flag (flags of every command), or how an override is written."""
+    import difflib
+    import re
+
+    top = parser if parser.prog == "python -m vavae_lab" else None
+    words = re.findall(r"invalid choice: '([^']+)'", message) or (
+        message.split("unrecognized arguments: ", 1)[1].split() if "unrecognized arguments: " in message else [])
+    for word in words:
+        if word.startswith("--") and "=" in word and "." in word.split("=", 1)[0]:
+            return f"; an override is written without dashes: {word[2:]}"
+        known = re.findall(r"'([^']+)'", message.split("choose from", 1)[1]) if "choose from" in message else []
+        if not known:
+            parsers = [parser] + ([p for a in (top or parser)._actions if isinstance(a, argparse._SubParsersAction)
+                                   for p in a.choices.values()])
+            known = sorted({o for p in parsers for o in p._option_string_actions})
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per stage."""
-    parser = argparse.ArgumentParser(prog="python -m vavae_lab", description=__doc__)
+    parser = _Parser(prog="python -m vavae_lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_stage_commands(sub)
     add_evaluation_commands(sub)

@@ -9,6 +9,22 @@ from ..errors import CheckpointError, ConfigError
 from ..presets import PRESETS
 
 
+def at_least(minimum, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum`, refused in one line that says so."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= minimum:  # also refuses nan
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expects {what} >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} >= {minimum}"
+    return parse
+
+
 def _check_out(flag: str, path, *, folder: bool) -> None:
     """Refuse an output path of the wrong kind before any work is done (a file where a folder goes, or back)."""
     from pathlib import Path

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import CheckpointError, ConfigError
-from .common import _add_config_args, _check_out, _config, _config_file, _default_folders
+from .common import _add_config_args, _check_out, _config, _config_file, _default_folders, at_least
 
 
 def _samples_config(samples):
@@ -146,7 +146,7 @@ def add_evaluation_commands(sub) -> None:
     p.add_argument("--steps", type=int, nargs="+", default=None, metavar="STEP",
                    help="steps to evaluate (default: with --dit the snapshots it kept and its last step, else 4 "
                         "log-spaced steps ending at dit.train.steps: 75 150 300 600 in lab)")
-    p.add_argument("--n", type=int, default=None, help="samples per gFID (default sample.num_samples)")
+    p.add_argument("--n", type=at_least(1), default=None, help="samples per gFID (default sample.num_samples)")
     p.add_argument("--tokenizer", default=None, help="with --dit: the tokenizer run folder; default: this config's "
                    "tokenizer cache folder")
     p.add_argument("--force", action="store_true",
@@ -156,13 +156,13 @@ def add_evaluation_commands(sub) -> None:
 
     p = sub.add_parser("uniformity", help="latent uniformity (t-SNE + KDE): density CV, Gini, normalised entropy")
     p.add_argument("file", help="a latent cache directory, or a .pt/.npy/.safetensors tensor (N, C) or (N, C, h, w)")
-    p.add_argument("--runs", type=int, default=3, help="number of seeds to average (paper: 10)")
+    p.add_argument("--runs", type=at_least(1), default=3, help="number of seeds to average (paper: 10)")
     p.add_argument("--seed", type=int, default=0, help="run r uses seed + r for the sampling and the t-SNE")
-    p.add_argument("--n", type=int, default=10000, help="latent vectors per run (paper: 10,000)")
-    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (paper: 30)")
-    p.add_argument("--max-iter", type=int, default=1000,
+    p.add_argument("--n", type=at_least(2), default=10000, help="latent vectors per run (paper: 10,000)")
+    p.add_argument("--perplexity", type=at_least(1.0, float), default=30.0, help="t-SNE perplexity (paper: 30)")
+    p.add_argument("--max-iter", type=at_least(250), default=1000,
                    help="t-SNE iterations incl. 250 early exaggeration (1000 = sklearn default and paper)")
-    p.add_argument("--workers", type=int, default=1, help="runs computed in parallel processes (same values)")
+    p.add_argument("--workers", type=at_least(1), default=1, help="runs computed in parallel processes (same values)")
     p.add_argument("--init", choices=("pca", "random"), default="pca",
                    help="t-SNE start: pca (sklearn's default; deterministic given the vectors) or random (seeded "
                         "per run: runs over all N vectors of an (N, C) file then differ)")

@@ -6,7 +6,7 @@ import sys
 import yaml
 
 from ..config import to_dict
-from .common import _add_config_args, _check_out, _config
+from .common import _add_config_args, _check_out, _config, at_least
 
 
 def _reproduce(args) -> None:
@@ -97,7 +97,7 @@ def add_study_commands(sub) -> None:
     p.add_argument("--plan", action="store_true",
                    help="train nothing: list what the run would still compute and train (the cache and the pack "
                         "hold the rest), with a rough 2-core time")
-    p.add_argument("--jobs", type=int, default=1, help="independent runs trained in parallel processes")
+    p.add_argument("--jobs", type=at_least(1), default=1, help="independent runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="DiT seeds of every gFID in the tokenizer tables (default 0 1); on the f8 ladder they also "
                         "seed the tokenizers, one run per (tokenizer seed, DiT seed) pair")

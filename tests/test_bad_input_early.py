@@ -143,7 +143,8 @@ def test_argparse_mistakes_are_one_line_with_the_closest_command_or_flag(capsys)
     for argv, said in ((["trian-tokenizer"], "did you mean train-tokenizer?"),
                        (["show-config", "--preest", "lab"], "did you mean --preset?"),
                        (["reproduce", "--preset", "lab", "--dit.seed=1"], "written without dashes: dit.seed=1"),
-                       (["reproduce", "--preset", "lab", "--jobs", "0", "--plan"], "--jobs: expects a whole number >= 1"),
+                       (["reproduce", "--preset", "lab", "--jobs", "0", "--plan"],
+                        "--jobs: expects a whole number >= 1"),
                        (["uniformity", "x", "--max-iter", "10"], "--max-iter: expects a whole number >= 250"),
                        (["reproduce", "lab", "--plan"], "a preset goes after --preset: --preset lab")):
         assert rc(argv) == 2

@@ -38,5 +38,8 @@ def test_curves_plot_one_line_per_run_and_name_a_missing_key():
     lines = fig.axes[0].get_lines()
     assert len(lines) == 3 and lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
     assert lines[1].get_linestyle() == "--" and fig.axes[0].get_title() == "t"
+    long = "lab: the VF term's weight w = w_hyper x w_adaptive (tokenizer seed 0)"
+    title = plot_curves(runs, "rec", title=long).axes[0].get_title()
+    assert title.replace("\n", " ") == long and max(len(part) for part in title.split("\n")) <= 60  # fits the axes
     with pytest.raises(DataError, match="logged no 'loss'"):
         plot_curves(runs, "loss", title="t")

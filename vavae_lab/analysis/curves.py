@@ -1,6 +1,7 @@
 """Curves of the study: the reconstruction-generation frontier, training curves, gFID against DiT steps and size."""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
@@ -134,7 +135,7 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or key)
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 60)))  # the legend takes the right: a long title would be cut off
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

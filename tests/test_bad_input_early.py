@@ -149,3 +149,17 @@ def test_argparse_mistakes_are_one_line_with_the_closest_command_or_flag(capsys)
                        (["reproduce", "lab", "--plan"], "a preset goes after --preset: --preset lab")):
         assert rc(argv) == 2
         assert said in _one_line(capsys), argv
+
+
+def test_a_pickle_of_python_objects_is_named_without_torchs_advice_to_unpickle_it(tmp_path):
+    import fractions
+
+    import torch
+
+    from vavae_lab.checkpoint import load_checkpoint
+    from vavae_lab.errors import CheckpointError
+
+    torch.save({"y": fractions.Fraction(1, 3)}, tmp_path / "unsafe.pt")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "unsafe.pt")
+    assert "reads safely" in str(caught.value) and "weights_only" not in str(caught.value)

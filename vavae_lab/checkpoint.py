@@ -65,7 +65,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file; torch's text runs over many lines
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:160]
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        if "Weights only load failed" in first or len(first) > 160:  # torch's advice to unpickle unsafely: not ours
+            first = "not a file of tensors torch.load reads safely"
         raise CheckpointError(f"checkpoint {path} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: "
                               f"{first}); if a run was cut off while writing it, delete it to resume from the "
                               "previous one") from exc

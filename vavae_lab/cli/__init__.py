@@ -14,7 +14,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose mistakes are one line: what was typed wrong, the closest command or flag, where help is."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}{_close_match(self, message)} (see `{self.prog} --help`)\n")
+        hint = _close_match(self, message)
+        if hint and " (choose from " in message:  # the match says enough; the full list is in --help
+            message = message.split(" (choose from ", 1)[0]
+        self.exit(2, f"error: {message}{hint} (see `{self.prog} --help`)\n")
 
 
 def _close_match(parser: argparse.ArgumentParser, message: str) -> str:

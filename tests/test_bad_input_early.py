@@ -163,3 +163,10 @@ def test_a_pickle_of_python_objects_is_named_without_torchs_advice_to_unpickle_i
     with pytest.raises(CheckpointError) as caught:
         load_checkpoint(tmp_path / "unsafe.pt")
     assert "reads safely" in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_uniformity_on_a_run_folder_says_to_extract_its_latents_first(tmp_path, capsys):
+    (tmp_path / "tokenizer.pt").write_text("x")
+    assert main(["uniformity", str(tmp_path)]) == 2
+    err = _one_line(capsys)
+    assert "training run, not a latent cache" in err and f"--tokenizer {tmp_path}" in err

@@ -180,11 +180,6 @@ def load_source(path: str | Path):
     from ..latents.dataset import LatentDataset
 
     path = Path(path)
-    if path.is_dir() and any((path / name).is_file() for name in ("tokenizer.pt", "dit.pt")) \
-            and not (path / "meta.json").is_file():  # a run folder, not a latent cache (latents.shards.META_FILE)
-        raise DataError(f"{path} is a training run, not a latent cache; extract its latents first: `python -m "
-                        f"vavae_lab extract-latents --preset <preset> --tokenizer {path} --out <latent dir>`, then "
-                        "pass <latent dir>")
     if path.is_dir():
         return LatentDataset(path, flip=False)
     if not path.is_file():

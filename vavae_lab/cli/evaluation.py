@@ -116,8 +116,18 @@ def _score_run(args, config, run, steps) -> list[dict]:
 def _uniformity(args) -> None:
     import json
 
-    from ..analysis.uniformity import load_source, uniformity_metrics
+    from pathlib import Path
 
+    from ..analysis.uniformity import load_source, uniformity_metrics
+    from ..errors import DataError
+    from ..latents.shards import META_FILE
+    from ..runs import WEIGHTS_FILE
+
+    path = Path(args.file)
+    if any((path / name).is_file() for name in WEIGHTS_FILE.values()) and not (path / META_FILE).is_file():
+        raise DataError(f"{path} is a training run, not a latent cache; extract its latents first: `python -m "
+                        f"vavae_lab extract-latents --preset <preset> --tokenizer {path} --out <latent dir>`, then "
+                        "pass <latent dir>")
     source = load_source(args.file)
     result = uniformity_metrics(source, n=args.n, runs=args.runs, seed=args.seed, perplexity=args.perplexity,
                                 max_iter=args.max_iter, workers=args.workers, progress=args.progress, init=args.init)

@@ -58,11 +58,29 @@ def test_official_weights_present_or_missing(capsys, tmp_path, monkeypatch):
 
 
 def test_offline_mode(capsys, monkeypatch):
-    for var in ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    from vavae_lab.download import OFFLINE_ENV_VARS
+
+    for var in OFFLINE_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     assert "offline mode: off" in _doctor(capsys)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "offline mode: on (HF_HUB_OFFLINE)" in _doctor(capsys)
+
+
+def test_every_reader_of_the_offline_switches_agrees(monkeypatch):
+    """doctor, FID's Inception lookup and the VFM builder read one registry of offline variables."""
+    from vavae_lab.download import OFFLINE_ENV_VARS
+    from vavae_lab.doctor import offline_mode
+    from vavae_lab.metrics.fid import is_offline
+    from vavae_lab.tokenizer.foundation import offline_from_env
+
+    for var in OFFLINE_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert offline_mode() == [] and not is_offline() and not offline_from_env()
+    for var in OFFLINE_ENV_VARS:
+        monkeypatch.setenv(var, "1")
+        assert offline_mode() == [var] and is_offline() and offline_from_env(), var
+        monkeypatch.delenv(var)
 
 
 def test_format_bytes():

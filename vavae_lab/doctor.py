@@ -11,7 +11,6 @@ from pathlib import Path
 PACKAGES = {"torch": "models and training", "torchvision": "image utilities", "timm": "DINOv2 / MAE foundation models",
             "torch-fidelity": "FID, IS, KID, precision/recall", "scikit-learn": "t-SNE for latent uniformity",
             "ipywidgets": "notebook widgets"}
-OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE")
 # used when vavae_lab.download (the registry of released files) is not available
 FALLBACK_OFFICIAL_FILES = ("vavae-imagenet256-f16d32-dinov2.pt", "lightningdit-xl-imagenet256-64ep.pt",
                            "lightningdit-xl-imagenet256-800ep.pt", "latents_stats.pt")
@@ -115,10 +114,9 @@ def official_weights() -> tuple[list[Path], list[tuple[str, Path | None]]]:
 
 def offline_mode() -> list[str]:
     """The offline variables that are switched on (an empty list: downloads are allowed)."""
-    from .download import offline
+    from .download import offline_switches
 
-    return (["VAVAE_LAB_OFFLINE"] if offline() else []) + [
-        v for v in OFFLINE_ENV_VARS[1:] if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+    return offline_switches()
 
 
 def report() -> str:

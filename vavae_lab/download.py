@@ -53,9 +53,20 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
 }
 
 
+# Every variable that forbids downloads: this project's own switch first (strict: on/off words only), then the
+# other libraries' switches, read as those libraries read them (1/true/yes/on).
+OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def offline() -> bool:
     """True when VAVAE_LAB_OFFLINE is set to 1/true/yes/on."""
     return env_switch("VAVAE_LAB_OFFLINE")
+
+
+def offline_switches() -> list[str]:
+    """The names in OFFLINE_ENV_VARS that are switched on (an empty list: downloads are allowed)."""
+    others = [v for v in OFFLINE_ENV_VARS[1:] if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+    return (["VAVAE_LAB_OFFLINE"] if offline() else []) + others
 
 
 def sha256_of(path: str | Path) -> str:

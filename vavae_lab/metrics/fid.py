@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import torch
@@ -24,7 +23,6 @@ TOY_EXTRACTOR_NAME = "vavae-toy"
 INCEPTION_EXTRACTOR_NAME = "inception-v3-compat"
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = URL_INCEPTION_V3
-OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class ToyFeatureExtractor(FeatureExtractorBase):
@@ -111,10 +109,9 @@ def _as_dataset(images, role: str) -> Dataset:
 
 def is_offline() -> bool:
     """True when an environment variable such as VAVAE_LAB_OFFLINE=1 forbids downloads."""
-    from ..download import offline
+    from ..download import offline_switches
 
-    return offline() or any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-                            for name in OFFLINE_ENV_VARS[1:])  # the other libraries' own switches, as they read them
+    return bool(offline_switches())
 
 
 def resolve_inception_weights(weights_path=None, *, offline: bool | None = None) -> Path | None:

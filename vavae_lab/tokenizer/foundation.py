@@ -1,7 +1,6 @@
 """Frozen vision foundation models (timm ViTs such as DINOv2 and MAE, or the toy VFM) as patch-feature maps."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -26,12 +25,11 @@ VFM_REGISTRY: dict[str, dict] = {
 # then the model's mean/std) or "official" (hustvl's vavae/ldm/models/foundation_models.py: the [-1, 1] images
 # themselves, bilinear resize without antialias; the released VA-VAE was trained with it)
 
-OFFLINE_ENV_VARS = ("VAVAE_LAB_OFFLINE", "HF_HUB_OFFLINE", "TIMM_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
 def offline_from_env() -> bool:
-    """True when one of OFFLINE_ENV_VARS is set to 1/true/yes/on."""
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on") for var in OFFLINE_ENV_VARS)
+    """True when a variable in `vavae_lab.download.OFFLINE_ENV_VARS` forbids downloads."""
+    from ..download import offline_switches
+
+    return bool(offline_switches())
 
 
 class FoundationModel(nn.Module):
@@ -184,7 +182,7 @@ def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device
 
     timm ViTs are built at img_size = grid * patch_size so their position embeddings fit the grid; weights
     come from `pretrained_path` (a .safetensors/.pth/.bin state dict, loaded by timm so position embeddings
-    are resized) or from the hub unless `offline` (default: from OFFLINE_ENV_VARS). `timm_kwargs` go to
+    are resized) or from the hub unless `offline` (default: from the offline variables). `timm_kwargs` go to
     timm.create_model (e.g. depth=1 for tests); `preprocess` is one of PREPROCESS; `section` is the config section
     that names the model (tokenizer.vf, dit.repa), for the fixes the errors suggest.
     """

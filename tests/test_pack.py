@@ -343,3 +343,26 @@ def test_histories_only_packs_curves_without_weights_and_keeps_packed_runs(packe
     assert cli.main(["pack", "--cache", str(packed["cache"]), "--preset", "smoke", "--out", str(root),
                      "--keep-presets", "smoke", "--histories-only", "--command", "later"]) == 0
     assert pack.read_manifest(root)["artifacts"] == before  # every packed run keeps its weights and its entry
+
+
+def test_a_notebook_cell_says_its_restored_artifacts_in_one_line(monkeypatch, capsys, tmp_path):
+    """In IPython only the first restore of a pack prints in full; the rest are counted and said at the cell's end."""
+    import IPython
+
+    hooks = []
+    shell = type("Shell", (), {"events": type("Events", (), {"register": lambda self, event, f: hooks.append(
+        (event, f))})()})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr(pack, "_TOLD", set())
+    monkeypatch.setattr(pack, "_HOOKED", set())
+    entry = {"wall_s": 60.0, "command": "python -m vavae_lab reproduce", "machine": "2 CPU cores"}
+    for stage in ("generation", "generation", "dit"):
+        pack._say_loaded(stage, "abc", tmp_path, entry)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "made by `python -m vavae_lab reproduce`" in out[0]  # the first, in full
+    assert [event for event, _ in hooks] == ["post_execute"]                       # one hook per shell
+    hooks[0][1]()
+    assert capsys.readouterr().out.strip() == "pack: 1 dit, 1 generation more loaded (2.0 min to train or compute, " \
+                                              "not redone)"
+    hooks[0][1]()
+    assert capsys.readouterr().out == ""                                           # said once

@@ -172,19 +172,50 @@ def restore(stage: str, key: str, dest: Path, *, root: Path | None = None, quiet
 
 
 _TOLD: set = set()  # pack folders whose provenance this process has printed in full
+_HELD: dict[str, list[float]] = {}  # inside IPython: stage -> wall seconds of the short lines held for the cell's end
+_HOOKED: set = set()  # the IPython shells whose end-of-cell hook is registered
 
 
 def _say_loaded(stage: str, key: str, root: Path, entry: dict) -> None:
-    """One line per restored artifact: in full (command, machine, the retrain switch) the first time per pack."""
+    """One line per restored artifact: in full (command, machine, the retrain switch) the first time per pack; in a
+    notebook the later ones are counted and said once at the end of the cell (`_say_held`)."""
     verb = "train" if stage in TRAINED else "compute"  # a result (a gFID, a floor) is computed, not trained
     if root in _TOLD:
-        print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to {verb})")
+        if _in_notebook():
+            _HELD.setdefault(stage, []).append(entry["wall_s"])
+        else:
+            print(f"pack: {stage} {key} loaded ({entry['wall_s'] / 60:.1f} min to {verb})")
         return
     _TOLD.add(root)
     renamed = entry.get("preset_at_build")
     made = f"`{entry['command']}`" + (f", when {entry['preset']} was called {renamed}" if renamed else "")
     print(f"pack: {stage} {key} loaded from {root} (made by {made}, "
           f"{entry['wall_s'] / 60:.1f} min to {verb} on {entry['machine']}); {RETRAIN_ENV}=1 {verb}s it instead")
+
+
+def _in_notebook() -> bool:
+    """True inside an IPython shell, whose end-of-cell hook then says the held lines (registered once per shell)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    if id(shell) not in _HOOKED:
+        shell.events.register("post_execute", _say_held)
+        _HOOKED.add(id(shell))
+    return True
+
+
+def _say_held() -> None:
+    """The artifacts restored since the last call, as one line: how many of each stage and the minutes they took."""
+    if not _HELD:
+        return
+    counts = ", ".join(f"{len(walls)} {stage}" for stage, walls in sorted(_HELD.items()))
+    minutes = sum(sum(walls) for walls in _HELD.values()) / 60
+    _HELD.clear()
+    print(f"pack: {counts} more loaded ({minutes:.1f} min to train or compute, not redone)")
 
 
 def pack_size(root: Path | None = None) -> int:

@@ -13,6 +13,11 @@ enable_notebook_display()
 _RECON_KEYS = {"rfid": "rFID (lower is better)", "psnr": "PSNR in dB (higher is better)"}
 
 
+def _wrapped(title: str, width: int = 60) -> str:
+    """A title broken into lines of at most `width` characters, so that a narrow panel does not cut it off."""
+    return "\n".join(textwrap.wrap(title, width))
+
+
 def _recon_value(row: Mapping, recon_key: str) -> float:
     """The reconstruction number of a frontier row: row[recon_key], else row['recon']."""
     if recon_key in row:
@@ -135,7 +140,7 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping]], key: str, *, title: str
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel or key)
-    ax.set_title("\n".join(textwrap.wrap(title, 60)))  # the legend takes the right: a long title would be cut off
+    ax.set_title(_wrapped(title))  # the legend takes the right: a long title would be cut off
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
@@ -215,10 +220,12 @@ def _finish_gfid_axes(ax, xlabel: str, title: str) -> None:
 
 def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
     """gFID against DiT parameters on a log axis (paper Fig. 4c): one line per tokenizer through the seed means
-    (filled markers), each DiT seed as a hollow marker, the DiT size written beside each mean.
+    (filled markers), each DiT seed as a hollow marker, the DiT size written beside each mean. Where every row also
+    holds class_acc (the samples' class accuracy), a second panel draws it the same way, for the reading the
+    paper's figure has no place for.
 
     Each row is one tokenizer at one DiT size, as the study's scaling table gives it: tokenizer (label), size,
-    params, gfid and optionally gfid_seeds.
+    params, gfid and optionally gfid_seeds, class_acc, class_acc_seeds.
     """
     if not rows:
         raise DataError("plot_scaling needs at least one row: dict(tokenizer=..., size=..., params=..., gfid=...)")
@@ -226,16 +233,33 @@ def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure
         missing = [k for k in ("tokenizer", "size", "params", "gfid") if k not in row]
         if missing:
             raise DataError(f"scaling row {dict(row)} lacks {', '.join(missing)}")
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.subplots()
+    with_acc = all(row.get("class_acc") is not None for row in rows)
+    fig = Figure(figsize=(11.0, 4.2) if with_acc else (6.4, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)[0]
+    _scaling_panel(axes[0], rows, "gfid")
+    _finish_gfid_axes(axes[0], "DiT parameters", "gFID" if with_acc else "DiT size at a fixed step budget: gFID per "
+                                                                         "tokenizer")
+    if with_acc:
+        _scaling_panel(axes[1], rows, "class_acc")
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("DiT parameters (log scale)")
+        axes[1].set_ylabel("class accuracy of the samples (higher is better) ↑")
+        axes[1].set_title("class accuracy")
+        axes[1].grid(True, alpha=0.3)
+        fig.suptitle(_wrapped(title or "DiT size at a fixed step budget, per tokenizer", 100))
+    elif title:
+        axes[0].set_title(_wrapped(title))
+    return fig
+
+
+def _scaling_panel(ax, rows: Sequence[Mapping], key: str) -> None:
+    """One tokenizer per line through the seed means of row[key], its seeds hollow, each mean labelled by size."""
     for i, label in enumerate(dict.fromkeys(r["tokenizer"] for r in rows)):
         mine = sorted((r for r in rows if r["tokenizer"] == label), key=lambda r: r["params"])
-        x, y = [r["params"] for r in mine], [r["gfid"] for r in mine]
+        x, y = [r["params"] for r in mine], [r[key] for r in mine]
         ax.plot(x, y, color=f"C{i % 10}", marker="o", label=f"{label} (mean of the DiT seeds)")
         for r in mine:
-            seeds = r.get("gfid_seeds") or []
+            seeds = r.get(f"{key}_seeds") or []
             ax.scatter([r["params"]] * len(seeds), seeds, facecolors="none", edgecolors=f"C{i % 10}", s=28)
-            ax.annotate(str(r["size"]), (r["params"], r["gfid"]), textcoords="offset points", xytext=(4, 4),
+            ax.annotate(str(r["size"]), (r["params"], r[key]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
-    _finish_gfid_axes(ax, "DiT parameters", title or "DiT size at a fixed step budget: gFID per tokenizer")
-    return fig

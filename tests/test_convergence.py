@@ -300,7 +300,8 @@ def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_eve
     assert list(lines[1].get_ydata()) == [90.0, 70.0]
     assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # every seed of every row
     assert len(plot_scaling(rows).axes) == 1  # no class accuracy in the rows: the paper's panel alone
-    acc = [{**r, "class_acc": 0.5 + i / 10, "class_acc_seeds": [0.4 + i / 10, 0.6 + i / 10]} for i, r in enumerate(rows)]
+    acc = [{**r, "class_acc": 0.5 + i / 10, "class_acc_seeds": [0.4 + i / 10, 0.6 + i / 10]}
+           for i, r in enumerate(rows)]
     fig = plot_scaling(acc, title="toy")
     right = fig.axes[1]
     assert len(fig.axes) == 2 and "class accuracy" in right.get_ylabel() and fig._suptitle.get_text() == "toy"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, WeightsUnavailableError
-from .paths import env_switch
+from .paths import env_on, env_switch
 
 CHUNK = 1 << 20
 
@@ -65,8 +65,7 @@ def offline() -> bool:
 
 def offline_switches() -> list[str]:
     """The names in OFFLINE_ENV_VARS that are switched on (an empty list: downloads are allowed)."""
-    others = [v for v in OFFLINE_ENV_VARS[1:] if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
-    return (["VAVAE_LAB_OFFLINE"] if offline() else []) + others
+    return (["VAVAE_LAB_OFFLINE"] if offline() else []) + [v for v in OFFLINE_ENV_VARS[1:] if env_on(v)]
 
 
 def sha256_of(path: str | Path) -> str:

@@ -12,6 +12,12 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _ON, _OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
+def env_on(name: str) -> bool:
+    """True when the variable is 1 / true / yes / on, read leniently (anything else is off), as other libraries read
+    their own switches."""
+    return os.environ.get(name, "").strip().lower() in _ON
+
+
 def env_switch(name: str) -> bool:
     """An on/off environment variable: 1 / true / yes / on, or 0 / false / no / off / unset; anything else is a
     mistake answered in one line (a typo must not silently mean "on" or "off")."""

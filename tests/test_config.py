@@ -3,7 +3,7 @@ import pytest
 
 from vavae_lab.config import Config, apply_overrides, from_dict, load_config, save_config, to_dict
 from vavae_lab.errors import ConfigError
-from vavae_lab.presets import PRESETS, get_preset
+from vavae_lab.presets import PRESET_ENV, PRESETS, env_preset, get_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -65,6 +65,22 @@ def test_yaml_with_unknown_key_is_rejected(tmp_path):
 def test_unknown_preset_suggests_one():
     with pytest.raises(ConfigError, match="did you mean smoke"):
         load_config("smok")
+
+
+def test_the_notebooks_preset_variable_is_read_and_checked(monkeypatch, tmp_path):
+    """VAVAE_LAB_PRESET: unset or blank gives the default; a preset or a YAML file passes; a typo names the variable."""
+    monkeypatch.delenv(PRESET_ENV, raising=False)
+    assert env_preset() == "lab" and env_preset("smoke") == "smoke"
+    monkeypatch.setenv(PRESET_ENV, "  ")
+    assert env_preset() == "lab"
+    monkeypatch.setenv(PRESET_ENV, " smoke ")
+    assert env_preset() == "smoke"
+    save_config(get_preset("smoke"), tmp_path / "mine.yaml")
+    monkeypatch.setenv(PRESET_ENV, str(tmp_path / "mine.yaml"))
+    assert load_config(env_preset()) == get_preset("smoke")
+    monkeypatch.setenv(PRESET_ENV, "lba")
+    with pytest.raises(ConfigError, match=r"^VAVAE_LAB_PRESET='lba' names no preset.*did you mean lab\?"):
+        env_preset()
 
 
 def test_imagenet_presets_follow_the_paper():

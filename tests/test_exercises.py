@@ -331,7 +331,8 @@ import os
 import vavae_lab
 from vavae_lab.study import Study
 from vavae_lab.study import tables, variants as V
-PRESET = os.environ.get("VAVAE_LAB_PRESET", "lab")
+from vavae_lab.presets import env_preset
+PRESET = env_preset()
 study = Study(PRESET)
 """
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import os
+from pathlib import Path
 from typing import Callable
 
 from .config import (Config, DataConfig, DiTConfig, DiTModelConfig, LatentsConfig, LossConfig, MetricsConfig,
@@ -311,6 +314,22 @@ CLASSIC = {"lab": "lab_classic"}
 def classic(preset: str) -> str:
     """The preset of the first toy study for `preset`: lab_classic for lab; smoke and any other preset is itself."""
     return CLASSIC.get(preset, preset)
+
+
+PRESET_ENV = "VAVAE_LAB_PRESET"  # the notebooks' preset: a name of PRESETS or a YAML file
+
+
+def env_preset(default: str = "lab") -> str:
+    """The preset the notebooks run: $VAVAE_LAB_PRESET (a preset name or a YAML file), else `default`."""
+    value = os.environ.get(PRESET_ENV, "").strip()
+    if not value:
+        return default
+    if value in PRESETS or Path(value).is_file():
+        return value
+    close = difflib.get_close_matches(value, list(PRESETS), n=3, cutoff=0.4)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"presets: {', '.join(PRESETS)}"
+    raise ConfigError(f"{PRESET_ENV}={value!r} names no preset and no YAML file; {hint} "
+                      f"(unset it for {default})")
 
 
 def get_preset(name: str) -> Config:

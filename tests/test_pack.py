@@ -362,7 +362,7 @@ def test_a_notebook_cell_says_its_restored_artifacts_in_one_line(monkeypatch, ca
     assert len(out) == 1 and "made by `python -m vavae_lab reproduce`" in out[0]  # the first, in full
     assert [event for event, _ in hooks] == ["post_execute"]                       # one hook per shell
     hooks[0][1]()
-    assert capsys.readouterr().out.strip() == "pack: 1 dit, 1 generation more loaded (2.0 min to train or compute, " \
-                                              "not redone)"
+    assert capsys.readouterr().out.strip() == "pack: 2 more loaded (dit 1, generation 1); 2.0 min of training and " \
+                                              "computing not redone"
     hooks[0][1]()
     assert capsys.readouterr().out == ""                                           # said once

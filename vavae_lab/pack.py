@@ -212,10 +212,11 @@ def _say_held() -> None:
     """The artifacts restored since the last call, as one line: how many of each stage and the minutes they took."""
     if not _HELD:
         return
-    counts = ", ".join(f"{len(walls)} {stage}" for stage, walls in sorted(_HELD.items()))
+    count = sum(len(walls) for walls in _HELD.values())
+    stages = ", ".join(f"{stage} {len(walls)}" for stage, walls in sorted(_HELD.items()))
     minutes = sum(sum(walls) for walls in _HELD.values()) / 60
     _HELD.clear()
-    print(f"pack: {counts} more loaded ({minutes:.1f} min to train or compute, not redone)")
+    print(f"pack: {count} more loaded ({stages}); {minutes:.1f} min of training and computing not redone")
 
 
 def pack_size(root: Path | None = None) -> int:

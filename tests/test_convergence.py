@@ -414,3 +414,19 @@ def test_reproduce_without_out_or_plan_says_which_flag_is_missing(capsys):
     assert main(["reproduce", "--preset", "smoke"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out FOLDER" in err and "--plan" in err
+
+
+def test_lab_scaling_holds_each_seed_run_to_its_own_tokenizers_rfid(monkeypatch):
+    """Fig. 4c on the f8 ladder: a run on tokenizer seed 1 is held to that tokenizer's rFID, not seed 0's (a d16
+    whose seed-1 DiTs beat seed 0's rFID but not their own must not be flagged "below rFID")."""
+    study = Study("lab", progress=False)
+    rfids = {(): 3.2, ("seed=1",): 1.0}
+    monkeypatch.setattr(study, "generation", lambda name, *extra, n=None: {"fid": 1.5 if "seed=1" in extra else 3.6})
+    monkeypatch.setattr(study, "recon", lambda name, *extra: {"psnr": 20.0, "ssim": 0.5, "rfid": rfids[tuple(extra)],
+                                                              "recon_class_acc": 1.0})
+    monkeypatch.setattr(study, "dit_cost", lambda name, *extra: {"params": 1, "flops_per_step": 1e9})
+    rows, _ = T.scaling(study, ["toy-S"])
+    assert [r["rfid_runs"] for r in rows] == [[3.2, 3.2, 1.0, 1.0]] * 2
+    assert [r["bound"] for r in rows] == ["no", "no"]  # 1.5 is below 3.2 but not below its own tokenizer's 1.0
+    from vavae_lab.study.report import show_table
+    assert "| 3.20 / 1.00 |" in str(show_table(rows, T.BY_KEY["scaling"].columns).data)  # both bounds shown

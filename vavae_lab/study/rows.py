@@ -48,6 +48,11 @@ def bound(study: Study, name: str) -> dict:
     return {"rfid": rec["rfid"], "recon_class_acc": rec["recon_class_acc"]}
 
 
+def run_bounds(study: Study, name: str) -> dict:
+    """`bound`, and where the ladder retrains the tokenizer per seed `per_run_recon`: each run's own bound."""
+    return {**bound(study, name), **(per_run_recon(study, name) if study.ladder.tokenizer_seeds else {})}
+
+
 def seeded_recon(study: Study, name: str) -> dict:
     """rfid_seeds / psnr_seeds: a variant's rFID and PSNR with its tokenizer trained once per study seed; their spread."""
     recs = recon_by_seed(study, [name])

@@ -5,6 +5,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..errors import ConfigError, DataError
 from .plots import enable_notebook_display
@@ -249,6 +250,8 @@ def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure
         fig.suptitle(_wrapped(title or "DiT size at a fixed step budget, per tokenizer", 100))
     elif title:
         axes[0].set_title(_wrapped(title))
+    for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the decades only: the minor labels ran together
     return fig
 
 
@@ -257,9 +260,10 @@ def _scaling_panel(ax, rows: Sequence[Mapping], key: str) -> None:
     for i, label in enumerate(dict.fromkeys(r["tokenizer"] for r in rows)):
         mine = sorted((r for r in rows if r["tokenizer"] == label), key=lambda r: r["params"])
         x, y = [r["params"] for r in mine], [r[key] for r in mine]
-        ax.plot(x, y, color=f"C{i % 10}", marker="o", label=f"{label} (mean of the DiT seeds)")
+        ax.plot(x, y, color=f"C{i % 10}", marker="o", label=f"{label} (mean of the seed runs; hollow: each run)")
         for r in mine:
             seeds = r.get(f"{key}_seeds") or []
             ax.scatter([r["params"]] * len(seeds), seeds, facecolors="none", edgecolors=f"C{i % 10}", s=28)
-            ax.annotate(str(r["size"]), (r["params"], r[key]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+            if i == 0:  # one size label per DiT, on the first tokenizer's line
+                ax.annotate(str(r["size"]), (r["params"], r[key]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,7 +338,7 @@ def save_config(config: Config, path: str | Path) -> None:
 
 def load_config(source: str | Path, overrides: list[str] | dict | None = None) -> Config:
     """Load a preset name or a YAML file, then apply overrides."""
-    from .presets import PRESETS, get_preset
+    from .presets import PRESETS, get_preset, preset_hint
 
     text = str(source)
     if text in PRESETS:
@@ -350,9 +349,7 @@ def load_config(source: str | Path, overrides: list[str] | dict | None = None) -
             where = f"; a run folder keeps its config in {path / 'config.yaml'}" if text.strip() else ""
             raise ConfigError(f"{text!r} is neither a preset nor a YAML file{where}; presets: {', '.join(PRESETS)}")
         if not path.exists():
-            close = difflib.get_close_matches(text, list(PRESETS), n=3, cutoff=0.4)
-            hint = f"; did you mean {' or '.join(close)}?" if close else f"; presets: {', '.join(PRESETS)}"
-            raise ConfigError(f"{text!r} is neither a preset nor a YAML file{hint}")
+            raise ConfigError(f"{text!r} is neither a preset nor a YAML file; {preset_hint(text)}")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

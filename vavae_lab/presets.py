@@ -326,10 +326,14 @@ def env_preset(default: str = "lab") -> str:
         return default
     if value in PRESETS or Path(value).is_file():
         return value
-    close = difflib.get_close_matches(value, list(PRESETS), n=3, cutoff=0.4)
-    hint = f"did you mean {' or '.join(close)}?" if close else f"presets: {', '.join(PRESETS)}"
-    raise ConfigError(f"{PRESET_ENV}={value!r} names no preset and no YAML file; {hint} "
+    raise ConfigError(f"{PRESET_ENV}={value!r} names no preset and no YAML file; {preset_hint(value)} "
                       f"(unset it for {default})")
+
+
+def preset_hint(text: str) -> str:
+    """'did you mean lab?' for the presets closest to `text`, else the list of presets."""
+    close = difflib.get_close_matches(text, list(PRESETS), n=3, cutoff=0.4)
+    return f"did you mean {' or '.join(close)}?" if close else f"presets: {', '.join(PRESETS)}"
 
 
 def get_preset(name: str) -> Config:

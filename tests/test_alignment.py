@@ -29,8 +29,8 @@ def test_pca_colour_maps_are_rgb_in_the_unit_range_and_follow_the_main_direction
     first = rgb[:, 0]
     assert torch.all((first[..., -1] - first[..., 0]).abs() > 0.9)  # the first component runs along the ramp
     assert pca_rgb(torch.randn(2, 2, 3, 3, generator=g)).shape == (2, 3, 3, 3)  # fewer than 3 channels
-    fig = plot_alignment(torch.zeros(3, 3, 8, 8), {"latent": grid[:3], "features": grid[:3]})
-    assert isinstance(fig, Figure) and len(fig.axes) == 9
+    fig = plot_alignment(torch.zeros(3, 3, 8, 8), {"latent": grid[:3], "features": grid[:3]}, title="maps")
+    assert isinstance(fig, Figure) and len(fig.axes) == 9 and fig.get_suptitle() == "maps"
 
 
 def test_maps_in_the_references_colours_match_where_the_latent_holds_the_features():

@@ -430,3 +430,6 @@ def test_lab_scaling_holds_each_seed_run_to_its_own_tokenizers_rfid(monkeypatch)
     assert [r["bound"] for r in rows] == ["no", "no"]  # 1.5 is below 3.2 but not below its own tokenizer's 1.0
     from vavae_lab.study.report import show_table
     assert "| 3.20 / 1.00 |" in str(show_table(rows, T.BY_KEY["scaling"].columns).data)  # both bounds shown
+    rows, _ = T.scaling(study)  # every size at the preset's one step budget, and the table says how many
+    assert {r["steps"] for r in rows} == {study.base.dit.train.steps} and "| 6,000 |" in str(
+        show_table(rows, T.BY_KEY["scaling"].columns).data)

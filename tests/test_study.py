@@ -189,7 +189,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
                "speedup": T.seeded_speedup([{"name": n, "seed": 0, "steps": [75, 600], "gfid_steps": [g, g / 2]}
                                             for n, g in (("d32", 100.0), ("d32_vf", 60.0))], "d32", "d32_vf"),
                "scaling": [{"tokenizer": "f4d4", "size": "toy-XS/1", "params": 183496, "gflops_step": 2.92,
-                            "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
+                            "steps": 6000, "gfid": 50.0, "gfid_seeds": [49.0, 51.0], "gfid_spread": 2.0}],
                "vf_dose": [{"tokenizer": "f4d32 + VF (weight 0.5)", "vf_weight": 0.5, "rfid": 2.0, "gfid": 3.0,
                             "vf_term_weight_seeds": [0.25, None]}],
                "scaling_gap": {"low": "d4", "high": "d32",
@@ -219,7 +219,7 @@ def test_report_writes_markdown_json_and_figure(tmp_path):
     assert "| f4d32 + VF (weight 0.5) | 0.5 |" in text and "| 0.25 / - |" in text
     assert json.loads((tmp_path / "report.json").read_text())["preset"] == "smoke"
     assert (tmp_path / "frontier.png").stat().st_size > 1000
-    assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 50.00 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
+    assert "| f4d4 | toy-XS/1 | 183,496 | 2.92 | 6,000 | 50.00 |" in text and "d32_vf | 0 | 75 / 600 | 60.0 / 30.0 |" in text
     assert "after 150 steps: 4.00x" in text and (tmp_path / "convergence.png").stat().st_size > 1000
     assert "![scaling](scaling.png)" in text and (tmp_path / "scaling.png").stat().st_size > 1000
     assert "### Verdicts" in text and "| step 1: x | 20.00 | 10.00 | -50% | - | 10% | lower gFID |" in text

@@ -53,11 +53,13 @@ def pca_rgb(grid: torch.Tensor, reference: torch.Tensor | None = None) -> torch.
 
 
 def plot_alignment(images: torch.Tensor, rows: dict[str, torch.Tensor], *, reference: torch.Tensor | None = None,
-                   cell: float = 1.2) -> Figure:
+                   cell: float = 1.2, title: str | None = None) -> Figure:
     """The images (B x 3 x H x W in [-1, 1]) above one row of PCA colour maps per named B x C x h x w map, all in the
     colours of `reference`'s components when given (e.g. the VFM features, with latents `projected` onto them)."""
     n = images.shape[0]
     fig = Figure(figsize=(cell * n, cell * (1 + len(rows))), layout="constrained")
+    if title:
+        fig.suptitle(title, fontsize=10)
     axes = fig.subplots(1 + len(rows), n, squeeze=False)
     for j in range(n):
         axes[0][j].imshow(((images[j] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy())

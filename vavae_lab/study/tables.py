@@ -218,15 +218,16 @@ def convergence(study: Study) -> tuple[list[dict], dict]:
 
 def scaling(study: Study, sizes: Sequence[str] | None = None) -> tuple[list[dict], dict]:
     """Fig. 4c at toy scale: gFID at the preset's step budget for each DiT size (`sizes`, default
-    V.SCALING_SIZES) on a low-d and a high-d tokenizer, with the DiT's parameters and FLOPs per training step
-    (`estimate.dit_cost`); and the high-d gap per size."""
+    V.SCALING_SIZES) on a low-d and a high-d tokenizer, with the DiT's parameters, FLOPs per training step
+    (`estimate.dit_cost`) and training steps; and the high-d gap per size."""
     rows = []
     for name in study.ladder.scaling:
         for family in sizes or V.SCALING_SIZES:
             extra = study.sized(family)
             cost = study.dit_cost(name, *extra)
-            row = {"name": name, "tokenizer": study.label(name), "size": study.config(name, *extra)
-                   .dit.model.size, "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
+            dit = study.config(name, *extra).dit
+            row = {"name": name, "tokenizer": study.label(name), "size": dit.model.size, "steps": dit.train.steps,
+                   "params": cost["params"], "gflops_step": cost["flops_per_step"] / 1e9,
                    **run_bounds(study, name), **seeded_gfid(study, name, "gfid", *extra)}
             rows.append({**row, "bound": below_bound(row)})
     return labelled(study, rows), scaling_gaps(rows, *study.ladder.scaling)
@@ -379,7 +380,8 @@ TABLES: list[Table] = [
           lambda ladder: ladder.convergence, seeds=True, also="speedup", notes=_convergence_notes),
     Table("scaling", "Fig. 4c: DiT size at a fixed step budget", scaling, [
         ("tokenizer", "tokenizer", ""), ("size", "DiT", ""), ("params", "parameters", ","),
-        ("gflops_step", "GFLOPs per step", ".2f"), *GFID_COLUMNS, ("rfid", f"rFID {FIRST}", ".2f"),
+        ("gflops_step", "GFLOPs per step", ".2f"), ("steps", "training steps", ","), *GFID_COLUMNS,
+        ("rfid", f"rFID {FIRST}", ".2f"),
         ("rfid_seeds", "rFID per tokenizer seed (each run's bound)", ".2f"),
         ("recon_class_acc", f"recon class acc. {FIRST}", ".2f"), ("bound", "gFID < rFID?", "")],
           lambda ladder: ladder.scaling, seeds=True, also="scaling_gap",

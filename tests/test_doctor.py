@@ -57,29 +57,18 @@ def test_official_weights_present_or_missing(capsys, tmp_path, monkeypatch):
     assert "missing  vavae-imagenet256-f16d32-dinov2.pt" in out
 
 
-def test_offline_mode(capsys, monkeypatch):
-    from vavae_lab.download import OFFLINE_ENV_VARS
+def test_every_offline_variable_switches_downloads_off(capsys, monkeypatch):
+    """One registry of offline variables: each one alone turns `is_offline` (FID's Inception lookup, the VFM
+    builder) on, and doctor names it."""
+    from vavae_lab.download import OFFLINE_ENV_VARS, is_offline, offline_switches
 
     for var in OFFLINE_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
-    assert "offline mode: off" in _doctor(capsys)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "offline mode: on (HF_HUB_OFFLINE)" in _doctor(capsys)
-
-
-def test_every_reader_of_the_offline_switches_agrees(monkeypatch):
-    """doctor, FID's Inception lookup and the VFM builder read one registry of offline variables."""
-    from vavae_lab.download import OFFLINE_ENV_VARS
-    from vavae_lab.doctor import offline_mode
-    from vavae_lab.metrics.fid import is_offline
-    from vavae_lab.tokenizer.foundation import offline_from_env
-
-    for var in OFFLINE_ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    assert offline_mode() == [] and not is_offline() and not offline_from_env()
+    assert offline_switches() == [] and not is_offline() and "offline mode: off" in _doctor(capsys)
     for var in OFFLINE_ENV_VARS:
         monkeypatch.setenv(var, "1")
-        assert offline_mode() == [var] and is_offline() and offline_from_env(), var
+        assert offline_switches() == [var] and is_offline(), var
+        assert f"offline mode: on ({var})" in _doctor(capsys)
         monkeypatch.delenv(var)
 
 

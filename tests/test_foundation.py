@@ -9,9 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from vavae_lab.download import is_offline
 from vavae_lab.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from vavae_lab.tokenizer import toy_vfm
-from vavae_lab.tokenizer.foundation import FoundationModel, build_foundation_model, offline_from_env
+from vavae_lab.tokenizer.foundation import FoundationModel, build_foundation_model
 from vavae_lab.tokenizer.toy_vfm import (ToyVFM, ToyVFMConfig, cell_targets, coerce_toy_config, get_toy_vfm,
                                          linear_probe, masked_loss, random_cell_mask, toy_vfm_cache_path)
 
@@ -252,9 +253,9 @@ def test_hub_failure_online_is_chained_into_weights_error(no_network):
 
 
 def test_offline_env_variable_is_honoured(monkeypatch, no_network):
-    assert not offline_from_env()
+    assert not is_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert offline_from_env()
+    assert is_offline()
     with pytest.raises(WeightsUnavailableError, match="vf.pretrained_path"):
         build_foundation_model("mae_vitl16", grid=16)
 

@@ -112,13 +112,6 @@ def official_weights() -> tuple[list[Path], list[tuple[str, Path | None]]]:
     return folders, found
 
 
-def offline_mode() -> list[str]:
-    """The offline variables that are switched on (an empty list: downloads are allowed)."""
-    from .download import offline_switches
-
-    return offline_switches()
-
-
 def report() -> str:
     """The full doctor report as text."""
     from .paths import data_dir
@@ -137,7 +130,9 @@ def report() -> str:
     out += ["", f"official weights (searched in {', '.join(map(str, folders))}; set VAVAE_LAB_WEIGHTS to add one):"]
     out += [f"  {'present' if path else 'missing':<8} {name}" + (f"  {path} ({format_bytes(path.stat().st_size)})"
                                                                    if path else "") for name, path in files]
-    flags = offline_mode()
+    from .download import offline_switches
+
+    flags = offline_switches()
     out += ["", "offline mode: " + (f"on ({', '.join(flags)}); nothing is downloaded, local files only" if flags
                                     else "off; missing weights may be downloaded (set VAVAE_LAB_OFFLINE=1 to forbid)")]
     from .pack import RETRAIN_ENV, pack_dir, retraining

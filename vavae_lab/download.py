@@ -68,6 +68,11 @@ def offline_switches() -> list[str]:
     return (["VAVAE_LAB_OFFLINE"] if offline() else []) + [v for v in OFFLINE_ENV_VARS[1:] if env_on(v)]
 
 
+def is_offline() -> bool:
+    """True when a variable in OFFLINE_ENV_VARS forbids downloads (what FID's Inception, the VFM and doctor read)."""
+    return bool(offline_switches())
+
+
 def sha256_of(path: str | Path) -> str:
     """The hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

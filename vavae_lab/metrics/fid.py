@@ -14,6 +14,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from ..data.images import check_uint8_images, from_uint8, to_uint8
+from ..download import is_offline
 from ..errors import CheckpointError, ConfigError, DataError, WeightsUnavailableError
 from ..paths import cache_dir, config_hash
 from .recon import psnr, ssim
@@ -105,13 +106,6 @@ def _as_dataset(images, role: str) -> Dataset:
             raise DataError(f"the {role} set has {len(dataset)} image(s); FID needs at least two")
         return dataset
     raise DataError(f"the {role} images must be a uint8 tensor or a Dataset, got {type(images).__name__}")
-
-
-def is_offline() -> bool:
-    """True when an environment variable such as VAVAE_LAB_OFFLINE=1 forbids downloads."""
-    from ..download import offline_switches
-
-    return bool(offline_switches())
 
 
 def resolve_inception_weights(weights_path=None, *, offline: bool | None = None) -> Path | None:

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..choices import PREPROCESS
+from ..download import is_offline
 from ..errors import CheckpointError, ConfigError, VavaeLabError, WeightsUnavailableError
 from .toy_vfm import coerce_toy_config, get_toy_vfm, random_toy_vfm
 
@@ -24,13 +25,6 @@ VFM_REGISTRY: dict[str, dict] = {
 # How images in [-1, 1] reach a timm model: "normalized" (this project's default: bicubic antialiased resize,
 # then the model's mean/std) or "official" (hustvl's vavae/ldm/models/foundation_models.py: the [-1, 1] images
 # themselves, bilinear resize without antialias; the released VA-VAE was trained with it)
-
-def offline_from_env() -> bool:
-    """True when a variable in `vavae_lab.download.OFFLINE_ENV_VARS` forbids downloads."""
-    from ..download import offline_switches
-
-    return bool(offline_switches())
-
 
 class FoundationModel(nn.Module):
     """A frozen VFM mapping images in [-1, 1] (B x 3 x H x W) to patch features B x dim x grid x grid.
@@ -188,7 +182,7 @@ def build_foundation_model(name: str, *, grid: int, pretrained_path=None, device
     """
     if not isinstance(grid, int) or grid < 1:
         raise ConfigError(f"foundation model grid={grid!r} must be a positive integer (the latent grid, e.g. 16 for f16)")
-    offline = offline_from_env() if offline is None else bool(offline)
+    offline = is_offline() if offline is None else bool(offline)
     entry = VFM_REGISTRY.get(name)
     if entry is not None and entry.get("toy"):
         cfg = coerce_toy_config(toy_config)

@@ -281,6 +281,8 @@ def test_convergence_figure_by_tokenizer_seed_has_a_panel_per_tokenizer_seed_wit
         assert [f.get_ydata()[0] for f in flat] == [1.0 + ts, 2.0 + ts, 0.1]  # each tokenizer's rFID, the floor
         assert flat[0].get_color() == curves[0].get_color() != flat[1].get_color() == curves[2].get_color()
     assert axes[0].get_yscale() == axes[1].get_yscale() == "log"
+    fig.canvas.draw()  # each legend sits below its panel, clear of the rFID lines it names
+    assert all(ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0 for ax in axes)
     assert len(plot_convergence(rows).axes) == 1  # one panel unless asked
     with pytest.raises(DataError, match="by_tokenizer_seed"):
         plot_convergence([{**rows[0], "seed": 0}], by_tokenizer_seed=True)
@@ -307,6 +309,9 @@ def test_scaling_figure_has_one_line_per_tokenizer_ordered_by_parameters_and_eve
     assert len(fig.axes) == 2 and "class accuracy" in right.get_ylabel() and fig._suptitle.get_text() == "toy"
     assert [list(line.get_ydata()) for line in right.get_lines()] == [[0.6, 0.5], [0.8, 0.7]]  # by size, per tokenizer
     assert sum(len(c.get_offsets()) for c in right.collections) == 8
+    for axis in fig.axes:  # the sizes name the x ticks, at the parameters of the first tokenizer's DiTs
+        assert list(axis.get_xticks()) == [1.8e5, 1.9e6] and axis.get_xscale() == "log"
+        assert [t.get_text() for t in axis.get_xticklabels()] == ["toy-XS/1\n0.18M", "toy-M/1\n1.90M"]
     with pytest.raises(DataError, match="params"):
         plot_scaling([{"tokenizer": "x", "size": "toy-S", "gfid": 1.0}])
     with pytest.raises(DataError):

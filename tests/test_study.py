@@ -458,8 +458,10 @@ def test_each_seed_run_is_held_to_its_own_tokenizers_rfid():
     assert T.below_bound(row) == "below rFID in seeds 2, 3"  # against tokenizer seed 0's rFID alone
     row["rfid_runs"] = [3.2, 3.2, 1.0, 1.0]  # runs 2 and 3 are on tokenizer seed 1, rFID 1.0
     assert T.below_bound(row) == "no"
+    assert T.above_bound(row) == pytest.approx([0.4, 0.3, 0.5, 0.4])  # and how far above it each run sits
     row["rfid_runs"] = [3.2, 3.2, 1.6, 1.0]
-    assert T.below_bound(row) == "below rFID in seed 2"
+    assert T.below_bound(row) == "below rFID in seed 2" and T.above_bound(row)[2] < 0
+    assert T.above_bound({"rfid": 3.2, "gfid_seeds": [3.6, 3.0]}) == pytest.approx([0.4, -0.2])  # one tokenizer
 
 
 def test_on_a_tokenizer_seed_ladder_every_seeded_tokenizer_is_scored_in_each_tokenizer_seed():
@@ -575,3 +577,14 @@ def test_the_dilemma_also_asks_with_guidance_and_by_class_accuracy_under_the_sam
     assert acc["diff_seeds"] == pytest.approx([10.0, 10.0]) and acc["verdict"] == "shown"  # both steps fall
     rows[1]["class_acc_seeds"] = [0.72, 0.73]  # d4 -> d8 rises: no trend, whatever the end points say
     assert T.dilemma_claims(rows)[7]["verdict"].startswith("not shown as a trend: d4 -> d8")
+
+
+def test_regime_prints_the_settings_the_notebooks_quote():
+    """Notebooks' text names the preset's settings (steps, batch, grid, margins, samples, seeds); the first cell
+    prints them from the config, and an override shows up there."""
+    text = Study("lab", progress=False).regime()
+    for said in ("32 px outline shapes", "f8, a 4 x 4 latent grid", "margins m1 = 0, m2 = 0", "every 8 steps",
+                 "toy-S/1, 6,000 steps of batch 128", "2,000 samples", "tokenizer seeds 0, 1 x DiT seeds 0, 1"):
+        assert said in text, said
+    changed = Study("lab", ["dit.train.steps=300", "tokenizer.vf.adaptive_every=1"], progress=False).regime()
+    assert "toy-S/1, 300 steps" in changed and "every 1 step\n" in changed

@@ -5,7 +5,6 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from ..errors import ConfigError, DataError
 from .plots import enable_notebook_display
@@ -174,7 +173,8 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
         panels = {}
         for row, run in zip(rows, runs):
             panels.setdefault(run.split("d")[0], []).append(row)
-    fig = Figure(figsize=(6.4 if len(panels) == 1 else 10.5, 4.2), layout="constrained")
+    # panels: a taller figure, each legend below its panel (inside, it hid the rFID lines' left ends)
+    fig = Figure(figsize=(6.4, 4.2) if len(panels) == 1 else (10.5, 5.4), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     colours = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(r["tokenizer"] for r in rows))}
     values = [g for row in rows for g in row["gfid_steps"] if g > 0] + ([floor] if floor and floor > 0 else [])
@@ -195,7 +195,8 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
         if floor is not None:
             ax.axhline(floor, color="0.5", linewidth=1, label=f"real vs real (floor) {floor:.2f}")
         whole = title or "Convergence: gFID against DiT training steps"  # panels: the figure's title, above them
-        _finish_gfid_axes(ax, "DiT training steps", f"tokenizer seed {tok_seed[1:]}" if tok_seed else whole)
+        _finish_gfid_axes(ax, "DiT training steps", f"tokenizer seed {tok_seed[1:]}" if tok_seed else whole,
+                          legend_below=by_tokenizer_seed)
         ax.set_xticks(sorted(ticks), [str(s) for s in sorted(ticks)])
     if len(panels) > 1:
         fig.suptitle(title or "Convergence: gFID against DiT training steps")
@@ -209,21 +210,25 @@ def plot_convergence(rows: Sequence[Mapping], *, floor: float | None = None, tit
     return fig
 
 
-def _finish_gfid_axes(ax, xlabel: str, title: str) -> None:
-    """The Fig. 4 panels' shared look: log x axis named `xlabel`, gFID on y, title, grid, legend."""
+def _finish_gfid_axes(ax, xlabel: str, title: str, *, legend_below: bool = False) -> None:
+    """The Fig. 4 panels' shared look: log x axis named `xlabel`, gFID on y, title, grid, legend (inside, or in two
+    columns under the axis with `legend_below`)."""
     ax.set_xscale("log")
     ax.set_xlabel(f"{xlabel} (log scale)")
     ax.set_ylabel("gFID (lower is better) ↓")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend_below:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    else:
+        ax.legend(fontsize=7)
 
 
 def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
     """gFID against DiT parameters on a log axis (paper Fig. 4c): one line per tokenizer through the seed means
-    (filled markers), each DiT seed as a hollow marker, the DiT size written beside each mean. Where every row also
-    holds class_acc (the samples' class accuracy), a second panel draws it the same way, for the reading the
-    paper's figure has no place for.
+    (filled markers), each DiT seed as a hollow marker, each DiT size and its parameters as the axis's tick
+    labels. Where every row also holds class_acc (the samples' class accuracy), a second panel draws it the same
+    way, for the reading the paper's figure has no place for.
 
     Each row is one tokenizer at one DiT size, as the study's scaling table gives it: tokenizer (label), size,
     params, gfid and optionally gfid_seeds, class_acc, class_acc_seeds.
@@ -251,12 +256,12 @@ def plot_scaling(rows: Sequence[Mapping], *, title: str | None = None) -> Figure
     elif title:
         axes[0].set_title(_wrapped(title))
     for ax in axes:
-        ax.xaxis.set_minor_formatter(NullFormatter())  # the decades only: the minor labels ran together
+        _size_ticks(ax, rows)
     return fig
 
 
 def _scaling_panel(ax, rows: Sequence[Mapping], key: str) -> None:
-    """One tokenizer per line through the seed means of row[key], its seeds hollow, each mean labelled by size."""
+    """One tokenizer per line through the seed means of row[key], its seeds hollow."""
     for i, label in enumerate(dict.fromkeys(r["tokenizer"] for r in rows)):
         mine = sorted((r for r in rows if r["tokenizer"] == label), key=lambda r: r["params"])
         x, y = [r["params"] for r in mine], [r[key] for r in mine]
@@ -264,6 +269,11 @@ def _scaling_panel(ax, rows: Sequence[Mapping], key: str) -> None:
         for r in mine:
             seeds = r.get(f"{key}_seeds") or []
             ax.scatter([r["params"]] * len(seeds), seeds, facecolors="none", edgecolors=f"C{i % 10}", s=28)
-            if i == 0:  # one size label per DiT, on the first tokenizer's line
-                ax.annotate(str(r["size"]), (r["params"], r[key]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)
+
+
+def _size_ticks(ax, rows: Sequence[Mapping]) -> None:
+    """The log parameter axis ticked at the first tokenizer's DiT sizes, each named with its parameters (labels
+    beside the points crossed the lines)."""
+    first = sorted((r for r in rows if r["tokenizer"] == rows[0]["tokenizer"]), key=lambda r: r["params"])
+    ax.minorticks_off()
+    ax.set_xticks([r["params"] for r in first], [f"{r['size']}\n{r['params'] / 1e6:.2f}M" for r in first])

@@ -17,9 +17,23 @@ def below_bound(row: dict, key: str = "gfid") -> str:
     perfect DiT on that tokenizer could reach): 'no' when none is, else which runs (look at it, do not believe it).
     Each run is held to its own tokenizer's rFID where the row has one per run (rfid_runs), else to the row's."""
     runs = row.get(f"{key}_seeds", [])
-    bounds = row.get("rfid_runs") or [row.get("rfid")] * len(runs)
-    seeds = [i for i, (g, b) in enumerate(zip(runs, bounds)) if b is not None and g < b]
+    seeds = [i for i, (g, b) in enumerate(zip(runs, _bounds(row, len(runs)))) if b is not None and g < b]
     return "no" if not seeds else f"below rFID in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _bounds(row: dict, n: int) -> list:
+    """The rFID each of a row's n seed runs is held to: its own tokenizer's (rfid_runs), else the row's."""
+    return row.get("rfid_runs") or [row.get("rfid")] * n
+
+
+def above_bound(row: dict, key: str = "gfid") -> list[float]:
+    """How far each seed run's gFID sits above the rFID it is held to (`below_bound`'s bound): what a better DiT on
+    that tokenizer could still gain."""
+    runs = row.get(f"{key}_seeds", [])
+    return [g - b for g, b in zip(runs, _bounds(row, len(runs)))]
+
+
+ABOVE_COLUMNS = [("tokenizer", "tokenizer", ""), ("above", "gFID - own tokenizer's rFID, per run", "+.2f")]
 
 
 NOT_SHOWN = "not shown"  # every verdict but "shown" and "reversed" starts with it

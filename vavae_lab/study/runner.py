@@ -54,6 +54,23 @@ class Study:
         """A variant's name in tables: the preset's f, its d and what it adds ("f8d16 + VF")."""
         return TOKENIZERS[name].label(downsampling(self.base))
 
+    def regime(self) -> str:
+        """The preset's regime in a few lines for a notebook's first cell: data, tokenizers, the VF loss, DiTs,
+        sampling and seeds, so every setting the notebook's text names is printed once."""
+        b, f = self.base, downsampling(self.base)
+        vf = self.config(f"{self.ladder.top}_vf").tokenizer.vf
+        tok_seeds = f"tokenizer seeds {', '.join(map(str, self.seeds))} x " if self.ladder.tokenizer_seeds else ""
+        return "\n".join([
+            f"data: {b.data.resolution} px {b.data.shape_set} shapes, {b.data.num_classes} classes, "
+            f"{b.data.num_train:,} training and {b.data.num_test:,} held-out images",
+            f"tokenizers: f{f}, a {b.data.resolution // f} x {b.data.resolution // f} latent grid of d channels; "
+            f"{b.tokenizer.train.steps:,} steps of batch {b.tokenizer.train.batch_size}",
+            f"VF loss (the + VF rows): weight {vf.weight:g}, margins m1 = {vf.m1:g}, m2 = {vf.m2:g}, adaptive weight "
+            f"recomputed every {vf.adaptive_every} step{'s' if vf.adaptive_every > 1 else ''}",
+            f"DiTs: {self.dit_size}, {b.dit.train.steps:,} steps of batch {b.dit.train.batch_size}",
+            f"gFID: {b.sample.num_samples:,} samples, {b.sample.steps} {b.sample.sampler} steps, "
+            f"CFG {b.sample.cfg_scale:g}; each row over {tok_seeds}DiT seeds {', '.join(map(str, self.seeds))}"])
+
     def seed_runs(self) -> list[tuple[str, ...]]:
         """The extra overrides of every run a ladder gFID averages: DiT seeds, or tokenizer x DiT seed pairs where
         the ladder says so (variants.seed_runs)."""

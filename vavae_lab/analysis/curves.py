@@ -219,7 +219,7 @@ def _finish_gfid_axes(ax, xlabel: str, title: str, *, legend_below: bool = False
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if legend_below:
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, handlelength=4)
     else:
         ax.legend(fontsize=7)
 

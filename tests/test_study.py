@@ -583,7 +583,7 @@ def test_regime_prints_the_settings_the_notebooks_quote():
     """Notebooks' text names the preset's settings (steps, batch, grid, margins, samples, seeds); the first cell
     prints them from the config, and an override shows up there."""
     text = Study("lab", progress=False).regime()
-    for said in ("32 px outline shapes", "f8, a 4 x 4 latent grid", "margins m1 = 0, m2 = 0", "every 8 steps",
+    for said in ("32 px outline shapes", "f8, a 4 x 4 latent grid", "(d 4 / 8 / 16: 48x / 24x / 12x fewer numbers", "margins m1 = 0, m2 = 0", "every 8 steps",
                  "toy-S/1, 6,000 steps of batch 128", "2,000 samples", "tokenizer seeds 0, 1 x DiT seeds 0, 1"):
         assert said in text, said
     changed = Study("lab", ["dit.train.steps=300", "tokenizer.vf.adaptive_every=1"], progress=False).regime()

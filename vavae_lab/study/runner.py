@@ -9,7 +9,7 @@ import torch
 
 from .. import pipeline
 from ..analysis.repa_probe import FIT
-from ..build import downsampling
+from ..build import compression, downsampling
 from ..config import Config, load_config
 from ..device import resolve_device
 from ..convergence import convergence, curve_steps, log_steps
@@ -59,12 +59,14 @@ class Study:
         sampling and seeds, so every setting the notebook's text names is printed once."""
         b, f = self.base, downsampling(self.base)
         vf = self.config(f"{self.ladder.top}_vf").tokenizer.vf
+        ds = [TOKENIZERS[n].d for n in self.ladder.rungs]
         tok_seeds = f"tokenizer seeds {', '.join(map(str, self.seeds))} x " if self.ladder.tokenizer_seeds else ""
         return "\n".join([
             f"data: {b.data.resolution} px {b.data.shape_set} shapes, {b.data.num_classes} classes, "
             f"{b.data.num_train:,} training and {b.data.num_test:,} held-out images",
-            f"tokenizers: f{f}, a {b.data.resolution // f} x {b.data.resolution // f} latent grid of d channels; "
-            f"{b.tokenizer.train.steps:,} steps of batch {b.tokenizer.train.batch_size}",
+            f"tokenizers: f{f}, a {b.data.resolution // f} x {b.data.resolution // f} latent grid of d channels (d "
+            f"{' / '.join(map(str, ds))}: {' / '.join(f'{compression(f, d):g}x' for d in ds)} fewer numbers than the "
+            f"image); {b.tokenizer.train.steps:,} steps of batch {b.tokenizer.train.batch_size}",
             f"VF loss (the + VF rows): weight {vf.weight:g}, margins m1 = {vf.m1:g}, m2 = {vf.m2:g}, adaptive weight "
             f"recomputed every {vf.adaptive_every} step{'s' if vf.adaptive_every > 1 else ''}",
             f"DiTs: {self.dit_size}, {b.dit.train.steps:,} steps of batch {b.dit.train.batch_size}",
